@@ -17,3 +17,7 @@ def emulator():
 
     with Emulator(processing_seconds=0.05) as emu:
         yield emu
+
+
+# Fixtures that start real S3 servers (moto, SeaweedFS) live in their own plugin module.
+pytest_plugins = ["tests.s3_fixtures"]

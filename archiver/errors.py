@@ -1,0 +1,255 @@
+"""The archiver's exceptions, and the one place foreign errors are translated into them.
+
+    ArchiverError
+    ├── TransientError ............ worth retrying: the same call may succeed later
+    │   ├── RateLimited ........... 429 on create; carries the wait the API asked for
+    │   ├── ServiceUnavailable .... 5xx, timeouts, connection errors talking to the API
+    │   ├── DownloadInterrupted ... a delivery stream broke or came up short
+    │   └── StorageUnavailable .... the archive store is down or erroring
+    ├── UrlExpired ................ delivery answered 401/403/404/410: re-fetch the prediction
+    └── PermanentError ............ retrying cannot help: fail at once with this message
+        ├── AuthenticationError ... the API rejected the token
+        ├── InvalidRequest ........ bad model reference or input (4xx other than 401/429)
+        ├── PredictionFailed ...... the model failed; carries the model's error text
+        ├── PredictionCanceled .... canceled (by a user, a deadline, or us)
+        ├── PredictionAborted ..... terminated before it started (deadline passed)
+        ├── OutputsRemoved ........ Replicate already deleted the outputs (data_removed)
+        ├── HostNotAllowed ........ an output URL points outside the delivery allow-list
+        ├── IntegrityError ........ size or sha256 disagrees with what was downloaded
+        ├── StorageError .......... the store refused for good (no bucket, access denied)
+        └── ConfigurationError .... bad settings or command-line input
+
+Every message is one line, and none of them ever contains the API token: `redact()` removes
+it (and signed query strings) before a message leaves this module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import httpx
+
+__all__ = [
+    "ArchiverError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "DownloadInterrupted",
+    "HostNotAllowed",
+    "IntegrityError",
+    "InvalidRequest",
+    "OutputsRemoved",
+    "PermanentError",
+    "PredictionAborted",
+    "PredictionCanceled",
+    "PredictionFailed",
+    "RateLimited",
+    "ServiceUnavailable",
+    "StorageError",
+    "StorageUnavailable",
+    "TransientError",
+    "UrlExpired",
+    "api_error",
+    "redact",
+    "storage_error",
+]
+
+
+class ArchiverError(Exception):
+    """Base class: every error the archiver raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(" ".join(str(message).split())))
+
+
+class TransientError(ArchiverError):
+    """The same operation may succeed if tried again later."""
+
+
+class PermanentError(ArchiverError):
+    """Retrying cannot help; report and stop."""
+
+
+class RateLimited(TransientError):
+    """The API throttled a create; `retry_after` is the wait it asked for, in seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(TransientError):
+    """The Replicate API (or the network to it) failed in a way that may pass."""
+
+
+class DownloadInterrupted(TransientError):
+    """A delivery stream broke off, or ended before its Content-Length."""
+
+
+class StorageUnavailable(TransientError):
+    """The archive store is unreachable or answered with a retryable error."""
+
+
+class UrlExpired(ArchiverError):
+    """The delivery host refused a URL: it expired, was revoked, or its data is gone."""
+
+
+class AuthenticationError(PermanentError):
+    """The API rejected the token."""
+
+
+class InvalidRequest(PermanentError):
+    """The API rejected the request itself: unknown model or version, invalid input."""
+
+
+class PredictionFailed(PermanentError):
+    """The model ran and failed."""
+
+
+class PredictionCanceled(PermanentError):
+    """The prediction was canceled before it finished."""
+
+
+class PredictionAborted(PermanentError):
+    """The prediction was terminated before it started, usually by its deadline."""
+
+
+class OutputsRemoved(PermanentError):
+    """Replicate deleted the prediction's outputs before they were archived."""
+
+
+class HostNotAllowed(PermanentError):
+    """An output URL names a host outside the delivery allow-list."""
+
+
+class IntegrityError(PermanentError):
+    """What was stored or received disagrees with the expected size or sha256."""
+
+
+class StorageError(PermanentError):
+    """The archive store refused the operation for good."""
+
+
+class ConfigurationError(PermanentError):
+    """Settings or command-line input are invalid."""
+
+
+# -- redaction --------------------------------------------------------------------------------
+
+_SECRETS: set[str] = set()
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
+_SIGNED_QUERY = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
+
+
+def register_secret(value: str | None) -> None:
+    """Make `redact` remove this value (the API token, storage secrets) wherever it appears."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """Remove registered secrets, bearer tokens and URL query strings (signatures) from text."""
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    text = _BEARER.sub(r"\1***", text)
+    return _SIGNED_QUERY.sub(r"\1", text)
+
+
+# -- translation at the boundary --------------------------------------------------------------
+
+# HTTP status from the Replicate API -> exception class. Anything 5xx not listed is transient.
+API_STATUS: Mapping[int, type[ArchiverError]] = {
+    400: InvalidRequest,
+    401: AuthenticationError,
+    402: InvalidRequest,  # billing required: retrying will not pay the bill
+    403: AuthenticationError,
+    404: InvalidRequest,
+    408: ServiceUnavailable,
+    409: ServiceUnavailable,
+    422: InvalidRequest,
+    425: ServiceUnavailable,
+    429: RateLimited,
+}
+
+_RESETS_IN = re.compile(r"resets in ~?\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
+
+
+def retry_after_seconds(headers: Mapping[str, str], detail: str, default: float = 1.0) -> float:
+    """The wait a 429 asks for: `Retry-After` if numeric, else the "resets in ~Ns" detail."""
+    value = (headers.get("retry-after") or "").strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    match = _RESETS_IN.search(detail or "")
+    return float(match.group(1)) if match else default
+
+
+def api_error(status: int, detail: str, headers: Mapping[str, str] | None = None) -> ArchiverError:
+    """Translate one HTTP error answer of the Replicate API into our exception."""
+    headers = headers or {}
+    kind = API_STATUS.get(status) or (ServiceUnavailable if status >= 500 else InvalidRequest)
+    message = f"Replicate API answered {status}: {detail or 'no detail'}"
+    if kind is RateLimited:
+        return RateLimited(message, retry_after_seconds(headers, detail))
+    return kind(message)
+
+
+def from_httpx(exc: httpx.HTTPError, what: str) -> ArchiverError:
+    """Translate a transport-level httpx error (no response) into a transient error."""
+    name = type(exc).__name__
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return ConfigurationError(f"{what}: {name}: {exc}")
+    return ServiceUnavailable(f"{what}: {name}: {exc or 'no detail'}")
+
+
+# botocore / s3fs error codes -> exception class. Unknown codes with a 5xx are transient.
+STORAGE_CODES: Mapping[str, type[ArchiverError]] = {
+    "AccessDenied": StorageError,
+    "InvalidAccessKeyId": StorageError,
+    "SignatureDoesNotMatch": StorageError,
+    "NoSuchBucket": StorageError,
+    "InvalidBucketName": StorageError,
+    "SlowDown": StorageUnavailable,
+    "ServiceUnavailable": StorageUnavailable,
+    "InternalError": StorageUnavailable,
+    "RequestTimeout": StorageUnavailable,
+    "ThrottlingException": StorageUnavailable,
+}
+
+_TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError)
+
+
+def storage_error(exc: BaseException, what: str) -> ArchiverError:
+    """Translate an error from fsspec / s3fs / botocore / the OS into our exception."""
+    if isinstance(exc, ArchiverError):
+        return exc
+    code = _storage_code(exc)
+    message = f"{what}: {type(exc).__name__}: {exc}"
+    if code in STORAGE_CODES:
+        return STORAGE_CODES[code](message)
+    module = type(exc).__module__ or ""
+    if isinstance(exc, _TRANSIENT_OS_ERRORS) or module.startswith(("aiohttp", "botocore")):
+        # Endpoint unreachable, connection reset, read timeout: the store may come back.
+        return StorageUnavailable(message)
+    if isinstance(exc, PermissionError | FileNotFoundError | NotADirectoryError | IsADirectoryError):
+        return StorageError(message)
+    if isinstance(exc, OSError) and exc.errno is None:
+        # s3fs wraps botocore failures in bare OSErrors (e.g. exhausted retries): transient.
+        return StorageUnavailable(message)
+    return StorageError(message)
+
+
+def _storage_code(exc: BaseException) -> str | None:
+    """The S3 error code inside a botocore ClientError (possibly wrapped by s3fs), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            if code:
+                return str(code)
+        current = current.__cause__ or current.__context__
+    return None
