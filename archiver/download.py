@@ -1,0 +1,272 @@
+"""Download every output file of a succeeded prediction into local staging, at once.
+
+Each file streams in chunks (sha256 and size computed on the way, Content-Length checked) into
+`<staging>/<prediction id>/<name>.part`, renamed to `<name>` when whole; `staged.json` marks the
+whole set. A URL the delivery host refuses (401/403/404/410) or a stream that breaks re-fetches
+the prediction for freshly signed URLs (one re-fetch shared by all files that need it) and tries
+that file again. Delivery requests never carry the API token, and only allow-listed hosts are
+contacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from pydantic import BaseModel
+
+from .errors import (
+    ArchiverError,
+    DownloadInterrupted,
+    OutputsRemoved,
+    ServiceUnavailable,
+    UrlExpired,
+    from_httpx,
+)
+from .outputs import HostAllowList, OutputFile, file_outputs, url_at
+from .prediction import Prediction
+from .progress import NullProgress, ProgressSink
+from .replicate_api import ReplicateAPI
+
+EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
+STAGED_MARKER = "staged.json"
+MAX_REDIRECTS = 5
+
+
+class StagedFile(BaseModel):
+    """A whole output file in local staging, with what we measured while receiving it."""
+
+    name: str
+    pointer: str
+    size: int
+    sha256: str
+    content_type: str | None = None
+    source_url: str  # without its query string (signatures expire and are not for keeping)
+
+
+class Staged(BaseModel):
+    """All output files of one prediction, staged locally and ready to archive."""
+
+    prediction: Prediction
+    directory: str
+    files: list[StagedFile]
+    refetches: int = 0
+
+    def path_of(self, staged: StagedFile) -> Path:
+        return Path(self.directory) / staged.name
+
+
+@dataclass
+class DownloadOptions:
+    """How hard to try; from settings."""
+
+    concurrency: int = 4
+    attempts: int = 5
+    chunk_size: int = 2**20
+    backoff: float = 0.5
+    progress: ProgressSink = field(default_factory=NullProgress)
+
+
+def strip_query(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def staging_directory(staging_root: Path, prediction_id: str) -> Path:
+    return staging_root / prediction_id
+
+
+def load_staged(staging_root: Path, prediction: Prediction) -> Staged | None:
+    """A complete earlier download of this prediction, if its staging is intact."""
+    directory = staging_directory(staging_root, prediction.id)
+    try:
+        data = json.loads((directory / STAGED_MARKER).read_text())
+        staged = Staged.model_validate({**data, "prediction": prediction})
+    except (OSError, ValueError):
+        return None
+    for item in staged.files:
+        path = staged.path_of(item)
+        if not path.is_file() or path.stat().st_size != item.size:
+            return None
+    return staged
+
+
+def discard_staging(staging_root: Path, prediction_id: str) -> None:
+    """Remove a prediction's staging once its manifest is written."""
+    shutil.rmtree(staging_directory(staging_root, prediction_id), ignore_errors=True)
+
+
+async def download_outputs(
+    prediction: Prediction,
+    *,
+    api: ReplicateAPI,
+    http: httpx.AsyncClient,
+    staging_root: Path,
+    allow: HostAllowList,
+    options: DownloadOptions | None = None,
+) -> Staged:
+    """Stage every output file of `prediction` locally; re-fetch URLs that expire."""
+    options = options or DownloadOptions()
+    existing = load_staged(staging_root, prediction)
+    if existing is not None:
+        return existing
+    refresher = _Refresher(api, prediction, allow)
+    if not prediction.outputs_available:
+        await refresher.refresh(0)  # raises OutputsRemoved when they are gone
+    files = file_outputs(refresher.current.output)
+    for item in files:
+        allow.check(item.url)  # all of them, before a single request is made
+    directory = staging_directory(staging_root, prediction.id)
+    directory.mkdir(parents=True, exist_ok=True)
+    limit = asyncio.Semaphore(options.concurrency)
+
+    async def one(item: OutputFile) -> StagedFile:
+        async with limit:
+            return await _download_file(item, directory, http, refresher, options)
+
+    staged_files = list(await asyncio.gather(*(one(item) for item in files)))
+    staged = Staged(
+        prediction=refresher.current,
+        directory=str(directory),
+        files=staged_files,
+        refetches=refresher.refetches,
+    )
+    marker = staged.model_dump(mode="json", exclude={"prediction"})
+    (directory / STAGED_MARKER).write_text(json.dumps(marker, indent=1))
+    return staged
+
+
+class _Refresher:
+    """Re-fetches the prediction once for every group of files that found their URLs dead."""
+
+    def __init__(self, api: ReplicateAPI, prediction: Prediction, allow: HostAllowList) -> None:
+        self.api = api
+        self.current = prediction
+        self.allow = allow
+        self.generation = 0
+        self.refetches = 0
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, seen: int) -> int:
+        """Re-fetch unless another file already did since generation `seen`."""
+        async with self._lock:
+            if self.generation == seen:
+                self.current = await self.api.get(self.current.id)
+                self.generation += 1
+                self.refetches += 1
+            if not self.current.outputs_available:
+                raise OutputsRemoved(
+                    f"the outputs of prediction {self.current.id} were removed by Replicate "
+                    f"(status {self.current.status}, data_removed={self.current.data_removed}) "
+                    "before they were archived; rerun with --on-data-removed rerun to pay for "
+                    "a new prediction"
+                )
+            return self.generation
+
+    async def fresh_url(self, item: OutputFile, seen: int) -> tuple[str, int]:
+        generation = await self.refresh(seen)
+        url = url_at(self.current.output, item.pointer)
+        if url is None:
+            raise OutputsRemoved(f"output {item.pointer or '/'} of {self.current.id} is gone")
+        self.allow.check(url)
+        return url, generation
+
+
+async def _download_file(
+    item: OutputFile,
+    directory: Path,
+    http: httpx.AsyncClient,
+    refresher: _Refresher,
+    options: DownloadOptions,
+) -> StagedFile:
+    url, generation = item.url, 0
+    last: ArchiverError | None = None
+    for attempt in range(options.attempts):
+        try:
+            return await _stream_to_file(item, url, directory, http, refresher.allow, options)
+        except (UrlExpired, DownloadInterrupted) as exc:
+            last = exc
+            if attempt + 1 < options.attempts:
+                url, generation = await refresher.fresh_url(item, generation)
+        except ServiceUnavailable as exc:
+            last = exc
+            await asyncio.sleep(options.backoff * 2**attempt)
+    raise DownloadInterrupted(f"{item.name}: gave up after {options.attempts} attempts: {last}")
+
+
+async def _stream_to_file(
+    item: OutputFile,
+    url: str,
+    directory: Path,
+    http: httpx.AsyncClient,
+    allow: HostAllowList,
+    options: DownloadOptions,
+) -> StagedFile:
+    part = directory / f"{item.name}.part"
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
+            async with http.stream("GET", url) as response:
+                if response.is_redirect and "location" in response.headers:
+                    url = str(response.url.join(response.headers["location"]))
+                    allow.check(url)
+                    continue
+                _check_status(item, response)
+                size, digest = await _receive(response, part, options)
+                content_type = response.headers.get("content-type")
+                break
+        else:
+            raise ServiceUnavailable(f"{item.name}: more than {MAX_REDIRECTS} redirects")
+    except httpx.HTTPError as exc:
+        part.unlink(missing_ok=True)
+        if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.ReadTimeout):
+            raise DownloadInterrupted(f"{item.name}: stream broke off: {exc}") from exc
+        raise from_httpx(exc, f"download {item.name}") from exc
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, directory / item.name)
+    options.progress.file_done(item.name)
+    return StagedFile(
+        name=item.name,
+        pointer=item.pointer,
+        size=size,
+        sha256=digest,
+        content_type=content_type,
+        source_url=strip_query(url),
+    )
+
+
+def _check_status(item: OutputFile, response: httpx.Response) -> None:
+    status = response.status_code
+    if status in EXPIRED_STATUSES:
+        raise UrlExpired(f"{item.name}: delivery answered {status} (URL expired or revoked)")
+    if status != 200:
+        raise ServiceUnavailable(f"{item.name}: delivery answered {status}")
+
+
+async def _receive(
+    response: httpx.Response, part: Path, options: DownloadOptions
+) -> tuple[int, str]:
+    """Write the body to `part`, hashing as it goes; check it against Content-Length."""
+    declared = response.headers.get("content-length")
+    encoded = response.headers.get("content-encoding", "identity") != "identity"
+    expected = int(declared) if declared and declared.isdigit() and not encoded else None
+    options.progress.file_started(part.name.removesuffix(".part"), expected)
+    digest = hashlib.sha256()
+    size = 0
+    with part.open("wb") as sink:
+        async for chunk in response.aiter_bytes(options.chunk_size):
+            sink.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+            options.progress.bytes_done(len(chunk))
+    if expected is not None and size != expected:
+        raise DownloadInterrupted(f"{part.name}: received {size} of {expected} bytes")
+    return size, digest.hexdigest()

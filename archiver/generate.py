@@ -1,0 +1,149 @@
+"""Get a succeeded prediction for a request, paying for it at most once.
+
+Under the request's key lock: a cache hit (manifest still in the archive) ends here; a recorded
+prediction that can still deliver is resumed; otherwise an intent record is written, the
+prediction is created, and its id is recorded before the lock is released. Waiting happens
+outside the lock. If we are interrupted, time out or get cancelled while a prediction we created
+is running, it is cancelled on Replicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+from .cache import CacheRecord, PredictionCache
+from .errors import InvalidRequest, PredictionCanceled
+from .locks import FileKeyLock, RedisKeyLock
+from .manifest import Manifest
+from .prediction import Prediction, PredictionRequest
+from .replicate_api import ReplicateAPI, ensure_succeeded
+from .storage import Destination
+
+CANCEL_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Generated:
+    """The outcome of `generate`: a cache hit, or a succeeded prediction."""
+
+    record: CacheRecord
+    prediction: Prediction | None = None
+    manifest: Manifest | None = None
+    created: bool = False  # a new prediction was paid for in this call
+
+    @property
+    def cached(self) -> bool:
+        return self.manifest is not None
+
+
+async def generate(
+    request: PredictionRequest,
+    *,
+    api: ReplicateAPI,
+    cache: PredictionCache,
+    lock: FileKeyLock | RedisKeyLock,
+    dest: Destination,
+    refresh: bool = False,
+    timeout: float = 3600,
+) -> Generated:
+    """A cache hit or a succeeded prediction for `request` (see the module docstring)."""
+    key = request.cache_key
+    async with lock.hold(key):
+        record = cache.get(key)
+        if record is not None and not refresh:
+            manifest = cache.archived_manifest(record, dest)
+            if manifest is not None:
+                return Generated(record=record, manifest=manifest)
+            prediction = await _resumable(api, request, record)
+            if prediction is not None:
+                record = cache.put(record.model_copy(update={"prediction_id": prediction.id}))
+                created = False
+            else:
+                record, prediction = await _create(api, cache, request, record)
+                created = True
+        else:
+            record, prediction = await _create(api, cache, request, record)
+            created = True
+    prediction = await _wait(api, prediction, timeout=timeout, cancel_on_exit=created)
+    return Generated(record=record, prediction=ensure_succeeded(prediction), created=created)
+
+
+async def _resumable(
+    api: ReplicateAPI, request: PredictionRequest, record: CacheRecord
+) -> Prediction | None:
+    """The recorded prediction, if it may still deliver outputs without paying again."""
+    prediction: Prediction | None = None
+    if record.prediction_id:
+        try:
+            prediction = await api.get(record.prediction_id)
+        except InvalidRequest:  # 404: unknown to this account (deleted, or another token)
+            return None
+    elif record.state == "creating":
+        # A run died between intent and answer: the prediction may exist. Find it, don't pay.
+        prediction = await api.find_created(request, since=record.since)
+    if prediction is None or prediction.status in ("failed", "canceled", "aborted"):
+        return None
+    if prediction.status == "succeeded" and not prediction.outputs_available:
+        return None  # outputs removed: only a new prediction can restore the archive
+    return prediction
+
+
+async def _create(
+    api: ReplicateAPI,
+    cache: PredictionCache,
+    request: PredictionRequest,
+    record: CacheRecord | None,
+) -> tuple[CacheRecord, Prediction]:
+    intent = CacheRecord(
+        key=request.cache_key,
+        model=str(request.model),
+        state="creating",
+        archives=record.archives if record else {},
+    )
+    cache.put(intent)
+    try:
+        prediction = await api.create(request)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        await _cancel_lost_create(api, request, intent.since)
+        raise
+    record = cache.put(intent.model_copy(update={"state": "pending", "prediction_id": prediction.id}))
+    return record, prediction
+
+
+async def _wait(
+    api: ReplicateAPI, prediction: Prediction, *, timeout: float, cancel_on_exit: bool
+) -> Prediction:
+    try:
+        return await api.wait(prediction, timeout=timeout)
+    except TimeoutError as exc:
+        if cancel_on_exit:
+            await _cancel(api, prediction.id)
+        raise PredictionCanceled(
+            f"prediction {prediction.id} did not finish within {timeout:g}s and was canceled"
+        ) from exc
+    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+        if cancel_on_exit:
+            await _cancel(api, prediction.id)
+        raise
+
+
+async def _cancel(api: ReplicateAPI, prediction_id: str) -> None:
+    """Cancel on Replicate, even while our own task is being cancelled."""
+    try:
+        await asyncio.wait_for(asyncio.shield(api.cancel(prediction_id)), CANCEL_TIMEOUT)
+    except BaseException:  # best effort: we are already on an error path
+        pass
+
+
+async def _cancel_lost_create(api: ReplicateAPI, request: PredictionRequest, since: datetime) -> None:
+    async def find_and_cancel() -> None:
+        found = await api.find_created(request, since=since)
+        if found is not None and not found.terminal:
+            await api.cancel(found.id)
+
+    try:
+        await asyncio.wait_for(asyncio.shield(find_and_cancel()), CANCEL_TIMEOUT)
+    except BaseException:
+        pass

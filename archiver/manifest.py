@@ -1,0 +1,63 @@
+"""`manifest.json`: the record of one archived prediction, written last so it marks completeness."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from . import __version__
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class ArchivedFile(BaseModel):
+    """One output file as it sits in the archive."""
+
+    name: str
+    path: str = Field(description="Path relative to the archive root (dest).")
+    size: int
+    sha256: str
+    content_type: str | None = None
+    source_url: str = Field(description="Where it was downloaded from, without the query string.")
+    pointer: str = Field(description="Position of the file in the prediction's output tree.")
+
+
+class Manifest(BaseModel):
+    """Everything needed to trust and find an archived prediction. Never holds the token."""
+
+    schema_version: int = SCHEMA_VERSION
+    prediction_id: str
+    model: str
+    version: str | None = None
+    deployment: str | None = None
+    status: str
+    input: dict[str, Any]
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    metrics: dict[str, Any] | None = None
+    output: Any = Field(
+        default=None, description="The output tree, each file URL replaced by {'file': path}."
+    )
+    files: list[ArchivedFile] = []
+    cache_key: str
+    directory: str = Field(description="The prediction's directory, relative to dest.")
+    tool: dict[str, str] = Field(
+        default_factory=lambda: {"name": "replicate-archiver", "version": __version__}
+    )
+    archived_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def path(self) -> str:
+        """The manifest's own path relative to dest."""
+        return f"{self.directory}/{MANIFEST_NAME}"
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(indent=2).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        return cls.model_validate_json(data)

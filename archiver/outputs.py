@@ -1,0 +1,165 @@
+"""Which parts of a prediction's output are files, what to call them, and who may serve them."""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .errors import ConfigurationError, HostNotAllowed
+
+MAX_NAME_BYTES = 200
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
+_RESERVED = {"manifest.json", "staged.json"}
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One file in a prediction's output: where it sits in the output and where to fetch it."""
+
+    pointer: str  # JSON-pointer-like position in the output tree ("" for a bare string, "/0")
+    url: str
+    name: str  # sanitized, unique within the prediction
+
+
+def is_file_url(value: Any) -> bool:
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        return False
+    parts = urlsplit(value)
+    return bool(parts.netloc) and parts.path not in ("", "/")
+
+
+def iter_urls(output: Any, pointer: str = "") -> Iterator[tuple[str, str]]:
+    """Every (pointer, url) in an output tree, depth first, in output order."""
+    if is_file_url(output):
+        yield pointer, output
+    elif isinstance(output, list):
+        for index, item in enumerate(output):
+            yield from iter_urls(item, f"{pointer}/{index}")
+    elif isinstance(output, dict):
+        for key, item in output.items():
+            yield from iter_urls(item, f"{pointer}/{key}")
+
+
+def file_outputs(output: Any) -> list[OutputFile]:
+    """The output's files, named from their URL paths: sanitized and unique."""
+    taken: set[str] = set()
+    files = []
+    for index, (pointer, url) in enumerate(iter_urls(output)):
+        name = unique_name(safe_name(url_basename(url), fallback=f"output-{index}"), taken)
+        taken.add(name.lower())
+        files.append(OutputFile(pointer, url, name))
+    return files
+
+
+def url_at(output: Any, pointer: str) -> str | None:
+    """The URL at `pointer` in a (re-fetched) output tree, or None if the shape changed."""
+    node = output
+    for part in [p for p in pointer.split("/")][1:]:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    return node if is_file_url(node) else None
+
+
+def replace_files(output: Any, names: dict[str, str], pointer: str = "") -> Any:
+    """The output tree with each file URL replaced by its archived path (for the manifest)."""
+    if pointer in names and is_file_url(output):
+        return {"file": names[pointer]}
+    if isinstance(output, list):
+        return [replace_files(item, names, f"{pointer}/{i}") for i, item in enumerate(output)]
+    if isinstance(output, dict):
+        return {k: replace_files(v, names, f"{pointer}/{k}") for k, v in output.items()}
+    return output
+
+
+def url_basename(url: str) -> str:
+    """The last path segment of a URL, percent-decoded (may still be hostile)."""
+    path = urlsplit(url).path
+    return unquote(path.rsplit("/", 1)[-1]) if path else ""
+
+
+def safe_name(raw: str, *, fallback: str) -> str:
+    """A file name that cannot escape its directory or confuse a store.
+
+    No separators, no control characters, no leading dots (so no `.`/`..`), NFC-normalised,
+    at most 200 UTF-8 bytes with the extension kept.
+    """
+    name = unicodedata.normalize("NFC", raw)
+    name = _UNSAFE.sub("_", name).strip(" .")
+    name = re.sub(r"_+", "_", name)
+    if not name or name.strip("_") == "" or name.lower() in _RESERVED:
+        name = fallback
+    stem, ext = posixpath.splitext(name)
+    if len(ext.encode()) > 16:
+        stem, ext = name, ""
+    while len((stem + ext).encode()) > MAX_NAME_BYTES:
+        stem = stem[:-1]
+    return stem + ext
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or `stem-2.ext`, `stem-3.ext`... if taken (case-insensitively)."""
+    if name.lower() not in taken:
+        return name
+    stem, ext = posixpath.splitext(name)
+    counter = 2
+    while f"{stem}-{counter}{ext}".lower() in taken:
+        counter += 1
+    return f"{stem}-{counter}{ext}"
+
+
+class HostAllowList:
+    """The delivery hosts output files may come from.
+
+    `replicate.delivery` matches that host; `*.replicate.delivery` any subdomain. https only;
+    plain http is accepted only for loopback hosts listed explicitly (the emulator).
+    """
+
+    def __init__(self, spec: str) -> None:
+        self.patterns = [p.strip().lower() for p in spec.split(",") if p.strip()]
+        if not self.patterns:
+            raise ConfigurationError("REPLICATE_DELIVERY_HOSTS lists no host")
+
+    def _listed(self, host: str, port: int | None) -> bool:
+        candidates = {host, f"{host}:{port}"} if port else {host}
+        for pattern in self.patterns:
+            if pattern.startswith("*."):
+                if host.endswith(pattern[1:]):
+                    return True
+            elif pattern in candidates:
+                return True
+        return False
+
+    def check(self, url: str) -> None:
+        """Raise `HostNotAllowed` unless `url` may be fetched."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        shown = f"{parts.scheme}://{parts.netloc}"
+        if not host or not self._listed(host, parts.port):
+            raise HostNotAllowed(
+                f"output URL host {shown} is not in REPLICATE_DELIVERY_HOSTS "
+                f"({','.join(self.patterns)}); nothing was fetched from it"
+            )
+        if parts.scheme == "https":
+            return
+        if parts.scheme == "http" and _is_loopback(host):
+            return
+        raise HostNotAllowed(f"output URL {shown} is not https; refused")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,207 @@
+"""The Replicate API layer: create (paying at most once), get, cancel, wait, find a lost create.
+
+It drives the official `replicate` client's HTTP transport (its auth, base URL and its retries of
+idempotent GETs on 429/503/504) but parses answers itself: the client cannot parse an `aborted`
+prediction, drops `Prefer: wait` on some paths and has no `Cancel-After`. Every foreign error is
+translated here, once, into `archiver.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import replicate
+
+from .errors import (
+    ArchiverError,
+    InvalidRequest,
+    PredictionAborted,
+    PredictionCanceled,
+    PredictionFailed,
+    RateLimited,
+    ServiceUnavailable,
+    TransientError,
+    api_error,
+    from_httpx,
+)
+from .prediction import Prediction, PredictionRequest
+
+# Transport errors after which the server may or may not have acted on a POST.
+_UNCERTAIN = (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.WriteError)
+
+
+class ReplicateAPI:
+    """Replicate predictions through a `replicate.Client` (built once, passed in)."""
+
+    def __init__(
+        self,
+        client: replicate.Client,
+        *,
+        wait_seconds: int = 60,
+        poll_interval: float = 0.5,
+        create_attempts: int = 6,
+        max_rate_limit_wait: float = 120,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.client = client
+        self.wait_seconds = wait_seconds
+        self.poll_interval = poll_interval
+        self.create_attempts = create_attempts
+        self.max_rate_limit_wait = max_rate_limit_wait
+        self._sleep = sleep
+
+    # -- raw calls ----------------------------------------------------------------------------
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        """One HTTP call through the replicate client's transport; errors translated."""
+        try:
+            response = await self.client._async_client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise from_httpx(exc, f"{method} {url}") from exc
+        if response.status_code >= 400:
+            raise api_error(response.status_code, _detail(response), response.headers)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ServiceUnavailable(f"{method} {url}: answer is not JSON") from exc
+
+    async def get(self, prediction_id: str) -> Prediction:
+        return Prediction.model_validate(await self._call("GET", f"/v1/predictions/{prediction_id}"))
+
+    async def cancel(self, prediction_id: str) -> Prediction:
+        path = f"/v1/predictions/{prediction_id}/cancel"
+        return Prediction.model_validate(await self._call("POST", path))
+
+    # -- create -------------------------------------------------------------------------------
+
+    async def create(self, request: PredictionRequest) -> Prediction:
+        """Create the prediction, paying at most once.
+
+        A 429 waits as the API asks and tries again (nothing was created). A lost answer
+        (connection dropped after sending, 5xx) looks for the prediction among recent ones
+        before trying again, so one request never becomes two predictions.
+        """
+        path, body = _create_target(request)
+        headers = {"Prefer": f"wait={self.wait_seconds}"}
+        if request.deadline:
+            headers["Cancel-After"] = f"{request.deadline:g}s"
+        timeout = httpx.Timeout(10.0, read=self.wait_seconds + 10.0)
+        last: ArchiverError | None = None
+        for _ in range(self.create_attempts):
+            sent_at = datetime.now(UTC)
+            try:
+                data = await self._post_create(path, body, headers, timeout)
+                return Prediction.model_validate(data)
+            except RateLimited as exc:
+                last = exc
+                await self._sleep(min(exc.retry_after, self.max_rate_limit_wait))
+            except _LostAnswer as exc:
+                last = exc.error
+                found = await self.find_created(request, since=sent_at)
+                if found is not None:
+                    return found
+                await self._sleep(self.poll_interval)
+            except ServiceUnavailable as exc:  # nothing reached the server: safe to try again
+                last = exc
+                await self._sleep(self.poll_interval)
+        assert last is not None
+        raise last
+
+    async def _post_create(
+        self, path: str, body: dict[str, Any], headers: dict[str, str], timeout: httpx.Timeout
+    ) -> dict[str, Any]:
+        try:
+            response = await self.client._async_client.post(
+                path, json=body, headers=headers, timeout=timeout
+            )
+        except _UNCERTAIN as exc:
+            raise _LostAnswer(from_httpx(exc, f"POST {path}")) from exc
+        except httpx.HTTPError as exc:
+            raise from_httpx(exc, f"POST {path}") from exc
+        if response.status_code >= 500:
+            raise _LostAnswer(api_error(response.status_code, _detail(response)))
+        if response.status_code >= 400:
+            raise api_error(response.status_code, _detail(response), response.headers)
+        return response.json()
+
+    async def find_created(
+        self, request: PredictionRequest, since: datetime, *, slack: float = 30.0
+    ) -> Prediction | None:
+        """The most recent prediction created from `request` at or after `since`, if any."""
+        cutoff = since - timedelta(seconds=slack)
+        url: str | None = "/v1/predictions"
+        while url:
+            try:
+                page = await self._call("GET", url)
+            except TransientError:
+                await self._sleep(self.poll_interval)
+                continue
+            for item in page.get("results", []):
+                prediction = Prediction.model_validate(item)
+                if prediction.created_at and prediction.created_at < cutoff:
+                    return None
+                if request.matches(prediction):
+                    return prediction
+            url = page.get("next")
+        return None
+
+    # -- waiting ------------------------------------------------------------------------------
+
+    async def wait(self, prediction: Prediction, *, timeout: float) -> Prediction:
+        """Poll until the prediction is terminal; `TimeoutError` after `timeout` seconds."""
+        give_up = time.monotonic() + timeout
+        while not prediction.terminal:
+            if time.monotonic() >= give_up:
+                raise TimeoutError(f"prediction {prediction.id} still {prediction.status}")
+            await self._sleep(self.poll_interval)
+            try:
+                prediction = await self.get(prediction.id)
+            except TransientError:
+                continue
+        return prediction
+
+
+class _LostAnswer(Exception):
+    """A create whose outcome is unknown: the request may have created a prediction."""
+
+    def __init__(self, error: ArchiverError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _create_target(request: PredictionRequest) -> tuple[str, dict[str, Any]]:
+    ref = request.model
+    if ref.deployment:
+        return f"/v1/deployments/{ref.owner}/{ref.name}/predictions", {"input": request.input}
+    if ref.version:
+        return "/v1/predictions", {"version": f"{ref.slug}:{ref.version}", "input": request.input}
+    return f"/v1/models/{ref.owner}/{ref.name}/predictions", {"input": request.input}
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("title") or body)
+    return str(body)[:200]
+
+
+def ensure_succeeded(prediction: Prediction) -> Prediction:
+    """Return a succeeded prediction; raise the matching permanent error otherwise."""
+    where = f"prediction {prediction.id} ({prediction.model})"
+    if prediction.status == "failed":
+        raise PredictionFailed(f"{where} failed: {prediction.error or 'no error text'}")
+    if prediction.status == "canceled":
+        raise PredictionCanceled(f"{where} was canceled before it finished")
+    if prediction.status == "aborted":
+        raise PredictionAborted(f"{where} was aborted before it started (deadline reached?)")
+    if prediction.status != "succeeded":
+        raise InvalidRequest(f"{where} is {prediction.status}, not finished")
+    return prediction

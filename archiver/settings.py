@@ -1,0 +1,140 @@
+"""Every setting of the archiver, described, bounded and read from the environment in one place.
+
+Replicate's own variables keep their names (`REPLICATE_API_TOKEN`, `REPLICATE_BASE_URL`,
+`REPLICATE_DELIVERY_HOSTS`); everything else is `ARCHIVER_<FIELD>`. The README's configuration
+table is generated from this class (`python -m flows settings`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 2**20
+
+
+class Settings(BaseSettings):
+    """Configuration for one process: a CLI run, a worker's flow run, a benchmark."""
+
+    model_config = SettingsConfigDict(env_prefix="ARCHIVER_", extra="ignore", populate_by_name=True)
+
+    api_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REPLICATE_API_TOKEN", "ARCHIVER_API_TOKEN"),
+        description="Replicate API token. Sent only to the API base URL, never to delivery hosts.",
+    )
+    base_url: str = Field(
+        default="https://api.replicate.com",
+        validation_alias=AliasChoices("REPLICATE_BASE_URL", "ARCHIVER_BASE_URL"),
+        description="Replicate API base, without /v1 (the emulator prints its own).",
+    )
+    delivery_hosts: str = Field(
+        default="replicate.delivery,*.replicate.delivery",
+        validation_alias=AliasChoices("REPLICATE_DELIVERY_HOSTS", "ARCHIVER_DELIVERY_HOSTS"),
+        description="Comma-separated hosts output files may be fetched from (https only; "
+        "plain http only for loopback hosts listed explicitly). `*.` matches subdomains.",
+    )
+    dest: str = Field(
+        default="./archive",
+        description="Default archive destination: a local path or any fsspec URL (s3://bucket/prefix).",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options for the destination, as JSON (endpoint_url, key, "
+        "secret, region...). Secrets here never reach flow parameters or manifests.",
+    )
+    cache_url: str | None = Field(
+        default=None,
+        description="Where cache records live (any fsspec URL). Default: `<dest>/.archiver/cache`, "
+        "so every worker writing to the same archive shares one cache.",
+    )
+    staging_dir: str | None = Field(
+        default=None,
+        description="Local directory files are downloaded to before archiving. Default: "
+        "`<dest>/.archiver/staging` for a local dest, else `~/.cache/replicate-archiver/staging`.",
+    )
+    path_template: str = Field(
+        default="{owner}/{name}/{yyyy}/{mm}/{dd}/{prediction_id}",
+        description="Directory of a prediction inside dest. Fields: owner, name, yyyy, mm, dd, "
+        "prediction_id.",
+    )
+    lock_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db to serialise same-input runs across machines. "
+        "Default: a file lock, which serialises them across processes on one machine.",
+    )
+    wait_seconds: int = Field(
+        default=60, ge=1, le=60, description="`Prefer: wait=N` on create (1-60 s) before polling."
+    )
+    poll_interval: float = Field(
+        default=0.5, ge=0.01, le=60, description="Seconds between polls while a prediction runs."
+    )
+    prediction_timeout: float = Field(
+        default=3600,
+        gt=0,
+        le=86400,
+        description="Give up waiting for a prediction after this many seconds (it is canceled).",
+    )
+    create_attempts: int = Field(
+        default=6, ge=1, le=50, description="Tries of one create through 429s and lost responses."
+    )
+    max_rate_limit_wait: float = Field(
+        default=120, ge=0, le=3600, description="Longest single wait honoured after a 429."
+    )
+    download_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Files of one prediction downloaded at once."
+    )
+    download_attempts: int = Field(
+        default=5, ge=1, le=50, description="Tries per file, re-fetching the prediction between them."
+    )
+    chunk_size: int = Field(
+        default=1 * MiB, ge=4096, le=64 * MiB, description="Bytes read per chunk while streaming."
+    )
+    part_size: int = Field(
+        default=8 * MiB,
+        ge=5 * MiB,
+        le=5 * 1024 * MiB,
+        description="Multipart upload part size for object stores (S3 minimum 5 MiB).",
+    )
+    read_back: bool = Field(
+        default=False,
+        description="Re-read every archived file from the store and check its sha256 (sizes are "
+        "always checked). Costs a full read; off by default.",
+    )
+    http_timeout: float = Field(
+        default=60, gt=0, le=3600, description="Seconds without progress before an HTTP read fails."
+    )
+    task_retries: int = Field(
+        default=3, ge=0, le=20, description="Prefect task retries for transient errors."
+    )
+    task_retry_delay: float = Field(
+        default=2, ge=0, le=600, description="First retry delay in seconds; doubles each retry."
+    )
+
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value or "{}")
+        if not isinstance(value, dict):
+            raise ValueError("storage_options must be a JSON object")
+        return value
+
+    def token(self) -> str | None:
+        """The API token in clear, for building the client only."""
+        return self.api_token.get_secret_value() if self.api_token else None
+
+
+def settings_table() -> str:
+    """The settings as a markdown table (for the README)."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        env = alias.choices[0] if isinstance(alias, AliasChoices) else f"ARCHIVER_{name.upper()}"
+        default = field.get_default(call_default_factory=True)
+        shown = "" if default is None else f"`{default}`"
+        rows.append(f"| `{env}` | {shown} | {field.description} |")
+    return "\n".join(rows)

@@ -1,0 +1,142 @@
+"""`python -m flows`: run the pipeline ad hoc, start the emulator, or try the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Any, NoReturn
+
+import typer
+
+from archiver.errors import ArchiverError, redact
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Archive Replicate predictions before their URLs die.",
+)
+
+
+def _fail(exc: BaseException, debug: bool) -> NoReturn:
+    """One line on stderr (a traceback too with --debug), and a non-zero exit."""
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+        typer.echo("error: interrupted; the running prediction was canceled", err=True)
+        raise typer.Exit(130)
+    message = str(exc) if isinstance(exc, ArchiverError) else f"{type(exc).__name__}: {exc}"
+    typer.echo(f"error: {redact(message.splitlines()[0] if message else type(exc).__name__)}",
+               err=True)
+    raise typer.Exit(1)
+
+
+def _quiet_prefect_console(debug: bool) -> None:
+    """Keep Prefect's console logs (and their tracebacks) off the terminal unless --debug."""
+    if debug:
+        return
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.setLevel(logging.CRITICAL + 1)
+
+
+def _run_flow(flow_kwargs: dict[str, Any], *, storage_options: dict[str, Any], debug: bool,
+              show_progress: bool) -> Any:
+    # Storage options may hold secrets: they travel through this process's settings,
+    # never through flow parameters (which Prefect stores).
+    if storage_options:
+        merged = {**json.loads(os.environ.get("ARCHIVER_STORAGE_OPTIONS") or "{}"),
+                  **storage_options}
+        os.environ["ARCHIVER_STORAGE_OPTIONS"] = json.dumps(merged)
+    from archiver.progress import use_progress
+    from flows.archive_prediction import archive_prediction
+    from flows.console import RichProgress
+
+    _quiet_prefect_console(debug)
+    with RichProgress(enabled=show_progress) as progress:
+        use_progress(progress)
+        return asyncio.run(archive_prediction(**flow_kwargs))
+
+
+@app.command()
+def run(
+    model: str = typer.Argument(None, help="owner/name or owner/name:version"),
+    inputs: list[str] = typer.Option([], "--input", "-i", help="KEY=VALUE (JSON or text); KEY=@path uploads a file"),
+    input_json: str = typer.Option(None, "--input-json", help="JSON object file with the input, or - for stdin"),
+    deployment: str = typer.Option(None, "--deployment", help="Run a Replicate deployment OWNER/NAME instead of MODEL"),
+    dest: str = typer.Option(None, "--dest", help="Archive destination: path or fsspec URL [default: ./archive]"),
+    storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec storage option K=V (repeatable)"),
+    refresh: bool = typer.Option(False, "--refresh", help="Pay for a new prediction even if archived before"),
+    on_data_removed: str = typer.Option("fail", "--on-data-removed", help="fail | rerun, when Replicate already deleted the outputs"),
+    deadline: float = typer.Option(None, "--deadline", min=1, help="Cancel the prediction on Replicate after SECONDS"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout"),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
+) -> None:
+    """Generate one prediction, download every output at once, and archive it."""
+    from archiver.errors import ConfigurationError
+    from archiver.inputs import load_input_json, parse_options, parse_pairs
+
+    try:
+        if bool(model) == bool(deployment):
+            raise ConfigurationError("give exactly one of MODEL or --deployment OWNER/NAME")
+        if on_data_removed not in ("fail", "rerun"):
+            raise ConfigurationError("--on-data-removed must be fail or rerun")
+        flow_input = {**load_input_json(input_json), **parse_pairs(inputs)}
+        options = parse_options(storage_option)
+        summary = _run_flow(
+            {
+                "model": model or deployment,
+                "input": flow_input,
+                "dest": dest,
+                "deployment": bool(deployment),
+                "refresh": refresh,
+                "on_data_removed": on_data_removed,
+                "deadline": deadline,
+            },
+            storage_options=options,
+            debug=debug,
+            show_progress=not as_json,
+        )
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
+        _fail(exc, debug)
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+    else:
+        from flows.console import print_summary
+
+        print_summary([summary])
+
+
+@app.command()
+def settings() -> None:
+    """Print every setting as a markdown table (names, defaults, meaning)."""
+    from archiver.settings import settings_table
+
+    typer.echo(settings_table())
+
+
+def _mount_emulator() -> None:
+    try:
+        from archiver.emulator.cli import emulator_command
+    except ImportError:  # pragma: no cover - emulator is part of the package
+        return
+    app.command("emulator", help="Serve the Replicate emulator (offline API + delivery).")(
+        emulator_command
+    )
+
+
+_mount_emulator()
+
+from flows.demo import demo  # noqa: E402  (registers itself on `app`)
+
+app.command("demo", help="The main job end to end, offline, on the built-in emulator.")(demo)
+
+if __name__ == "__main__":
+    app()

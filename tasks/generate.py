@@ -1,0 +1,25 @@
+"""Task: create (or find, or resume) the prediction and wait for it to succeed."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from archiver.generate import Generated
+from archiver.pipeline import generate_step
+from archiver.prediction import PredictionRequest
+from archiver.runtime import Runtime
+
+from .retry import retry_transient
+
+
+@task(name="generate", cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+async def generate(runtime: Runtime, request: PredictionRequest, refresh: bool) -> Generated:
+    result = await generate_step(runtime, request, refresh)
+    logger = get_run_logger()
+    if result.manifest is not None:
+        logger.info("cache hit: %s already archived (%s)", request.model, result.manifest.path)
+    else:
+        verb = "created" if result.created else "resumed"
+        logger.info("%s prediction %s: %s", verb, result.prediction.id, result.prediction.status)
+    return result

@@ -1,0 +1,51 @@
+"""The exception tree: translation tables, rate-limit waits, redaction."""
+
+import httpx
+
+from archiver import errors
+from archiver.errors import (
+    AuthenticationError, InvalidRequest, RateLimited, ServiceUnavailable, StorageError,
+    StorageUnavailable, api_error, from_httpx, redact, register_secret, storage_error)
+from archiver.retry import RetryPolicy, should_retry
+
+
+def test_api_statuses_map_to_transient_or_permanent():
+    """401 auth, 422 invalid, 5xx transient, 429 rate limited with its wait."""
+    assert isinstance(api_error(401, "no"), AuthenticationError)
+    assert isinstance(api_error(422, "bad input"), InvalidRequest)
+    assert isinstance(api_error(502, "bad gateway"), ServiceUnavailable)
+    limited = api_error(429, "Request was throttled. Your rate limit resets in ~7s.")
+    assert isinstance(limited, RateLimited) and limited.retry_after == 7
+    assert api_error(429, "x", {"retry-after": "3"}).retry_after == 3
+
+
+def test_transport_errors_are_transient():
+    """A refused connection is worth retrying."""
+    assert should_retry(from_httpx(httpx.ConnectError("refused"), "GET /v1/x"))
+
+
+def test_storage_codes_classify():
+    """NoSuchBucket is permanent; a refused endpoint is transient."""
+    class ClientError(Exception):
+        response = {"Error": {"Code": "NoSuchBucket"}}
+
+    assert isinstance(storage_error(ClientError(), "put"), StorageError)
+    assert isinstance(storage_error(ConnectionRefusedError(), "put"), StorageUnavailable)
+
+
+def test_only_transient_errors_are_retried():
+    """The retry predicate: transient yes, permanent and bugs no."""
+    assert should_retry(ServiceUnavailable("x"))
+    assert not should_retry(InvalidRequest("x"))
+    assert not should_retry(ValueError("bug"))
+    assert RetryPolicy(retries=4, first_delay=1, max_delay=5).delays() == [1, 2, 4, 5]
+
+
+def test_messages_never_carry_secrets_or_signatures():
+    """Registered secrets, bearer tokens and signed query strings are scrubbed from messages."""
+    register_secret("r8_supersecret")
+    message = str(errors.ArchiverError(
+        "boom r8_supersecret Bearer abc123\nhttps://h/x.png?expires=1&sig=ff"))
+    assert "r8_supersecret" not in message and "abc123" not in message and "sig=" not in message
+    assert "\n" not in message
+    assert redact("nothing to hide") == "nothing to hide"
