@@ -1,13 +1,24 @@
-"""Shared fixtures: the emulator on a random loopback port, and one Prefect test harness per session."""
+"""Shared fixtures: the emulator on a random loopback port, one Prefect test harness per session,
+and the environment a pipeline run reads."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# Fixtures that start real S3 servers (moto, SeaweedFS) live in their own plugin module.
+pytest_plugins = ["tests.s3_fixtures"]
+
+TOKEN = "r8_test_token_must_never_leak_0123456789"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -19,5 +30,53 @@ def emulator():
         yield emu
 
 
-# Fixtures that start real S3 servers (moto, SeaweedFS) live in their own plugin module.
-pytest_plugins = ["tests.s3_fixtures"]
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API (SQLite) for the whole session; yields its URL."""
+    from prefect.settings import get_current_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield str(get_current_settings().api.url)
+
+
+@pytest.fixture
+def archive_env(emulator, tmp_path, monkeypatch):
+    """Environment for a pipeline run against the emulator; returns the archive directory."""
+    env = {
+        **emulator.env(),
+        "REPLICATE_API_TOKEN": TOKEN,
+        "ARCHIVER_POLL_INTERVAL": "0.05",
+        "ARCHIVER_TASK_RETRY_DELAY": "0",
+        "ARCHIVER_STAGING_DIR": str(tmp_path / "staging"),
+        "ARCHIVER_CACHE_URL": str(tmp_path / "cache"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return tmp_path / "archive"
+
+
+@pytest.fixture
+def run_flow(prefect_harness, archive_env):
+    """Run the archive-prediction flow in this process (default dest: the test's archive)."""
+    from flows.archive_prediction import archive_prediction
+
+    def run(model: str, input: dict | None = None, **kwargs):
+        kwargs.setdefault("dest", str(archive_env))
+        return asyncio.run(archive_prediction(model=model, input=input or {}, **kwargs))
+
+    return run
+
+
+@pytest.fixture
+def cli(prefect_harness, archive_env, tmp_path):
+    """Run `python -m flows ...` in a subprocess against the session's Prefect API."""
+
+    def run(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+        full_env = {**os.environ, "PREFECT_API_URL": prefect_harness, **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "flows", *args],
+            cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120, **kwargs,
+        )
+
+    return run
