@@ -26,6 +26,7 @@ OnDataRemoved = Literal["fail", "rerun"]
 
 class FileSummary(BaseModel):
     name: str
+    path: str  # relative to dest
     url: str
     size: int
     sha256: str
@@ -56,7 +57,7 @@ class RunSummary(BaseModel):
             refetches=refetches,
             manifest_url=dest.url_for(dest.path(manifest.path)),
             files=[
-                FileSummary(name=f.name, url=dest.url_for(dest.path(f.path)), size=f.size,
+                FileSummary(name=f.name, path=f.path, url=dest.url_for(dest.path(f.path)), size=f.size,
                             sha256=f.sha256)
                 for f in manifest.files
             ],

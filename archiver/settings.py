@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REPLICATE_API_TOKEN", "ARCHIVER_API_TOKEN"),
         description="Replicate API token. Sent only to the API base URL, never to delivery hosts.",
     )
+    token_secret_block: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the token, read by flows when "
+        "REPLICATE_API_TOKEN is not set (deployments: keep the token out of job variables).",
+    )
     base_url: str = Field(
         default="https://api.replicate.com",
         validation_alias=AliasChoices("REPLICATE_BASE_URL", "ARCHIVER_BASE_URL"),

@@ -12,6 +12,7 @@ from archiver.progress import current_progress
 from archiver.retry import RetryPolicy
 from archiver.runtime import Runtime
 from archiver.settings import Settings
+from flows.settings import flow_settings
 from tasks.archive import archive
 from tasks.download import download
 from tasks.generate import generate
@@ -51,7 +52,7 @@ async def archive_prediction(
         deadline: Seconds after which Replicate cancels the prediction (Cancel-After).
         storage_options: Non-secret fsspec options (endpoint_url, region...).
     """
-    settings = Settings()
+    settings = flow_settings()
     runtime = Runtime.build(
         settings, dest=dest, storage_options=storage_options, progress=current_progress()
     )

@@ -84,13 +84,12 @@ def print_summary(summaries: Iterable[RunSummary]) -> None:
     """One table row per archived file, then a line per prediction."""
     console = Console()
     table = Table(title="archived", show_lines=False)
-    for column in ("prediction", "file", "size", "sha256", "where"):
+    for column in ("file (under dest)", "size", "sha256"):
         table.add_column(column, overflow="fold")
     notes = []
     for summary in summaries:
         for item in summary.files:
-            table.add_row(summary.prediction_id, item.name, f"{item.size:,}", item.sha256[:16],
-                          item.url)
+            table.add_row(item.path, f"{item.size:,}", item.sha256[:12])
         how = "from cache, 0 new predictions" if summary.cached else (
             f"{summary.predictions_created} new prediction(s), {summary.refetches} re-fetch(es)"
         )
