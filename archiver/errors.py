@@ -215,6 +215,10 @@ STORAGE_CODES: Mapping[str, type[ArchiverError]] = {
     "InternalError": StorageUnavailable,
     "RequestTimeout": StorageUnavailable,
     "ThrottlingException": StorageUnavailable,
+    "NoSuchUpload": StorageUnavailable,  # our multipart upload was aborted under us: start over
+    "BadDigest": StorageUnavailable,  # body corrupted in transit: resend
+    "XAmzContentSHA256Mismatch": StorageUnavailable,
+    "IncompleteBody": StorageUnavailable,
 }
 
 _TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError)
