@@ -135,10 +135,14 @@ class ReplicateAPI:
         """The most recent prediction created from `request` at or after `since`, if any."""
         cutoff = since - timedelta(seconds=slack)
         url: str | None = "/v1/predictions"
+        failures = 0
         while url:
             try:
                 page = await self._call("GET", url)
             except TransientError:
+                failures += 1
+                if failures >= self.create_attempts:
+                    raise
                 await self._sleep(self.poll_interval)
                 continue
             for item in page.get("results", []):
