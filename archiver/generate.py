@@ -147,3 +147,19 @@ async def _cancel_lost_create(api: ReplicateAPI, request: PredictionRequest, sin
         await asyncio.wait_for(asyncio.shield(find_and_cancel()), CANCEL_TIMEOUT)
     except BaseException:
         pass
+
+
+async def cancel_recorded(
+    request: PredictionRequest, *, api: ReplicateAPI, cache: PredictionCache
+) -> Prediction | None:
+    """Cancel the prediction recorded for `request` if it is still running (for cleanup hooks)."""
+    record = cache.get(request.cache_key)
+    if record is None or record.state == "archived":
+        return None
+    if record.prediction_id:
+        prediction = await api.get(record.prediction_id)
+    else:
+        prediction = await api.find_created(request, since=record.since)
+    if prediction is None or prediction.terminal:
+        return None
+    return await api.cancel(prediction.id)

@@ -12,6 +12,8 @@ from typing import Any
 from .errors import ConfigurationError
 
 MAX_INLINE_FILE = 100 * 2**20
+# Storage options whose values are always text, even when they look like numbers.
+_TEXT_OPTIONS = ("key", "secret", "token", "password", "endpoint", "url", "profile", "region")
 
 
 def parse_value(text: str) -> Any:
@@ -72,5 +74,7 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigurationError(f"--storage-option expects KEY=VALUE, got {pair!r}")
-        options[key.strip()] = parse_value(value)
+        key = key.strip()
+        text_only = any(word in key.lower() for word in _TEXT_OPTIONS)
+        options[key] = value if text_only else parse_value(value)
     return options

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow
+from pydantic import Field
 
 from archiver.pipeline import OnDataRemoved, RunSummary, Steps, process
 from archiver.prediction import ModelRef, PredictionRequest
@@ -12,10 +13,21 @@ from archiver.progress import current_progress
 from archiver.retry import RetryPolicy
 from archiver.runtime import Runtime
 from archiver.settings import Settings
+from flows.hooks import cancel_in_flight
 from flows.settings import flow_settings
 from tasks.archive import archive
 from tasks.download import download
 from tasks.generate import generate
+
+
+# Parameter types for the JSON schema Prefect stores with a deployment: it renders the UI's run
+# form, and (enforce_parameter_schema) the API rejects bad values before a run exists. The model
+# pattern is in the schema only, so in-process calls still get ModelRef.parse's own error.
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9]+)?$"
+ModelParam = Annotated[str, Field(
+    json_schema_extra={"pattern": MODEL_PATTERN, "examples": ["black-forest-labs/flux-schnell"]}
+)]
+DeadlineParam = Annotated[float, Field(ge=1, le=86400)] | None
 
 
 def task_steps(settings: Settings) -> Steps:
@@ -29,28 +41,35 @@ def task_steps(settings: Settings) -> Steps:
     )
 
 
-@flow(name="archive-prediction", log_prints=False)
+@flow(
+    name="archive-prediction",
+    on_cancellation=[cancel_in_flight],
+    on_crashed=[cancel_in_flight],
+)
 async def archive_prediction(
-    model: str,
+    model: ModelParam,
     input: dict[str, Any] | None = None,
     dest: str | None = None,
     deployment: bool = False,
     refresh: bool = False,
     on_data_removed: OnDataRemoved = "fail",
-    deadline: float | None = None,
+    deadline: DeadlineParam = None,
     storage_options: dict[str, str] | None = None,
 ) -> RunSummary:
     """Generate a Replicate prediction, download every output at once, archive it with a manifest.
 
     Args:
-        model: `owner/name` or `owner/name:version` (or a deployment's `owner/name`).
-        input: The model input.
-        dest: Archive destination (local path or fsspec URL); default from settings.
+        model: Replicate model `owner/name` or `owner/name:version` (with `deployment` on: a
+            Replicate deployment's `owner/name`), e.g. `black-forest-labs/flux-schnell`.
+        input: The model input, a JSON object, e.g. `{"prompt": "a lighthouse", "seed": 7}`.
+        dest: Archive root: a local path or fsspec URL (s3://bucket/prefix); empty: the
+            worker's ARCHIVER_DEST.
         deployment: Treat `model` as a Replicate deployment.
         refresh: Pay for a new prediction even if this input was archived before.
         on_data_removed: If Replicate already removed the outputs: fail, or rerun once.
-        deadline: Seconds after which Replicate cancels the prediction (Cancel-After).
-        storage_options: Non-secret fsspec options (endpoint_url, region...).
+        deadline: Seconds (1-86400) after which Replicate cancels the prediction (Cancel-After).
+        storage_options: Non-secret fsspec options (endpoint_url, region...); credentials
+            belong in the worker's environment, never in parameters.
     """
     settings = flow_settings()
     runtime = Runtime.build(

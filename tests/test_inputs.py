@@ -37,5 +37,5 @@ def test_bad_pairs_and_files_are_one_line_errors(tmp_path):
 
 def test_storage_options_parse_like_inputs():
     """--storage-option values get JSON parsing (numbers, booleans)."""
-    assert parse_options(["endpoint_url=http://x:1", "anon=false"]) == {
-        "endpoint_url": "http://x:1", "anon": False}
+    assert parse_options(["endpoint_url=http://x:1", "anon=false", "secret=0123"]) == {
+        "endpoint_url": "http://x:1", "anon": False, "secret": "0123"}

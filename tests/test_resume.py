@@ -67,3 +67,18 @@ def test_staged_files_are_archived_without_downloading_again(run_flow, archive_e
     summary = run_flow(MODEL, {"prompt": "staged", "num_outputs": 2})
     assert len(summary.files) == 2 and summary.predictions_created == 0
     assert len(emulator.stats().downloads) == downloads == 2
+
+
+def test_cancelled_flow_run_cancels_its_prediction(archive_env, emulator, monkeypatch):
+    """The on_cancellation hook cancels the still-running prediction recorded for the run."""
+    from types import SimpleNamespace
+
+    from flows.hooks import cancel_in_flight
+
+    monkeypatch.setenv("ARCHIVER_WAIT_SECONDS", "1")
+    emulator.set_faults(processing_seconds=30)
+    input = {"prompt": "cancel me"}
+    prediction_id = _crashed_run(archive_env, input, "pending")
+    run = SimpleNamespace(parameters={"model": MODEL, "input": input, "dest": str(archive_env)})
+    cancel_in_flight(None, run, None)
+    assert emulator.stats().cancels == [prediction_id]

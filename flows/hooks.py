@@ -1,0 +1,38 @@
+"""Flow state hooks: a cancelled or crashed flow run cancels the prediction it left running."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from archiver.generate import cancel_recorded
+from archiver.prediction import ModelRef, PredictionRequest
+from archiver.runtime import Runtime
+from flows.settings import flow_settings
+
+
+def cancel_in_flight(flow: Any, flow_run: Any, state: Any) -> None:
+    """Prefect on_cancellation / on_crashed hook for `archive-prediction`.
+
+    Workers kill a cancelled run's process, so the flow cannot clean up after itself; this hook
+    reads the run's parameters, finds the request's cache record and cancels its prediction on
+    Replicate if it is still running.
+    """
+    params = dict(flow_run.parameters or {})
+    try:
+        request = PredictionRequest(
+            ModelRef.parse(params["model"], deployment=bool(params.get("deployment"))),
+            dict(params.get("input") or {}),
+        )
+    except Exception:  # noqa: BLE001 - invalid parameters never created anything
+        return
+
+    async def go() -> None:
+        runtime = Runtime.build(flow_settings(), dest=params.get("dest"),
+                                storage_options=params.get("storage_options"))
+        try:
+            await cancel_recorded(request, api=runtime.api, cache=runtime.cache)
+        finally:
+            await runtime.aclose()
+
+    asyncio.run(go())
