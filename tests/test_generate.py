@@ -41,9 +41,9 @@ def test_failed_prediction_fails_at_once_with_the_model_error(run_flow, emulator
 
 def test_aborted_prediction_is_reported(run_flow, emulator):
     """A deadline before start -> aborted, which the replicate client cannot parse but we can."""
-    emulator.set_faults(starting_seconds=2)
+    emulator.set_faults(starting_seconds=3)
     with pytest.raises(PredictionAborted, match="aborted"):
-        run_flow(MODEL, {"prompt": "never starts"}, deadline=0.3)
+        run_flow(MODEL, {"prompt": "never starts"}, deadline=1)
 
 
 def test_missing_token_is_permanent(run_flow, emulator, monkeypatch):
