@@ -1,0 +1,321 @@
+"""The ASGI application: Replicate's ``/v1`` API, ``/delivery`` files and ``/_emulator`` control."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from archiver.emulator import views
+from archiver.emulator.delivery import Delivery
+from archiver.emulator.faults import FaultBox
+from archiver.emulator.models import DEMO_MODEL, InputError, resolve_model, version_id
+from archiver.emulator.parsing import parse_duration, parse_prefer_wait, split_version
+from archiver.emulator.signing import UrlSigner
+from archiver.emulator.state import Prediction, Store
+from archiver.emulator.stats import Stats, StatsRecorder
+
+TRANSPORT_KEY = "emulator.transport"
+
+
+def problem_response(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    """An ``application/problem+json`` error response."""
+    headers = extra.pop("headers", None)
+    return JSONResponse(
+        views.problem(status, title, detail, **extra),
+        status_code=status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def _unauthenticated() -> JSONResponse:
+    return problem_response(
+        401,
+        "Unauthenticated",
+        "You did not pass a valid authentication token",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def _authorized(request: Request) -> bool:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() in ("bearer", "token") and bool(token.strip())
+
+
+def _invalid_version() -> JSONResponse:
+    return problem_response(
+        422,
+        "Invalid version or not permitted",
+        "The specified version does not exist (or perhaps you don't have permission to use it?)",
+    )
+
+
+def _input_problem(problems: list[tuple[str, str]]) -> JSONResponse:
+    """422 "Input validation failed" listing ``(field, message)`` problems like the real API."""
+    return problem_response(
+        422,
+        "Input validation failed",
+        "".join(f"- {field}: {message}\n" for field, message in problems),
+        invalid_fields=[{"field": field, "description": message} for field, message in problems],
+    )
+
+
+class Backend:
+    """The emulator's shared state plus the route handlers that act on it."""
+
+    def __init__(self, base_url: str, faults: FaultBox) -> None:
+        self.base_url = base_url
+        self.faults = faults
+        self.stats = StatsRecorder()
+        self.store = Store(faults)
+        self.signer = UrlSigner()
+        self.render = views.Renderer(base_url, self.signer, faults)
+        self.stopping = asyncio.Event()
+        self.delivery = Delivery(self.store, self.signer, faults, self.stats, self.stopping)
+
+    def release_waiters(self) -> None:
+        """On server shutdown: end ``Prefer: wait`` blocks and running downloads promptly."""
+        self.stopping.set()
+
+    def snapshot(self) -> Stats:
+        """Current stats, including the number of predictions held."""
+        return self.stats.snapshot(predictions=len(self.store.predictions))
+
+    def reset(self) -> None:
+        """Reset stats and disarm every count-based fault."""
+        self.stats.reset()
+        self.faults.reset_counters()
+
+    # -- predictions -----------------------------------------------------------------
+    async def create(self, request: Request) -> Response:
+        """``POST /v1/predictions``, ``/v1/models/{o}/{n}/predictions``, ``/v1/deployments/...``."""
+        if not _authorized(request):
+            return _unauthenticated()
+        self.stats.create_attempt()
+        if self.faults.take("throttle_creates"):
+            wait = self.faults.get().retry_after_seconds
+            return problem_response(
+                429,
+                "Request was throttled.",
+                f"Request was throttled. Your rate limit resets in ~{wait}s.",
+                headers={"Retry-After": str(wait)},
+            )
+        try:
+            body = await request.json()
+        except ValueError:
+            return _input_problem([("body", "Request body must be a JSON object")])
+        if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
+            return _input_problem([("input", "Invalid type. Expected: object")])
+        target = self._target(request, body)
+        if isinstance(target, Response):
+            return target
+        model, version, deployment = target
+        spec = resolve_model(model)
+        try:
+            params = spec.validate(body["input"])
+        except InputError as exc:
+            return _input_problem(exc.problems)
+        cancel_after = None
+        if request.headers.get("cancel-after"):
+            try:
+                cancel_after = parse_duration(request.headers["cancel-after"])
+            except ValueError as exc:
+                return problem_response(422, "Invalid Cancel-After header", str(exc))
+        self.store.see_model(model)
+        pred = self.store.create(
+            model, version, body["input"], spec, params,
+            deployment=deployment, cancel_after=cancel_after,
+        )  # fmt: skip
+        self.stats.create_accepted(pred.id)
+        if self.faults.take("drop_create_responses"):
+            return await self._drop_connection(request)
+        wait = parse_prefer_wait(request.headers.get("prefer"))
+        if wait is not None:
+            await self._wait(pred, wait)
+        return JSONResponse(self.render.prediction(pred), status_code=201)
+
+    def _target(
+        self, request: Request, body: dict[str, Any]
+    ) -> tuple[str, str, str | None] | Response:
+        """``(model, version, deployment)`` the create request asks for, or a 422 response."""
+        owner, name = request.path_params.get("owner"), request.path_params.get("name")
+        if request.url.path.startswith("/v1/deployments/"):
+            return DEMO_MODEL, version_id(DEMO_MODEL), f"{owner}/{name}"
+        if owner is not None:
+            return f"{owner}/{name}", version_id(f"{owner}/{name}"), None
+        if not isinstance(body.get("version"), str):
+            return _input_problem([("version", "Invalid type. Expected: string")])
+        try:
+            model, vid = split_version(body["version"])
+        except ValueError:
+            return _invalid_version()
+        model = model or self.store.versions.get(vid or "")
+        if model is None:
+            return _invalid_version()
+        return model, vid or version_id(model), None
+
+    async def _wait(self, pred: Prediction, seconds: float) -> None:
+        """Block until ``pred`` is terminal, ``seconds`` pass or the server stops."""
+        if pred.terminal or self.stopping.is_set():
+            return
+        waiters = [
+            asyncio.ensure_future(pred.done.wait()),
+            asyncio.ensure_future(self.stopping.wait()),
+        ]
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+
+    async def _drop_connection(self, request: Request) -> Response:
+        transport = request.scope.get(TRANSPORT_KEY)
+        if transport is None:
+            raise ConnectionAbortedError("emulator fault: create response dropped")
+        transport.close()
+        for _ in range(3):  # let uvicorn notice the disconnect; the response goes nowhere
+            await asyncio.sleep(0)
+        return Response(status_code=204)
+
+    async def get_prediction(self, request: Request) -> Response:
+        """``GET /v1/predictions/{id}``."""
+        if not _authorized(request):
+            return _unauthenticated()
+        pred_id = request.path_params["id"]
+        self.stats.read(pred_id)
+        if self.faults.take("fail_reads"):
+            return problem_response(
+                503, "Service Unavailable", "Emulated read failure, retry later"
+            )
+        pred = self.store.get(pred_id)
+        if pred is None:
+            return problem_response(404, "Not found", "Prediction not found")
+        return JSONResponse(self.render.prediction(pred))
+
+    async def cancel(self, request: Request) -> Response:
+        """``POST /v1/predictions/{id}/cancel``."""
+        if not _authorized(request):
+            return _unauthenticated()
+        pred_id = request.path_params["id"]
+        self.stats.cancel(pred_id)
+        pred = self.store.get(pred_id)
+        if pred is None:
+            return problem_response(404, "Not found", "Prediction not found")
+        self.store.cancel(pred)
+        return JSONResponse(self.render.prediction(pred))
+
+    async def list_predictions(self, request: Request) -> Response:
+        """``GET /v1/predictions?cursor=..``: most recent first."""
+        if not _authorized(request):
+            return _unauthenticated()
+        self.stats.list_call()
+        try:
+            items, next_, prev = self.store.page(
+                request.query_params.get("cursor"), self.faults.get().page_size
+            )
+        except ValueError as exc:
+            return problem_response(400, "Invalid cursor", str(exc))
+        return JSONResponse(self.render.page(items, next_, prev))
+
+    # -- models and account --------------------------------------------------------
+    async def get_model(self, request: Request) -> Response:
+        """``GET /v1/models/{owner}/{name}``: any name exists (unknown ones run the demo model)."""
+        if not _authorized(request):
+            return _unauthenticated()
+        owner, name = request.path_params["owner"], request.path_params["name"]
+        model = f"{owner}/{name}"
+        self.store.see_model(model)
+        runs = sum(1 for p in self.store.predictions.values() if p.model == model)
+        return JSONResponse(views.model(owner, name, resolve_model(model), runs))
+
+    async def get_version(self, request: Request) -> Response:
+        """``GET /v1/models/{owner}/{name}/versions/{id}``: only the model's own version id."""
+        if not _authorized(request):
+            return _unauthenticated()
+        model = f"{request.path_params['owner']}/{request.path_params['name']}"
+        if request.path_params["version"] != version_id(model):
+            return problem_response(404, "Not found", "Version not found")
+        self.store.see_model(model)
+        return JSONResponse(views.version(model, resolve_model(model)))
+
+    async def account(self, request: Request) -> Response:
+        """``GET /v1/account``: a fixed emulator account."""
+        if not _authorized(request):
+            return _unauthenticated()
+        return JSONResponse({"type": "user", "username": "emulator", "name": "Replicate emulator"})
+
+    async def web(self, request: Request) -> Response:
+        """``GET /p/{id}``: the ``urls.web`` page, a tiny HTML summary."""
+        pred = self.store.get(request.path_params["id"])
+        if pred is None:
+            return HTMLResponse("<h1>Prediction not found</h1>", status_code=404)
+        return HTMLResponse(f"<h1>{html.escape(pred.model)}</h1><p>{pred.id}: {pred.status}</p>")
+
+    # -- control -------------------------------------------------------------------
+    async def control_faults(self, request: Request) -> Response:
+        """``GET`` / ``PATCH /_emulator/faults`` (partial update, like ``set_faults``)."""
+        if request.method == "PATCH":
+            try:
+                changes = await request.json()
+                if not isinstance(changes, dict):
+                    raise TypeError("body must be a JSON object")
+                self.faults.update(**changes)
+            except (TypeError, ValueError) as exc:
+                return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse(self.faults.get().to_dict())
+
+    async def control_stats(self, request: Request) -> Response:
+        """``GET /_emulator/stats``."""
+        return JSONResponse(self.snapshot().to_dict())
+
+    async def control_reset(self, request: Request) -> Response:
+        """``POST /_emulator/reset``: reset stats and count-based faults."""
+        self.reset()
+        return JSONResponse(
+            {"faults": self.faults.get().to_dict(), "stats": self.snapshot().to_dict()}
+        )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown routes (404) and wrong methods (405) as problem+json."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    title = exc.detail if isinstance(exc, HTTPException) else "Internal Server Error"
+    return problem_response(status, title, f"{request.method} {request.url.path}: {title}")
+
+
+def build_app(backend: Backend) -> Any:
+    """The ASGI callable: delivery on the raw path, everything else through Starlette."""
+    routes = [
+        Route("/v1/predictions", backend.create, methods=["POST"]),
+        Route("/v1/predictions", backend.list_predictions, methods=["GET"]),
+        Route("/v1/predictions/{id}", backend.get_prediction, methods=["GET"]),
+        Route("/v1/predictions/{id}/cancel", backend.cancel, methods=["POST"]),
+        Route("/v1/models/{owner}/{name}", backend.get_model, methods=["GET"]),
+        Route("/v1/models/{owner}/{name}/versions/{version}", backend.get_version, methods=["GET"]),
+        Route("/v1/models/{owner}/{name}/predictions", backend.create, methods=["POST"]),
+        Route("/v1/deployments/{owner}/{name}/predictions", backend.create, methods=["POST"]),
+        Route("/v1/account", backend.account, methods=["GET"]),
+        Route("/p/{id}", backend.web, methods=["GET"]),
+        Route("/_emulator/faults", backend.control_faults, methods=["GET", "PATCH"]),
+        Route("/_emulator/stats", backend.control_stats, methods=["GET"]),
+        Route("/_emulator/reset", backend.control_reset, methods=["POST"]),
+    ]
+    starlette = Starlette(routes=routes, exception_handlers={404: _http_error, 405: _http_error})
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await starlette(scope, receive, send)
+        # uvicorn's receive is a bound method of the request cycle, which owns the transport.
+        transport = getattr(getattr(receive, "__self__", None), "transport", None)
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        if raw_path.startswith(b"/delivery/"):
+            return await backend.delivery(scope, send, transport)
+        scope[TRANSPORT_KEY] = transport
+        await starlette(scope, receive, send)
+
+    return app

@@ -1,0 +1,78 @@
+"""Output files of emulated predictions: small ones held as bytes, large ones generated."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+BLOCK_SIZE = 1 << 20  # 1 MiB
+MEMORY_CHUNK = 64 * 1024
+
+
+@lru_cache(maxsize=8)
+def _block(seed: int, index: int) -> bytes:
+    """1 MiB of pseudo-random bytes: sha256 in counter mode over ``seed/index``."""
+    prefix = f"large-file/{seed}/{index}/".encode()
+    return b"".join(
+        hashlib.sha256(prefix + counter.to_bytes(4, "big")).digest()
+        for counter in range(BLOCK_SIZE // 32)
+    )
+
+
+def _generated(seed: int, index: int, start: int, stop: int) -> Iterator[bytes]:
+    block = _block(seed, index)
+    position = start
+    while position < stop:
+        offset = position % BLOCK_SIZE
+        length = min(BLOCK_SIZE - offset, stop - position)
+        yield block if length == BLOCK_SIZE else block[offset : offset + length]
+        position += length
+
+
+def large_file_chunks(seed: int, index: int, size: int) -> Iterator[bytes]:
+    """The bytes of ``emulator/large-file`` output ``index`` for ``seed``, in chunks of <= 1 MiB.
+
+    The content is a 1 MiB block (derived from sha256 of seed/index) repeated and cut at
+    ``size``; nothing larger than one block is ever held in memory.
+    """
+    return _generated(seed, index, 0, size)
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A placeholder for output file ``index`` inside a prediction's output template."""
+
+    index: int
+
+
+@dataclass
+class OutputFile:
+    """One output file: its name, type, size and either its bytes or a generator seed."""
+
+    name: str
+    content_type: str
+    size: int
+    data: bytes | None = None
+    seed: int = 0
+    index: int = 0
+
+    @classmethod
+    def from_bytes(cls, name: str, content_type: str, data: bytes) -> OutputFile:
+        """A small file kept in memory."""
+        return cls(name=name, content_type=content_type, size=len(data), data=data)
+
+    @classmethod
+    def generated(cls, name: str, size: int, seed: int, index: int) -> OutputFile:
+        """A (possibly huge) file produced on the fly by :func:`large_file_chunks`."""
+        return cls(name, "application/octet-stream", size, None, seed, index)
+
+    def iter_range(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """Yield the bytes ``[start, stop)`` in chunks."""
+        stop = self.size if stop is None else min(stop, self.size)
+        if self.data is None:
+            yield from _generated(self.seed, self.index, start, stop)
+            return
+        for offset in range(start, stop, MEMORY_CHUNK):
+            yield self.data[offset : min(offset + MEMORY_CHUNK, stop)]

@@ -1,0 +1,135 @@
+"""JSON shapes of API responses, matching Replicate's OpenAPI schema.
+
+Serialising a prediction has side effects on purpose: output URLs are freshly signed each
+time, ``first_urls_expired`` signs the first hand-out already expired, and
+``remove_data_after_success`` drops the data right after the first response showing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from archiver.emulator.faults import FaultBox
+from archiver.emulator.files import FileRef
+from archiver.emulator.models import COG_VERSION, VERSION_CREATED_AT, ModelSpec, version_id
+from archiver.emulator.signing import UrlSigner, delivery_path
+from archiver.emulator.state import Prediction
+
+
+def iso(timestamp: float) -> str:
+    """ISO 8601 UTC with microseconds and a ``Z`` suffix."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """An RFC 7807 problem body as the real API sends it."""
+    return {"title": title, "detail": detail, "status": status, **extra}
+
+
+@dataclass(frozen=True)
+class Renderer:
+    """Everything needed to turn internal objects into API JSON."""
+
+    base_url: str
+    signer: UrlSigner
+    faults: FaultBox
+
+    def _render(self, value: Any, pred: Prediction, host: str, expired: bool, ttl: float) -> Any:
+        if isinstance(value, FileRef):
+            file = pred.files[value.index]
+            path = delivery_path(pred.id, value.index, file.name)
+            return f"http://{host}{self.signer.sign(path, ttl, expired=expired)}"
+        if isinstance(value, dict):
+            return {k: self._render(v, pred, host, expired, ttl) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._render(v, pred, host, expired, ttl) for v in value]
+        return value
+
+    def output(self, pred: Prediction) -> Any:
+        """The output with freshly signed URLs (null unless succeeded and not removed)."""
+        if pred.status != "succeeded" or pred.data_removed:
+            return None
+        faults = self.faults.get()
+        host = faults.output_host or urlsplit(self.base_url).netloc
+        expired = faults.first_urls_expired and not pred.urls_handed_out and bool(pred.files)
+        rendered = self._render(pred.template, pred, host, expired, faults.url_ttl_seconds)
+        if pred.files:
+            pred.urls_handed_out = True
+        if pred.remove_after_show:
+            pred.remove_data()
+        return rendered
+
+    def prediction(self, pred: Prediction) -> dict[str, Any]:
+        """A prediction object (``schemas_prediction_response``)."""
+        pred.expire(self.faults.get().retention_seconds)
+        api = f"{self.base_url}/v1/predictions/{pred.id}"
+        data_removed = pred.data_removed  # before output(): remove_after_show flips it
+        output = self.output(pred)
+        body: dict[str, Any] = {
+            "id": pred.id,
+            "model": pred.model,
+            "version": pred.version,
+            "input": pred.input,
+            "logs": "".join(f"{line}\n" for line in pred.log_lines),
+            "output": output,
+            "data_removed": data_removed,
+            "error": pred.error,
+            "status": pred.status,
+            "source": "api",
+            "created_at": iso(pred.created_at),
+            "urls": {"get": api, "cancel": f"{api}/cancel", "web": f"{self.base_url}/p/{pred.id}"},
+            "metrics": {},
+        }
+        if pred.started_at is not None:
+            body["started_at"] = iso(pred.started_at)
+        if pred.completed_at is not None:
+            body["completed_at"] = iso(pred.completed_at)
+            body["metrics"]["total_time"] = round(pred.completed_at - pred.created_at, 6)
+            if pred.started_at is not None:
+                body["metrics"]["predict_time"] = round(pred.completed_at - pred.started_at, 6)
+        if pred.deadline is not None:
+            body["deadline"] = iso(pred.deadline)
+        if pred.deployment is not None:
+            body["deployment"] = pred.deployment
+        return body
+
+    def page(self, preds: list[Prediction], next_: str | None, prev: str | None) -> dict[str, Any]:
+        """A list page (``schemas_paginated_prediction_response``) with absolute cursor URLs."""
+        url = f"{self.base_url}/v1/predictions?cursor="
+        return {
+            "next": f"{url}{next_}" if next_ else None,
+            "previous": f"{url}{prev}" if prev else None,
+            "results": [self.prediction(p) for p in preds],
+        }
+
+
+def version(model: str, spec: ModelSpec) -> dict[str, Any]:
+    """A model version object (``schemas_version_response``)."""
+    return {
+        "id": version_id(model),
+        "created_at": VERSION_CREATED_AT,
+        "cog_version": COG_VERSION,
+        "openapi_schema": spec.openapi_schema(),
+    }
+
+
+def model(owner: str, name: str, spec: ModelSpec, run_count: int) -> dict[str, Any]:
+    """A model object (``schemas_model_response``)."""
+    return {
+        "url": f"https://replicate.com/{owner}/{name}",
+        "owner": owner,
+        "name": name,
+        "description": spec.description,
+        "visibility": "public",
+        "github_url": None,
+        "paper_url": None,
+        "license_url": None,
+        "run_count": run_count,
+        "cover_image_url": None,
+        "default_example": None,
+        "is_official": False,
+        "latest_version": version(f"{owner}/{name}", spec),
+    }
