@@ -1,5 +1,8 @@
 """Get a succeeded prediction for a request, paying for it at most once.
 
+"Succeeded" includes "still processing but every output file is already published": the
+download starts then, and `finalize` waits for the final state before the manifest is written.
+
 Under the request's key lock: a cache hit (manifest still in the archive) ends here; a recorded
 prediction that can still deliver is resumed; otherwise an intent record is written, the
 prediction is created, and its id is recorded before the lock is released. Waiting happens
@@ -66,8 +69,17 @@ async def generate(
         else:
             record, prediction = await _create(api, cache, request, record)
             created = True
-    prediction = await _wait(api, prediction, timeout=timeout, cancel_on_exit=created)
-    return Generated(record=record, prediction=ensure_succeeded(prediction), created=created)
+    prediction = await _wait(api, prediction, timeout=timeout, cancel_on_exit=created, early=True)
+    if not prediction.files_ready_early:
+        ensure_succeeded(prediction)
+    return Generated(record=record, prediction=prediction, created=created)
+
+
+async def finalize(api: ReplicateAPI, prediction: Prediction, *, timeout: float) -> Prediction:
+    """The prediction's final, succeeded state (files may have been fetched before it ended)."""
+    if not prediction.terminal:
+        prediction = await _wait(api, prediction, timeout=timeout, cancel_on_exit=False)
+    return ensure_succeeded(prediction)
 
 
 async def _resumable(
@@ -113,10 +125,15 @@ async def _create(
 
 
 async def _wait(
-    api: ReplicateAPI, prediction: Prediction, *, timeout: float, cancel_on_exit: bool
+    api: ReplicateAPI,
+    prediction: Prediction,
+    *,
+    timeout: float,
+    cancel_on_exit: bool,
+    early: bool = False,
 ) -> Prediction:
     try:
-        return await api.wait(prediction, timeout=timeout)
+        return await api.wait(prediction, timeout=timeout, early=early)
     except TimeoutError as exc:
         if cancel_on_exit:
             await _cancel(api, prediction.id)

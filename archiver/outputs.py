@@ -57,6 +57,20 @@ def file_outputs(output: Any) -> list[OutputFile]:
     return files
 
 
+def files_complete(output: Any, input: dict[str, Any]) -> bool:
+    """True when a still-processing prediction already shows every file it will produce.
+
+    Knowable only for a single file output, or a list whose length the input fixes
+    (`num_outputs`); anything else waits for `succeeded`.
+    """
+    if is_file_url(output):
+        return True
+    expected = input.get("num_outputs")
+    if not isinstance(output, list) or not isinstance(expected, int) or isinstance(expected, bool):
+        return False
+    return len(output) == expected and all(is_file_url(item) for item in output)
+
+
 def url_at(output: Any, pointer: str) -> str | None:
     """The URL at `pointer` in a (re-fetched) output tree, or None if the shape changed."""
     node = output

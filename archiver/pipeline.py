@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from .archive import archive_staged
 from .download import Staged, discard_staging, download_outputs
 from .errors import OutputsRemoved
-from .generate import Generated, generate
+from .generate import Generated, finalize, generate
 from .manifest import Manifest
 from .prediction import Prediction, PredictionRequest
 from .runtime import Runtime
@@ -90,11 +90,13 @@ async def download_step(runtime: Runtime, prediction: Prediction) -> Staged:
 
 
 async def archive_step(runtime: Runtime, generated: Generated, staged: Staged) -> Manifest:
-    """Archive the staged files, record the cache entry, then drop the staging."""
+    """Wait for the final state if the files came early, archive them, record the cache entry,
+    then drop the staging."""
     settings = runtime.settings
+    final = await finalize(runtime.api, staged.prediction, timeout=settings.prediction_timeout)
     manifest = await asyncio.to_thread(
         archive_staged,
-        staged,
+        staged.model_copy(update={"prediction": final}),
         runtime.dest,
         cache_key=generated.record.key,
         template=settings.path_template,

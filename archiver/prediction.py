@@ -109,7 +109,17 @@ class Prediction(BaseModel):
 
     @property
     def outputs_available(self) -> bool:
-        return self.status == "succeeded" and not self.data_removed and self.output is not None
+        """Succeeded with outputs, or still processing with every file output already there."""
+        if self.data_removed or self.output is None:
+            return False
+        return self.status == "succeeded" or self.files_ready_early
+
+    @property
+    def files_ready_early(self) -> bool:
+        """Still processing, but all its output files are published: download may start."""
+        from .outputs import files_complete
+
+        return self.status == "processing" and files_complete(self.output, self.input)
 
     def summary(self) -> dict[str, Any]:
         """The metadata a manifest keeps (no URLs: they carry signatures and expire)."""

@@ -156,10 +156,15 @@ class ReplicateAPI:
 
     # -- waiting ------------------------------------------------------------------------------
 
-    async def wait(self, prediction: Prediction, *, timeout: float) -> Prediction:
-        """Poll until the prediction is terminal; `TimeoutError` after `timeout` seconds."""
+    async def wait(
+        self, prediction: Prediction, *, timeout: float, early: bool = False
+    ) -> Prediction:
+        """Poll until the prediction is terminal (or, with `early`, its files are all out).
+
+        `TimeoutError` after `timeout` seconds.
+        """
         give_up = time.monotonic() + timeout
-        while not prediction.terminal:
+        while not (prediction.terminal or (early and prediction.files_ready_early)):
             if time.monotonic() >= give_up:
                 raise TimeoutError(f"prediction {prediction.id} still {prediction.status}")
             await self._sleep(self.poll_interval)

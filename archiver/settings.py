@@ -72,7 +72,11 @@ class Settings(BaseSettings):
         "Default: a file lock, which serialises them across processes on one machine.",
     )
     wait_seconds: int = Field(
-        default=60, ge=1, le=60, description="`Prefer: wait=N` on create (1-60 s) before polling."
+        default=10,
+        ge=1,
+        le=60,
+        description="`Prefer: wait=N` on create (1-60 s); then poll, which also catches files "
+        "published before the prediction finishes.",
     )
     poll_interval: float = Field(
         default=0.5, ge=0.01, le=60, description="Seconds between polls while a prediction runs."

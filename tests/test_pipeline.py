@@ -103,3 +103,29 @@ def test_staging_is_cleaned_after_the_manifest(run_flow, archive_env, tmp_path):
     """Nothing is left in staging once a prediction is archived."""
     run_flow(MODEL, {"prompt": "clean up"})
     assert not any(p.is_file() for p in (tmp_path / "staging").rglob("*"))
+
+
+def test_download_starts_while_processing_once_all_files_are_out(run_flow, emulator,
+                                                                  monkeypatch):
+    """Files published before the prediction finishes are fetched at once; the manifest still
+    records the final succeeded state."""
+    import threading
+
+    monkeypatch.setenv("ARCHIVER_WAIT_SECONDS", "1")
+    emulator.set_faults(finalize_seconds=2)
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault(
+        "summary", run_flow(MODEL, {"prompt": "early", "num_outputs": 2})))
+    thread.start()
+    seen = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and seen is None:
+        if len([d for d in emulator.stats().downloads if d["status"] == 200]) == 2:
+            prediction_id = emulator.stats().created_ids[0]
+            seen = httpx.get(f"{emulator.base_url}/v1/predictions/{prediction_id}",
+                             headers={"Authorization": "Bearer t"}).json()["status"]
+        time.sleep(0.02)
+    thread.join(60)
+    assert seen == "processing", "both files were downloaded before the prediction finished"
+    manifest = _manifest(result["summary"])
+    assert manifest.status == "succeeded" and manifest.completed_at is not None

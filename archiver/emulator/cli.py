@@ -33,6 +33,9 @@ def emulator_command(
     port: int = typer.Option(8765, help="Port to bind (0 picks a free one)."),
     processing_seconds: float = typer.Option(_D.processing_seconds, help="Time in 'processing'."),
     starting_seconds: float = typer.Option(_D.starting_seconds, help="Time in 'starting'."),
+    finalize_seconds: float = typer.Option(
+        _D.finalize_seconds, help="Outputs visible while processing, this long before success."
+    ),
     url_ttl_seconds: float = typer.Option(
         _D.url_ttl_seconds, help="Lifetime of signed output URLs."
     ),
@@ -70,6 +73,7 @@ def emulator_command(
         faults = Faults(
             processing_seconds=processing_seconds,
             starting_seconds=starting_seconds,
+            finalize_seconds=finalize_seconds,
             url_ttl_seconds=url_ttl_seconds,
             retention_seconds=retention_seconds,
             first_urls_expired=first_urls_expired,

@@ -28,7 +28,13 @@ COUNTERS: tuple[str, ...] = (
     "remove_data_after_success",
 )
 
-_FLOATS = ("processing_seconds", "starting_seconds", "url_ttl_seconds", "retention_seconds")
+_FLOATS = (
+    "processing_seconds",
+    "starting_seconds",
+    "finalize_seconds",
+    "url_ttl_seconds",
+    "retention_seconds",
+)
 _BOOLS = ("first_urls_expired", "hostile_filenames")
 _INTS = (*COUNTERS, "retry_after_seconds", "page_size")
 
@@ -39,6 +45,9 @@ class Faults:
 
     processing_seconds: float = 0.5
     starting_seconds: float = 0.0
+    #: Outputs are published while still processing, this long before success (models that
+    #: upload their files, then finish up).
+    finalize_seconds: float = 0.0
     url_ttl_seconds: float = 3600.0
     retention_seconds: float = 3600.0
     first_urls_expired: bool = False

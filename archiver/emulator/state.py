@@ -211,6 +211,9 @@ class Store:
                 if pred.terminal:
                     return
                 pred.template, pred.files = produced.template, produced.files
+                if faults.finalize_seconds:
+                    pred.log("Outputs uploaded; finalizing")
+                    await asyncio.sleep(faults.finalize_seconds)
                 pred.remove_after_show = self.faults.take("remove_data_after_success")
             self.finish(pred, outcome)
         except asyncio.CancelledError:

@@ -49,8 +49,11 @@ class Renderer:
         return value
 
     def output(self, pred: Prediction) -> Any:
-        """The output with freshly signed URLs (null unless succeeded and not removed)."""
-        if pred.status != "succeeded" or pred.data_removed:
+        """The output with freshly signed URLs: null until published, and after removal."""
+        published = pred.status == "succeeded" or (
+            pred.status == "processing" and pred.template is not None
+        )
+        if not published or pred.data_removed:
             return None
         faults = self.faults.get()
         host = faults.output_host or urlsplit(self.base_url).netloc
@@ -58,7 +61,7 @@ class Renderer:
         rendered = self._render(pred.template, pred, host, expired, faults.url_ttl_seconds)
         if pred.files:
             pred.urls_handed_out = True
-        if pred.remove_after_show:
+        if pred.remove_after_show and pred.status == "succeeded":
             pred.remove_data()
         return rendered
 
