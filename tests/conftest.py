@@ -80,3 +80,24 @@ def cli(prefect_harness, archive_env, tmp_path):
         )
 
     return run
+
+
+AUTH = {"Authorization": "Bearer test-token"}
+
+
+@pytest.fixture(scope="session")
+def http():
+    """A plain httpx client for delivery downloads, shared by the session."""
+    import httpx
+
+    with httpx.Client(timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def api(emulator):
+    """An httpx client on the emulator's API base URL with a bearer token."""
+    import httpx
+
+    with httpx.Client(base_url=emulator.base_url, headers=AUTH, timeout=30) as client:
+        yield client

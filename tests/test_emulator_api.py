@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from archiver.emulator import Emulator
-
-AUTH = {"Authorization": "Bearer test-token"}
-
-
-@pytest.fixture
-def api(emulator: Emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emulator.base_url, headers=AUTH, timeout=10) as client:
-        yield client
+from tests.conftest import AUTH
 
 
 def create(api: httpx.Client, **input_) -> httpx.Response:

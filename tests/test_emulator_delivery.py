@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
 
 from archiver.emulator import HOSTILE_NAMES, Emulator
-
-AUTH = {"Authorization": "Bearer test-token"}
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    """A plain client for downloads, shared to avoid per-request client set-up."""
-    with httpx.Client(timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def api(emulator: Emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emulator.base_url, headers=AUTH, timeout=10) as client:
-        yield client
+from tests.conftest import AUTH
 
 
 def run(api: httpx.Client, model: str = "acme/demo", **input_) -> dict:

@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 from archiver.emulator import COUNTERS, Emulator, Faults
-
-AUTH = {"Authorization": "Bearer test-token"}
+from tests.conftest import AUTH
 
 
 def test_defaults_match_the_documented_values():

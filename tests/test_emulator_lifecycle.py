@@ -12,15 +12,7 @@ import httpx
 import pytest
 
 from archiver.emulator import Emulator, version_id
-
-AUTH = {"Authorization": "Bearer test-token"}
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    """A plain client for downloads, shared to avoid per-request client set-up."""
-    with httpx.Client(timeout=30) as client:
-        yield client
+from tests.conftest import AUTH
 
 
 @contextmanager
@@ -33,10 +25,6 @@ def served(**faults) -> Iterator[tuple[Emulator, httpx.Client]]:
 TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
 
 
-@pytest.fixture
-def api(emulator: Emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emulator.base_url, headers=AUTH, timeout=10) as client:
-        yield client
 
 
 def create(

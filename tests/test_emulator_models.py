@@ -5,29 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from PIL import Image
 
-from archiver.emulator import BUILTIN_MODELS, Emulator, large_file_chunks, version_id
+from archiver.emulator import BUILTIN_MODELS, large_file_chunks, version_id
 from archiver.emulator.files import BLOCK_SIZE
-
-AUTH = {"Authorization": "Bearer test-token"}
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    """A plain client for downloads, shared to avoid per-request client set-up."""
-    with httpx.Client(timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def api(emulator: Emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emulator.base_url, headers=AUTH, timeout=30) as client:
-        yield client
 
 
 def run(api: httpx.Client, model: str, **input_) -> dict:

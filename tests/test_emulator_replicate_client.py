@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 import replicate
 from replicate.exceptions import ModelError, ReplicateError
 
 from archiver.emulator import Emulator, version_id
-
-AUTH = {"Authorization": "Bearer test-token"}
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    """A plain client for downloads, shared to avoid per-request client set-up."""
-    with httpx.Client(timeout=30) as client:
-        yield client
+from tests.conftest import AUTH
 
 
 @pytest.fixture

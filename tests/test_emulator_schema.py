@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import jsonschema
 import pytest
 
-from archiver.emulator import Emulator
 from archiver.emulator.openapi import load_schema, nullable_to_jsonschema, response_schema, validate
 
-AUTH = {"Authorization": "Bearer test-token"}
 PREDICTION = "schemas_prediction_response"
 SHARED_SCHEMA = Path("/work/shared/replicate-openapi.json")
 #: The schema documents problem bodies only as ``{"detail": string}`` (e.g. files 404).
@@ -29,10 +26,6 @@ RFC7807 = {
 }
 
 
-@pytest.fixture
-def api(emulator: Emulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emulator.base_url, headers=AUTH, timeout=10) as client:
-        yield client
 
 
 def check_problem(response: httpx.Response, status: int) -> None:
