@@ -23,8 +23,52 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m flows demo --dest ./archive
 
-test: install
+test: install chromium
 	$(PY) -m pytest -q
+
+# --- Deployments, schedules and scale-out (README) ------------------------------------------
+# make server | pool | secret | deploy | worker (one per machine or terminal) | serve | test-ui
+PREFECT := $(VENV)/bin/prefect
+PREFECT_HOST ?= 127.0.0.1
+PREFECT_PORT ?= 4200
+POOL ?= archiver
+WORKER_NAME ?=
+WORKER_LIMIT ?= 4
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+
+.PHONY: pool secret chromium
+
+# Every Prefect command talks to this server unless PREFECT_API_URL says otherwise.
+server pool secret deploy worker serve: export PREFECT_API_URL ?= http://$(PREFECT_HOST):$(PREFECT_PORT)/api
+# Flow runs move into this checkout (prefect.yaml's pull step) so `flows.*` imports.
+worker serve: export ARCHIVER_PROJECT_DIR ?= $(CURDIR)
+
+server: install  ## API + UI; SQLite in $(PREFECT_HOME), or PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://...
+	PREFECT_SERVER_API_HOST=$(PREFECT_HOST) PREFECT_SERVER_API_PORT=$(PREFECT_PORT) $(PREFECT) server start
+
+pool: install  ## the process work pool the deployments use
+	$(PREFECT) work-pool create $(POOL) --type process --overwrite
+
+secret: install  ## REPLICATE_API_TOKEN -> the Prefect Secret block the deployments name
+	$(PY) -m deployments secret
+
+deploy: install  ## every deployment in prefect.yaml
+	$(PREFECT) --no-prompt deploy --all
+
+worker: install  ## a process worker: start one per machine (or several); they share the server
+	$(PREFECT) worker start --pool $(POOL) --type process $(if $(WORKER_NAME),--name $(WORKER_NAME)) $(if $(WORKER_LIMIT),--limit $(WORKER_LIMIT))
+
+serve: install  ## single machine without pool or worker: serve the same deployments from one process
+	$(PY) -m deployments serve
+
+test-ui: install chromium  ## the browser test only
+	$(PY) -m pytest -q -m ui tests/test_ui.py
+
+chromium:  ## Debian's chromium for the UI test (Playwright never downloads browsers)
+	@test -x $(CHROMIUM) || ( $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ) || \
+	  echo "warning: could not install chromium; tests/test_ui.py will be skipped"
 
 clean:
 	rm -rf $(VENV) .prefect archive .pytest_cache

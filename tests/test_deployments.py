@@ -1,0 +1,198 @@
+"""Deployments end to end on a real `prefect server start` (SQLite) with two process workers.
+
+The stack (tests/prefect_server.py) runs what the Makefile runs: `prefect work-pool create`,
+`python -m deployments secret`, `prefect --no-prompt deploy --all` and `prefect worker start`.
+Runs are created the way the UI creates them: parameters through the API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from tests.prefect_server import TOKEN, manifests, prefect_stack, redis_unavailable, wait_for
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
+
+ON_DEMAND = "archive-prediction/on-demand"
+NIGHTLY = "archive-batch/nightly"
+MODEL = "black-forest-labs/flux-schnell"
+SET_WORKING_DIRECTORY = "prefect.deployments.steps.set_working_directory"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with prefect_stack(tmp_path_factory.mktemp("prefect-stack"), workers=2) as stack:
+        yield stack
+
+
+def _key(value: dict) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def assert_archived(stack, inputs: list[dict]) -> None:
+    """Each input has a manifest in the shared archive and every file it lists is intact."""
+    by_input = {_key(m["input"]): m for m in manifests(stack.archive)}
+    for value in inputs:
+        manifest = by_input.get(_key(value))
+        assert manifest is not None, f"no manifest for {value} in {stack.archive}"
+        assert manifest["files"], manifest
+        for entry in manifest["files"]:
+            data = (stack.archive / entry["path"]).read_bytes()
+            assert len(data) == entry["size"]
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+
+
+def assert_completed(stack, runs) -> None:
+    bad = [(r.name, r.state.type.value, r.state.message) for r in runs
+           if r.state.type.value != "COMPLETED"]
+    assert not bad, f"{bad}\n{stack.logs()}"
+
+
+def test_deployments_declare_typed_parameters_and_keep_the_token_out(stack):
+    with stack.client() as client:
+        on_demand = client.read_deployment(stack.deployment_ids[ON_DEMAND])
+        nightly = client.read_deployment(stack.deployment_ids[NIGHTLY])
+
+    props = on_demand.parameter_openapi_schema["properties"]
+    assert {"model", "input", "dest", "refresh", "on_data_removed", "deadline"} <= set(props)
+    assert on_demand.parameter_openapi_schema["required"] == ["model"]
+    assert props["model"]["pattern"].startswith("^")
+    assert props["on_data_removed"]["enum"] == ["fail", "rerun"]
+    assert {"type": "object", "additionalProperties": True} in props["input"]["anyOf"]
+    deadline = next(s for s in props["deadline"]["anyOf"] if s.get("type") == "number")
+    assert (deadline["minimum"], deadline["maximum"]) == (1, 86400)
+
+    [schedule] = nightly.schedules
+    assert schedule.active and schedule.schedule.cron == "0 2 * * *"
+    assert nightly.parameters["file"] and nightly.global_concurrency_limit.limit == 1
+    assert nightly.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+
+    for deployment in (on_demand, nightly):
+        assert deployment.enforce_parameter_schema
+        assert deployment.work_pool_name == "archiver"
+        # The job variables name the Secret block; the token itself is nowhere.
+        assert deployment.job_variables == {
+            "env": {"ARCHIVER_TOKEN_SECRET_BLOCK": "replicate-api-token"}
+        }
+        assert deployment.pull_steps == [
+            {SET_WORKING_DIRECTORY: {"directory": "{{ $ARCHIVER_PROJECT_DIR }}"}}
+        ]
+        assert TOKEN not in deployment.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("name", "parameters", "field"),
+    [
+        (ON_DEMAND, {"model": "not a model"}, "model"),
+        (ON_DEMAND, {"model": "owner/name:not-hex!"}, "model"),
+        (ON_DEMAND, {"model": MODEL, "input": "a string"}, "input"),
+        (ON_DEMAND, {"model": MODEL, "on_data_removed": "ignore"}, "on_data_removed"),
+        (ON_DEMAND, {"model": MODEL, "deadline": 0}, "deadline"),
+        (ON_DEMAND, {"input": {"prompt": "no model"}}, "model"),
+        (NIGHTLY, {"concurrency": "many"}, "concurrency"),
+        (NIGHTLY, {"on_data_removed": "retry"}, "on_data_removed"),
+    ],
+)
+def test_bad_parameters_are_rejected_before_a_run_exists(stack, name, parameters, field):
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    only = DeploymentFilter(id=DeploymentFilterId(any_=[stack.deployment_ids[name]]))
+    with stack.client() as client:
+        before = client.count_flow_runs(deployment_filter=only)
+    with pytest.raises(PrefectHTTPStatusError) as error:
+        stack.run_deployment(name, parameters)
+    assert error.value.response.status_code == 409
+    detail = error.value.response.json()["detail"]
+    assert "Validation failed" in detail and field in detail, detail
+    with stack.client() as client:
+        assert client.count_flow_runs(deployment_filter=only) == before
+
+
+def test_runs_spread_over_both_workers_and_archive_every_file(stack):
+    stack.wait_idle()
+    tag = uuid.uuid4().hex[:8]
+    inputs = [{"prompt": f"spread {tag} {i}", "seed": i, "num_outputs": 1 + i} for i in range(2)]
+    created = [stack.run_deployment(ON_DEMAND, {"model": MODEL, "input": value})
+               for value in inputs]
+    runs = stack.wait_for_runs([r.id for r in created])
+    assert_completed(stack, runs)
+    # Each worker stamps the runs it submits with its name (a flow run label).
+    used = {r.labels.get("prefect.worker.name") for r in runs}
+    assert used == {w.name for w in stack.workers}, used
+    assert_archived(stack, inputs)
+    # The token reached the runs through the Secret block only.
+    assert all(TOKEN not in r.model_dump_json() for r in runs)
+
+
+def test_same_input_on_two_workers_at_once_pays_for_one_prediction(stack):
+    if stack.lock_url is None:
+        pytest.skip(f"needs Redis for ARCHIVER_LOCK_URL: {redis_unavailable()}")
+    stack.wait_idle()
+    value = {"prompt": f"same input {uuid.uuid4().hex[:8]}"}
+    before = stack.emulator.stats().creates_accepted
+    stack.emulator.set_faults(processing_seconds=6)  # both runs are in flight together
+    try:
+        created = [stack.run_deployment(ON_DEMAND, {"model": MODEL, "input": value})
+                   for _ in range(2)]
+        runs = stack.wait_for_runs([r.id for r in created], timeout=120)
+    finally:
+        stack.emulator.set_faults(processing_seconds=0.2)
+    assert_completed(stack, runs)
+    assert {r.labels.get("prefect.worker.name") for r in runs} == {"worker-1", "worker-2"}
+    first, second = runs
+    assert max(first.start_time, second.start_time) < min(first.end_time, second.end_time), (
+        "the two runs did not overlap"
+    )
+    assert stack.emulator.stats().creates_accepted - before == 1
+    assert_archived(stack, [value])
+
+
+def test_a_schedule_fires_and_the_batch_archives_its_prompts_file(stack, tmp_path):
+    """The nightly batch deployment gets a 3-second interval schedule (as one would add in the
+    UI) whose parameters point at a test prompts file; the scheduler fires it, a worker runs it."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    stack.wait_idle()
+    tag = uuid.uuid4().hex[:8]
+    inputs = [{"prompt": f"scheduled {tag} {i}"} for i in range(3)]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(v) + "\n" for v in inputs))
+    nightly = stack.deployment_ids[NIGHTLY]
+    with stack.client() as client:
+        [schedule] = client.create_deployment_schedules(
+            nightly, [(IntervalSchedule(interval=timedelta(seconds=3)), True)],
+            max_scheduled_runs=1, parameters={"file": str(prompts)},
+        )
+    completed = FlowRunFilter(
+        deployment_id=FlowRunFilterDeploymentId(any_=[nightly]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])),
+    )
+
+    def fired():
+        with stack.client() as client:
+            runs = client.read_flow_runs(flow_run_filter=completed)
+        return [r for r in runs if r.auto_scheduled and r.parameters.get("file") == str(prompts)]
+
+    try:
+        runs = wait_for(fired, 90, "a scheduled batch run to complete", interval=0.5)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{stack.logs()}") from None
+    finally:
+        with stack.client() as client:
+            client.delete_deployment_schedule(nightly, schedule.id)
+    assert runs[0].parameters["model"] == MODEL  # the deployment's default, kept
+    assert_archived(stack, inputs)
+    stack.wait_idle()

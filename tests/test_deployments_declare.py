@@ -1,0 +1,56 @@
+"""prefect.yaml as the one declaration: what `python -m deployments serve` builds from it, without
+a server (the end-to-end deployment tests are in test_deployments.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from archiver.batchfile import load_batch
+from archiver.errors import ConfigurationError
+from deployments.declare import (
+    PROJECT_DIR,
+    create_token_secret,
+    load_specs,
+    token_block_names,
+)
+
+
+def test_prefect_yaml_declares_on_demand_and_nightly():
+    specs = {s.name: s for s in load_specs()}
+    assert set(specs) == {"on-demand", "nightly"}
+    assert specs["on-demand"].load_flow().name == "archive-prediction"
+    assert specs["nightly"].load_flow().name == "archive-batch"
+    for spec in specs.values():
+        assert spec.work_pool == "archiver" and spec.enforce_parameter_schema
+        # Only the block's name travels with a deployment.
+        assert spec.env == {"ARCHIVER_TOKEN_SECRET_BLOCK": "replicate-api-token"}
+    assert token_block_names() == ["replicate-api-token"]
+
+
+def test_served_deployments_match_the_yaml():
+    specs = {s.name: s for s in load_specs()}
+    on_demand = specs["on-demand"].to_runner_deployment()
+    assert (on_demand.flow_name, on_demand.name) == ("archive-prediction", "on-demand")
+    assert on_demand.enforce_parameter_schema and not on_demand.schedules
+    assert on_demand.entrypoint == "flows/archive_prediction.py:archive_prediction"
+
+    nightly = specs["nightly"].to_runner_deployment()
+    [schedule] = nightly.schedules
+    assert schedule.schedule.cron == "0 2 * * *" and schedule.active
+    assert nightly.parameters["file"] == "deployments/nightly-prompts.jsonl"
+    assert nightly.concurrency_limit == 1
+    assert nightly.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+
+
+def test_the_nightly_sample_prompts_file_is_a_valid_batch():
+    spec = next(s for s in load_specs() if s.name == "nightly")
+    items = load_batch(str(PROJECT_DIR / spec.parameters["file"]),
+                       default_model=spec.parameters["model"])
+    assert len(items) >= 2 and all(item.error is None for item in items)
+
+
+def test_secret_command_needs_a_token(monkeypatch):
+    monkeypatch.delenv("REPLICATE_API_TOKEN", raising=False)
+    monkeypatch.delenv("ARCHIVER_API_TOKEN", raising=False)
+    with pytest.raises(ConfigurationError, match="REPLICATE_API_TOKEN"):
+        create_token_secret()

@@ -1,0 +1,142 @@
+"""The Prefect UI in headless Chromium: run the archive-prediction deployment from its Custom run
+form and watch the flow run complete on a worker (`make test-ui`).
+
+Uses Debian's chromium (`make test-ui` / `make test` install it with apt-get when missing) driven
+by Playwright; browsers are never downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.prefect_server import manifests, prefect_stack
+
+pytestmark = [pytest.mark.ui, pytest.mark.server, pytest.mark.timeout(300)]
+
+CHROMIUM = os.environ.get("ARCHIVER_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+MODEL = "black-forest-labs/flux-schnell"
+SCREENSHOTS = Path(os.environ.get("ARCHIVER_TEST_SCREENSHOTS", "/tmp/archiver-ui-screenshots"))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with prefect_stack(tmp_path_factory.mktemp("prefect-stack"), workers=1) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(f"no Chromium at {CHROMIUM}: `make test-ui` installs Debian's chromium "
+                    "package with apt-get (it could not be installed here)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright package is not installed (pip install -e '.[dev]')")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def open_custom_run_form(page, stack) -> None:
+    """Deployments -> on-demand -> Run -> Custom run, as a user clicks through."""
+    page.goto(f"{stack.server.url}/deployments")
+    page.get_by_role("link", name="on-demand").click()
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Custom run").click()
+    page.wait_for_url(re.compile(r"/deployments/deployment/[0-9a-f-]+/run"))
+    page.get_by_role("heading", name="Parameters").wait_for()
+
+
+def parameter(page, name: str):
+    """The form block of one parameter (label `name` or `name (Optional)`)."""
+    label = page.locator(".schema-form-property__label",
+                         has_text=re.compile(rf"^{re.escape(name)}( \(Optional\))?$"))
+    return page.locator(".schema-form-property").filter(has=label)
+
+
+def test_custom_run_from_the_ui_completes_on_a_worker(stack, page):
+    from playwright.sync_api import expect
+
+    stack.wait_idle()
+    value = {"prompt": f"from the ui {uuid.uuid4().hex[:8]}", "seed": 5}
+    open_custom_run_form(page, stack)
+
+    # A proper form: one field per parameter, with its description and widget.
+    for name in ("model", "input", "dest", "deployment", "refresh", "on_data_removed",
+                 "deadline"):
+        expect(parameter(page, name)).to_have_count(1)
+    expect(parameter(page, "model")).to_contain_text("owner/name:version")
+    expect(parameter(page, "on_data_removed")).to_contain_text("fail")
+
+    parameter(page, "model").locator("textarea").fill(MODEL)
+    parameter(page, "input").get_by_role("button", name="dict").click()
+    parameter(page, "input").locator("textarea").fill(json.dumps(value))
+    form = shot(page, "custom-run-form")
+    assert form.stat().st_size > 10_000
+
+    page.get_by_role("button", name="Submit").click()
+    toast = page.locator(".toast-flow-run-create")
+    expect(toast.first).to_contain_text("scheduled to start", timeout=30_000)
+    # The toast is rendered twice (stacked); the top one takes the click.
+    toast.last.get_by_role("button", name="View run").click()
+    page.wait_for_url(re.compile(r"/runs/flow-run/[0-9a-f-]+"))
+    run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        expect(page.locator(".state-badge").first).to_have_text(re.compile("Completed"),
+                                                                 timeout=120_000)
+    except AssertionError:
+        shot(page, "flow-run-not-completed")
+        raise AssertionError(f"the flow run did not complete in the UI\n{stack.logs()}") from None
+    shot(page, "flow-run-completed")
+
+    with stack.client() as client:
+        run = client.read_flow_run(run_id)
+    assert (run.parameters["model"], run.parameters["input"]) == (MODEL, value)
+    assert run.labels.get("prefect.worker.name") in {w.name for w in stack.workers}
+    assert any(m["input"] == value for m in manifests(stack.archive))
+
+
+def test_the_form_refuses_a_bad_model_before_a_run_exists(stack, page):
+    from playwright.sync_api import expect
+
+    open_custom_run_form(page, stack)
+    with stack.client() as client:
+        before = len(client.read_flow_runs())
+    parameter(page, "model").locator("textarea").fill("not a model")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.get_by_text(re.compile("(does not match|must match|pattern)", re.IGNORECASE)).first
+           ).to_be_visible(timeout=30_000)
+    shot(page, "custom-run-bad-model")
+    assert "/run" in page.url  # still on the form
+    with stack.client() as client:
+        assert len(client.read_flow_runs()) == before
+
