@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         description="fsspec storage options for the destination, as JSON (endpoint_url, key, "
         "secret, region...). Secrets here never reach flow parameters or manifests.",
     )
+    aws_credentials_block: str | None = Field(
+        default=None,
+        description="Name of a Prefect `AwsCredentials` block (prefect-aws, the `aws` extra) whose "
+        "key, secret, session token, profile, region and endpoint flows merge into the storage "
+        "options in process, under ARCHIVER_STORAGE_OPTIONS (never into flow parameters).",
+    )
     cache_url: str | None = Field(
         default=None,
         description="Where cache records live (any fsspec URL). Default: `<dest>/.archiver/cache`, "

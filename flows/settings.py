@@ -1,18 +1,62 @@
-"""Settings for a flow run: the environment, plus the token from a Prefect Secret block."""
+"""Settings for a flow run: the environment, plus secrets from Prefect blocks.
+
+The token may come from a Prefect Secret block, S3 credentials from a prefect-aws
+`AwsCredentials` block. Both are read in this process and kept out of flow parameters.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import SecretStr
 
+from archiver.errors import ConfigurationError
 from archiver.settings import Settings
 
 
 def flow_settings() -> Settings:
-    """`Settings()` from the environment; the token from a Secret block when configured."""
+    """`Settings()` from the environment; the token and S3 credentials from blocks if configured."""
     settings = Settings()
     if settings.api_token is None and settings.token_secret_block:
         from prefect.blocks.system import Secret
 
         token = Secret.load(settings.token_secret_block, _sync=True).get()
         settings = settings.model_copy(update={"api_token": SecretStr(token)})
+    if settings.aws_credentials_block:
+        block_options = aws_block_storage_options(settings.aws_credentials_block)
+        # Explicit ARCHIVER_STORAGE_OPTIONS win over the block; the flow's own (non-secret)
+        # storage_options parameter wins over both in Runtime.build.
+        settings = settings.model_copy(
+            update={"storage_options": {**block_options, **settings.storage_options}}
+        )
     return settings
+
+
+def aws_block_storage_options(name: str) -> dict[str, Any]:
+    """s3fs storage options from the prefect-aws `AwsCredentials` block called `name`."""
+    try:
+        from prefect_aws import AwsCredentials
+    except ImportError as exc:
+        raise ConfigurationError(
+            "ARCHIVER_AWS_CREDENTIALS_BLOCK needs prefect-aws: "
+            "pip install 'replicate-archiver[aws]'"
+        ) from exc
+    try:
+        block = AwsCredentials.load(name, _sync=True)
+    except ValueError as exc:
+        raise ConfigurationError(f"cannot load AwsCredentials block {name!r}: {exc}") from exc
+    if block.assume_role_arn:
+        raise ConfigurationError(
+            f"AwsCredentials block {name!r}: assume_role_arn is not supported for the archive "
+            "store; give a key/secret or a profile"
+        )
+    secret = block.aws_secret_access_key
+    candidates: dict[str, Any] = {
+        "key": block.aws_access_key_id,
+        "secret": secret.get_secret_value() if secret is not None else None,
+        "token": block.aws_session_token,
+        "profile": block.profile_name,
+        "region": block.region_name,
+        "endpoint_url": block.aws_client_parameters.endpoint_url,
+    }
+    return {name: value for name, value in candidates.items() if value}
