@@ -136,7 +136,7 @@ def test_same_input_on_two_workers_at_once_pays_for_one_prediction(stack):
     stack.wait_idle()
     value = {"prompt": f"same input {uuid.uuid4().hex[:8]}"}
     before = stack.emulator.stats().creates_accepted
-    stack.emulator.set_faults(processing_seconds=6)  # both runs are in flight together
+    stack.emulator.set_faults(processing_seconds=8)  # both runs are in flight together
     try:
         created = [stack.run_deployment(ON_DEMAND, {"model": MODEL, "input": value})
                    for _ in range(2)]
