@@ -133,6 +133,9 @@ def weed_binary() -> Path | None:
     return Path(found) if found else None
 
 
+_PROBE_BUCKET = "readiness-probe"
+
+
 class SeaweedS3(_S3Server):
     """A `weed mini` process (master, volume, filer, S3, admin) bound to 127.0.0.1 only.
 
@@ -234,7 +237,11 @@ class SeaweedS3(_S3Server):
             if self._process is None or self._process.poll() is not None:
                 raise S3ServerUnavailable(f"weed mini exited at start: {self.log_tail()}")
             try:
-                client.list_buckets()
+                # Listing answers before the volume server takes writes: probe a real object.
+                if _PROBE_BUCKET not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+                    client.create_bucket(Bucket=_PROBE_BUCKET)
+                client.put_object(Bucket=_PROBE_BUCKET, Key="ready", Body=b"ok")
+                client.get_object(Bucket=_PROBE_BUCKET, Key="ready")["Body"].read()
                 return
             except Exception as exc:  # noqa: BLE001 - not up yet: refused, or 5xx while starting
                 last = exc
