@@ -26,6 +26,12 @@ demo: install
 test: install chromium
 	$(PY) -m pytest -q
 
+# Benchmarks (not tests): naive vs raw asyncio vs the batch pipeline, on the emulator, with its
+# own `prefect server`; figures in bench-results/. Shrink: make bench BENCH_ARGS="--k 20".
+BENCH_ARGS ?=
+bench: install
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
 # --- Deployments, schedules and scale-out (README) ------------------------------------------
 # make server | pool | secret | deploy | worker (one per machine or terminal) | serve | test-ui
 PREFECT := $(VENV)/bin/prefect

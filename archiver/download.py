@@ -15,8 +15,10 @@ import hashlib
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -114,7 +116,8 @@ async def download_outputs(
 ) -> Staged:
     """Stage every output file of `prediction` locally; re-fetch URLs that expire."""
     options = options or DownloadOptions()
-    existing = load_staged(staging_root, prediction)
+    # File-system calls run in threads: hundreds of predictions share one event loop.
+    existing = await asyncio.to_thread(load_staged, staging_root, prediction)
     if existing is not None:
         return existing
     refresher = _Refresher(api, prediction, allow)
@@ -124,7 +127,7 @@ async def download_outputs(
     for item in files:
         allow.check(item.url)  # all of them, before a single request is made
     directory = staging_directory(staging_root, prediction.id)
-    directory.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     limit = asyncio.Semaphore(options.concurrency)
 
     async def one(item: OutputFile) -> StagedFile:
@@ -139,7 +142,7 @@ async def download_outputs(
         refetches=refresher.refetches,
     )
     marker = staged.model_dump(mode="json", exclude={"prediction"})
-    (directory / STAGED_MARKER).write_text(json.dumps(marker, indent=1))
+    await asyncio.to_thread((directory / STAGED_MARKER).write_text, json.dumps(marker, indent=1))
     return staged
 
 
@@ -261,12 +264,35 @@ async def _receive(
     options.progress.file_started(part.name.removesuffix(".part"), expected)
     digest = hashlib.sha256()
     size = 0
-    with part.open("wb") as sink:
-        async for chunk in response.aiter_bytes(options.chunk_size):
-            sink.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-            options.progress.bytes_done(len(chunk))
+    # Writing and hashing happen in worker threads of their own, about `chunk_size` bytes at a
+    # time, so the event loop keeps serving every other transfer (both release the GIL on large
+    # buffers) and the data path never queues behind the fsyncs of cache and manifest writes.
+    loop = asyncio.get_running_loop()
+    chunks = response.aiter_bytes() if encoded else response.aiter_raw()
+    with await loop.run_in_executor(_WRITERS, part.open, "wb") as sink:
+        batch: list[bytes] = []
+        pending = 0
+        async for chunk in chunks:
+            batch.append(chunk)
+            pending += len(chunk)
+            if pending >= options.chunk_size:
+                await loop.run_in_executor(_WRITERS, _write_and_hash, sink, digest, batch)
+                size += pending
+                options.progress.bytes_done(pending)
+                batch, pending = [], 0
+        if batch:
+            await loop.run_in_executor(_WRITERS, _write_and_hash, sink, digest, batch)
+            size += pending
+            options.progress.bytes_done(pending)
     if expected is not None and size != expected:
         raise DownloadInterrupted(f"{part.name}: received {size} of {expected} bytes")
     return size, digest.hexdigest()
+
+
+_WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="archiver-download")
+
+
+def _write_and_hash(sink: BinaryIO, digest: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        sink.write(chunk)
+        digest.update(chunk)

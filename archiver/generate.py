@@ -54,9 +54,10 @@ async def generate(
     """A cache hit or a succeeded prediction for `request` (see the module docstring)."""
     key = request.cache_key
     async with lock.hold(key):
-        record = cache.get(key)
+        # Store I/O (fsynced writes) in worker threads: hundreds of runs share one event loop.
+        record = await asyncio.to_thread(cache.get, key)
         if record is not None and not refresh:
-            manifest = cache.archived_manifest(record, dest)
+            manifest = await asyncio.to_thread(cache.archived_manifest, record, dest)
             if manifest is not None:
                 return Generated(record=record, manifest=manifest)
             prediction = await _resumable(api, request, record)
@@ -114,13 +115,18 @@ async def _create(
         state="creating",
         archives=record.archives if record else {},
     )
-    cache.put(intent)
+    await asyncio.to_thread(cache.put, intent)
     try:
         prediction = await api.create(request)
     except (asyncio.CancelledError, KeyboardInterrupt):
         await _cancel_lost_create(api, request, intent.since)
         raise
-    record = cache.put(intent.model_copy(update={"state": "pending", "prediction_id": prediction.id}))
+    pending = intent.model_copy(update={"state": "pending", "prediction_id": prediction.id})
+    try:
+        record = await asyncio.to_thread(cache.put, pending)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        await _cancel(api, prediction.id)  # as an interrupted wait would
+        raise
     return record, prediction
 
 

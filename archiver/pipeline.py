@@ -104,7 +104,7 @@ async def archive_step(runtime: Runtime, generated: Generated, staged: Staged) -
         read_back=settings.read_back,
     )
     await asyncio.to_thread(runtime.cache.mark_archived, generated.record, runtime.dest, manifest)
-    discard_staging(runtime.staging, manifest.prediction_id)
+    await asyncio.to_thread(discard_staging, runtime.staging, manifest.prediction_id)
     runtime.progress.prediction_done(manifest.prediction_id, "archived")
     return manifest
 

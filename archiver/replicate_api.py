@@ -47,8 +47,10 @@ class ReplicateAPI:
         create_attempts: int = 6,
         max_rate_limit_wait: float = 120,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        before_create: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
+        self.before_create = before_create  # the create rate limiter, awaited before each POST
         self.wait_seconds = wait_seconds
         self.poll_interval = poll_interval
         self.create_attempts = create_attempts
@@ -93,6 +95,8 @@ class ReplicateAPI:
         timeout = httpx.Timeout(10.0, read=self.wait_seconds + 10.0)
         last: ArchiverError | None = None
         for _ in range(self.create_attempts):
+            if self.before_create is not None:
+                await self.before_create()
             sent_at = datetime.now(UTC)
             try:
                 data = await self._post_create(path, body, headers, timeout)

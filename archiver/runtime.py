@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,14 @@ from .errors import register_secret
 from .locks import FileKeyLock, RedisKeyLock, key_lock
 from .outputs import HostAllowList
 from .progress import NullProgress, ProgressSink
+from .ratelimit import CreateLimiter, LimitedTransport, TokenBucket
 from .replicate_api import ReplicateAPI
 from .settings import Settings
 from .storage import Destination, open_destination
 
 USER_AGENT = f"replicate-archiver/{__version__}"
+API_CONNECTIONS = 1024  # API requests open at once (creates hold theirs during Prefer: wait)
+DELIVERY_STREAMS = 16  # delivery downloads open at once, over all predictions of a runtime
 _SECRET_OPTION_WORDS = ("secret", "password", "token", "key", "credential", "session")
 
 
@@ -46,7 +51,10 @@ class Runtime:
         dest: str | None = None,
         storage_options: dict[str, Any] | None = None,
         progress: ProgressSink | None = None,
+        before_create: CreateLimiter | None = None,
     ) -> Runtime:
+        """`before_create` is awaited before every create request (the rate limit); default:
+        an in-process token bucket at `settings.create_rate_per_minute`."""
         token = settings.token()
         register_secret(token)
         options = {**settings.storage_options, **(storage_options or {})}
@@ -64,7 +72,14 @@ class Runtime:
             if destination.is_local
             else Path.home() / ".cache/replicate-archiver/staging"
         )
-        client = replicate.Client(api_token=token, base_url=settings.base_url)
+        # httpx's default pool (100 connections, 10 s pool timeout) would queue, then fail,
+        # creates beyond 100 in flight: each one holds its connection for `Prefer: wait`.
+        # Spread over 16 small pools: httpcore's upkeep per request grows with a pool's size.
+        client = replicate.Client(
+            api_token=token,
+            base_url=settings.base_url,
+            transport=LimitedTransport(_api_pool, API_CONNECTIONS, shards=16),
+        )
         return cls(
             settings=settings,
             api=ReplicateAPI(
@@ -73,12 +88,19 @@ class Runtime:
                 poll_interval=settings.poll_interval,
                 create_attempts=settings.create_attempts,
                 max_rate_limit_wait=settings.max_rate_limit_wait,
+                before_create=before_create or TokenBucket.per_minute(
+                    settings.create_rate_per_minute, settings.create_burst_size
+                ),
             ),
             http=httpx.AsyncClient(
                 headers={"User-Agent": USER_AGENT},
-                timeout=httpx.Timeout(settings.http_timeout, connect=10.0),
+                timeout=httpx.Timeout(settings.http_timeout, connect=10.0, pool=None),
                 follow_redirects=False,
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                # Downloads past DELIVERY_STREAMS wait in the transport, not in httpcore's pools
+                # (whose upkeep per request grows with their size and queue) nor against a pool
+                # timeout; 4 pools of 4 connections keep that upkeep small. Fewer streams than
+                # files also finish each prediction sooner (time-to-safety) at the same throughput.
+                transport=LimitedTransport(_delivery_pool, DELIVERY_STREAMS, shards=4),
             ),
             dest=destination,
             cache=PredictionCache(cache_store),
@@ -100,3 +122,20 @@ class Runtime:
     async def aclose(self) -> None:
         await self.http.aclose()
         await self.api.client._async_client.aclose()
+
+
+def _api_pool(connections: int) -> httpx.AsyncHTTPTransport:
+    # Few idle connections: httpcore asks each idle one's socket for news on every request.
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=4)
+    return httpx.AsyncHTTPTransport(verify=_tls_context(), limits=limits)
+
+
+def _delivery_pool(connections: int) -> httpx.AsyncHTTPTransport:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncHTTPTransport(verify=_tls_context(), limits=limits)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context (CA bundle loaded once) for every client of the process."""
+    return httpx.create_ssl_context()

@@ -99,6 +99,28 @@ class Settings(BaseSettings):
     max_rate_limit_wait: float = Field(
         default=120, ge=0, le=3600, description="Longest single wait honoured after a 429."
     )
+    create_rate_per_minute: float = Field(
+        default=600,
+        gt=0,
+        le=1_000_000,
+        description="Prediction creates per minute, for all runs sharing a limiter (Replicate "
+        "allows 600/min by default). Through a Prefect global concurrency limit when a Prefect "
+        "server is configured, else in-process.",
+    )
+    create_burst: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Creates allowed back to back before the rate applies (Replicate allows "
+        "short bursts). Default: one minute's worth, i.e. `create_rate_per_minute`.",
+    )
+    create_limit_name: str = Field(
+        default="replicate-create",
+        min_length=1,
+        max_length=100,
+        description="Name of the Prefect global concurrency limit (with slot decay) that rate-"
+        "limits creates across flow runs; created with the two settings above if missing.",
+    )
     download_concurrency: int = Field(
         default=4, ge=1, le=64, description="Files of one prediction downloaded at once."
     )
@@ -137,6 +159,11 @@ class Settings(BaseSettings):
         if not isinstance(value, dict):
             raise ValueError("storage_options must be a JSON object")
         return value
+
+    @property
+    def create_burst_size(self) -> int:
+        """`create_burst`, or one minute's worth of creates when unset."""
+        return self.create_burst or max(1, int(self.create_rate_per_minute))
 
     def token(self) -> str | None:
         """The API token in clear, for building the client only."""

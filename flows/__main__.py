@@ -47,14 +47,18 @@ def _quiet_prefect_console(debug: bool) -> None:
                 handler.setLevel(logging.CRITICAL + 1)
 
 
-def _run_flow(flow_kwargs: dict[str, Any], *, storage_options: dict[str, Any], debug: bool,
-              show_progress: bool) -> Any:
+def _export_storage_options(storage_options: dict[str, Any]) -> None:
     # Storage options may hold secrets: they travel through this process's settings,
     # never through flow parameters (which Prefect stores).
     if storage_options:
         merged = {**json.loads(os.environ.get("ARCHIVER_STORAGE_OPTIONS") or "{}"),
                   **storage_options}
         os.environ["ARCHIVER_STORAGE_OPTIONS"] = json.dumps(merged)
+
+
+def _run_flow(flow_kwargs: dict[str, Any], *, storage_options: dict[str, Any], debug: bool,
+              show_progress: bool) -> Any:
+    _export_storage_options(storage_options)
     from archiver.progress import use_progress
     from flows.archive_prediction import archive_prediction
     from flows.console import RichProgress
@@ -112,6 +116,57 @@ def run(
         from flows.console import print_summary
 
         print_summary([summary])
+
+
+@app.command()
+def batch(
+    file: str = typer.Argument(..., help="Batch file (local path or fsspec URL): JSONL, CSV or a JSON list; a record is an input, or {\"model\": ..., \"input\": {...}}"),
+    model: str = typer.Option(None, "--model", help="owner/name[:version] for records that name no model"),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, max=1000, help="Items in flight at once (created, not yet archived)"),
+    dest: str = typer.Option(None, "--dest", help="Archive destination: path or fsspec URL [default: ./archive]"),
+    storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec storage option K=V (repeatable; also used to read FILE)"),
+    refresh: bool = typer.Option(False, "--refresh", help="Pay for new predictions even for inputs archived before"),
+    on_data_removed: str = typer.Option("fail", "--on-data-removed", help="fail | rerun, when Replicate already deleted the outputs"),
+    deadline: float = typer.Option(None, "--deadline", min=1, help="Cancel each prediction on Replicate after SECONDS"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout"),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
+) -> None:
+    """Archive every record of a batch file; exits 1 if any item failed (rerun to retry them)."""
+    from archiver.batchfile import load_batch
+    from archiver.errors import ConfigurationError
+    from archiver.inputs import parse_options
+    from archiver.settings import Settings
+
+    try:
+        if on_data_removed not in ("fail", "rerun"):
+            raise ConfigurationError("--on-data-removed must be fail or rerun")
+        _export_storage_options(parse_options(storage_option))
+        # Read it here too: file errors come before Prefect starts, and the bar knows its total.
+        items = load_batch(file, default_model=model, storage_options=Settings().storage_options)
+        from archiver.progress import use_progress
+        from flows.batch import archive_batch
+        from flows.console import RichProgress
+
+        _quiet_prefect_console(debug)
+        with RichProgress(enabled=not as_json, predictions=len(items)) as progress:
+            use_progress(progress)
+            state = asyncio.run(archive_batch(
+                file=file, model=model, dest=dest, concurrency=concurrency, refresh=refresh,
+                on_data_removed=on_data_removed, deadline=deadline, return_state=True,
+            ))
+        summary = state.result(raise_on_failure=False, _sync=True)
+        if isinstance(summary, BaseException):
+            raise summary
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
+        _fail(exc, debug)
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+    else:
+        from flows.console import print_batch_summary
+
+        print_batch_summary(summary)
+    if summary.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -18,6 +19,9 @@ from rich.progress import (
 from rich.table import Table
 
 from archiver.pipeline import RunSummary
+
+if TYPE_CHECKING:
+    from archiver.batch import BatchSummary
 
 stderr = Console(stderr=True)
 
@@ -42,6 +46,7 @@ class RichProgress:
         self._done = 0
         self._predictions = predictions
         self._finished_predictions = 0
+        self._failed_predictions = 0
         self._bytes = self._progress.add_task("archiving", total=None, done="")
 
     def __enter__(self) -> RichProgress:
@@ -55,12 +60,15 @@ class RichProgress:
         text = f"{self._done}/{self._files} files"
         if self._predictions:
             text += f", {self._finished_predictions}/{self._predictions} predictions"
+            if self._failed_predictions:
+                text += f" ({self._failed_predictions} failed)"
         return text
 
     def prediction_done(self, prediction_id: str, status: str) -> None:
         with self._lock:
-            if status == "archived":
+            if status in ("archived", "cached", "failed"):  # a batch item's final outcome
                 self._finished_predictions += 1
+                self._failed_predictions += status == "failed"
             self._progress.update(self._bytes, done=self._label())
 
     def file_started(self, name: str, size: int | None) -> None:
@@ -98,3 +106,19 @@ def print_summary(summaries: Iterable[RunSummary]) -> None:
     console.print(table)
     for note in notes:
         console.print(note)
+
+
+def print_batch_summary(summary: BatchSummary) -> None:
+    """One row per item of a batch (outcome, prediction, files or error), then the totals."""
+    console = Console()
+    table = Table(title=f"batch {summary.file}", show_lines=False)
+    for column in ("#", "line", "model", "outcome", "prediction", "files", "bytes / error"):
+        table.add_column(column, overflow="fold")
+    styles = {"archived": "green", "cached": "cyan", "failed": "bold red"}
+    for item in summary.items:
+        detail = escape(item.error) if item.error else f"{sum(f.size for f in item.files):,}"
+        table.add_row(str(item.index), str(item.line), escape(item.model or ""),
+                      f"[{styles[item.outcome]}]{item.outcome}[/]", item.prediction_id or "",
+                      str(len(item.files)), detail)
+    console.print(table)
+    console.print(f"{summary.headline()}; archive {summary.dest}")

@@ -1,0 +1,205 @@
+"""Run many prediction requests through one `Runtime`, concurrently, each failing on its own.
+
+`BatchRunner` bounds how many items are in flight (created and not yet archived) with one
+semaphore shared by every chunk of the batch, retries an item's transient errors with the
+settings' retry policy, and turns any other error into that item's `failed` outcome: one item
+never stops the others. Items already archived are cache hits (0 new predictions), so running
+the same file again only retries what failed. `BatchSummary` is JSON-safe and token-free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, computed_field
+
+from .batchfile import BatchItem
+from .errors import ArchiverError, redact
+from .pipeline import FileSummary, OnDataRemoved, RunSummary, process
+from .progress import NullProgress, ProgressSink
+from .retry import RetryPolicy, should_retry
+from .runtime import Runtime
+
+Outcome = Literal["archived", "cached", "failed"]
+
+
+class ItemResult(BaseModel):
+    """What one record of the batch ended as."""
+
+    index: int
+    line: int
+    model: str | None
+    input: dict[str, Any]
+    outcome: Outcome
+    prediction_id: str | None = None
+    predictions_created: int = 0
+    manifest_url: str | None = None
+    files: list[FileSummary] = []
+    error: str | None = None
+
+    @classmethod
+    def done(cls, item: BatchItem, summary: RunSummary) -> ItemResult:
+        return cls(
+            index=item.index, line=item.line, model=item.model, input=item.input,
+            outcome="cached" if summary.cached else "archived",
+            prediction_id=summary.prediction_id, predictions_created=summary.predictions_created,
+            manifest_url=summary.manifest_url, files=summary.files,
+        )
+
+    @classmethod
+    def failed(cls, item: BatchItem, error: BaseException | str) -> ItemResult:
+        return cls(index=item.index, line=item.line, model=item.model, input=item.input,
+                   outcome="failed", error=one_line(error))
+
+
+class BatchSummary(BaseModel):
+    """Every item of a batch with its outcome, in file order."""
+
+    file: str
+    dest: str
+    items: list[ItemResult]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def counts(self) -> dict[str, int]:
+        tally = {"archived": 0, "cached": 0, "failed": 0}
+        for item in self.items:
+            tally[item.outcome] += 1
+        return tally
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def predictions_created(self) -> int:
+        return sum(item.predictions_created for item in self.items)
+
+    @property
+    def failed(self) -> list[ItemResult]:
+        return [item for item in self.items if item.outcome == "failed"]
+
+    def headline(self) -> str:
+        """`200 items: 150 archived, 48 cached, 2 failed; 150 new predictions`."""
+        c = self.counts
+        return (f"{len(self.items)} items: {c['archived']} archived, {c['cached']} cached, "
+                f"{c['failed']} failed; {self.predictions_created} new predictions")
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error as one redacted line."""
+    if isinstance(error, str):
+        text = error
+    elif isinstance(error, ArchiverError):
+        text = str(error)
+    else:
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    lines = text.strip().splitlines()
+    return redact(lines[0] if lines else "unknown error")
+
+
+def chunked(items: Sequence[BatchItem], *, min_size: int = 25, max_chunks: int = 64
+            ) -> list[list[BatchItem]]:
+    """Contiguous slices of at least `min_size` items, at most `max_chunks` of them."""
+    if not items:
+        return []
+    size = max(min_size, -(-len(items) // max_chunks))
+    return [list(items[start:start + size]) for start in range(0, len(items), size)]
+
+
+@dataclass
+class BatchRunner:
+    """Runs items with one runtime; share one runner between all chunks of a batch."""
+
+    runtime: Runtime
+    concurrency: int = 8
+    refresh: bool = False
+    on_data_removed: OnDataRemoved = "fail"
+    deadline: float | None = None
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def of(cls, runtime: Runtime, **options: Any) -> BatchRunner:
+        """A runner whose retry policy comes from the runtime's settings."""
+        settings = runtime.settings
+        policy = RetryPolicy(retries=settings.task_retries, first_delay=settings.task_retry_delay)
+        return cls(runtime, policy=policy, **options)
+
+    async def run_many(self, items: Iterable[BatchItem]) -> list[ItemResult]:
+        """Every item, concurrently within the runner's bound; results in the given order."""
+        return list(await asyncio.gather(*(self.run_one(item) for item in items)))
+
+    async def run_one(self, item: BatchItem) -> ItemResult:
+        """One item, to an outcome; only cancellation escapes."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(max(1, self.concurrency))
+        async with self._slots:
+            result = await self._attempts(item)
+        if result.outcome != "archived":  # archived items were reported by the archive step
+            self.runtime.progress.prediction_done(result.prediction_id or f"item-{item.index}",
+                                                  result.outcome)
+        return result
+
+    async def _attempts(self, item: BatchItem) -> ItemResult:
+        if item.error is not None:
+            return ItemResult.failed(item, item.error)
+        delays = self.policy.delays()
+        for attempt in range(len(delays) + 1):
+            try:
+                request = item.request(self.deadline)
+                summary = await process(self.runtime, request, refresh=self.refresh,
+                                        on_data_removed=self.on_data_removed)
+                return ItemResult.done(item, summary)
+            except Exception as exc:  # noqa: BLE001 - an item's failure is its outcome
+                if attempt >= len(delays) or not should_retry(exc):
+                    return ItemResult.failed(item, exc)
+                await asyncio.sleep(delays[attempt])
+        raise AssertionError("unreachable")
+
+
+async def run_batch(runtime: Runtime, items: Sequence[BatchItem], *, file: str = "",
+                    **options: Any) -> BatchSummary:
+    """All items of a batch without an orchestrator (benchmarks, scripts)."""
+    results = await BatchRunner.of(runtime, **options).run_many(items)
+    return BatchSummary(file=file, dest=runtime.dest.url, items=results)
+
+
+class BatchProgress:
+    """A ProgressSink that counts what a batch has done and passes every event on."""
+
+    def __init__(self, total: int, inner: ProgressSink | None = None) -> None:
+        self.total = total
+        self.inner = inner or NullProgress()
+        self._lock = threading.Lock()
+        self.outcomes = {"archived": 0, "cached": 0, "failed": 0}
+        self.files = 0
+        self.bytes = 0
+
+    @property
+    def finished(self) -> int:
+        return sum(self.outcomes.values())
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"total": self.total, "finished": self.finished, **self.outcomes,
+                    "files": self.files, "bytes": self.bytes}
+
+    def prediction_done(self, prediction_id: str, status: str) -> None:
+        if status in self.outcomes:
+            with self._lock:
+                self.outcomes[status] += 1
+        self.inner.prediction_done(prediction_id, status)
+
+    def file_started(self, name: str, size: int | None) -> None:
+        self.inner.file_started(name, size)
+
+    def bytes_done(self, count: int) -> None:
+        self.bytes += count  # one event loop: no lock needed for a counter read approximately
+        self.inner.bytes_done(count)
+
+    def file_done(self, name: str) -> None:
+        with self._lock:
+            self.files += 1
+        self.inner.file_done(name)

@@ -1,0 +1,283 @@
+"""`make bench` / `python -m benchmarks`: naive vs raw asyncio vs this pipeline, on the emulator.
+
+One emulator process and one `prefect server` (both started here, outside every timing) serve
+every run; each contender runs in a fresh subprocess. Figures go to bench-results/ as JSON and a
+markdown table. Shrink it with e.g. `make bench BENCH_ARGS="--k 20 --overhead-k 100"`.
+
+Targets: pipeline wall <= 1.25x raw and >= 10x faster than naive at K=200; peak RSS for a 1 GB
+output minus a 1 MB output < 64 MB; time-to-safety p50 < 0.5 s and p99 < 2 s at 50 concurrent
+predictions; orchestration overhead <= 30 ms per prediction at K=1000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.servers import emulator, prefect_server
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+TOKEN = "r8_benchmark_token_not_secret_0000"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    p.add_argument("--k", type=int, default=200, help="predictions per run (default 200)")
+    p.add_argument("--files", type=int, default=2, help="output files per prediction (1-8)")
+    p.add_argument("--size", type=int, default=MiB, help="bytes per output file (default 1 MiB)")
+    p.add_argument("--model-seconds", type=float, default=1.0, help="emulated model time")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="pipeline items in flight for the main run (default: K, like raw)")
+    p.add_argument("--tts-concurrency", type=int, default=50,
+                   help="items in flight for the time-to-safety run (default 50)")
+    p.add_argument("--naive-k", type=int, default=None,
+                   help="predictions for the naive run (default K; fewer is extrapolated)")
+    p.add_argument("--overhead-k", type=int, default=1000, help="K of the tiny-file run")
+    p.add_argument("--overhead-size", type=int, default=1024, help="bytes per tiny file")
+    p.add_argument("--rss-size", type=int, default=1 << 30, help="the large output for RSS")
+    p.add_argument("--skip", default="", help="comma list of: raw_safe,naive,tts,overhead,rss")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs of each timed contender (alternating); the median is reported")
+    p.add_argument("--profile", action="store_true",
+                   help="pyinstrument HTML profile of the main pipeline run")
+    p.add_argument("--out", default=str(ROOT / "bench-results"), help="results directory")
+    return p.parse_args(argv)
+
+
+def run_contender(name: str, config: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """One contender in a fresh interpreter; its JSON result line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.contenders", name, json.dumps(config)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600, check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1])
+
+
+def run_median(name: str, config: dict[str, Any], env: dict[str, str], repeat: int,
+               log: Any) -> dict[str, Any]:
+    """`repeat` runs (each with its own inputs and dest); the run with the median wall, plus
+    every wall under "walls"."""
+    results = []
+    for attempt in range(max(1, repeat)):
+        cfg = {**config, "run": f"{config['run']}-{attempt}", "dest": f"{config['dest']}-{attempt}"}
+        results.append(run_contender(name, cfg, env))
+        shutil.rmtree(cfg["dest"], ignore_errors=True)
+        log(f"  {name} {config['k']}: {results[-1]['wall']:.2f}s")
+    results.sort(key=lambda r: r["wall"])
+    median = results[len(results) // 2]
+    return {**median, "walls": [r["wall"] for r in results]}
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+def tts(result: dict[str, Any]) -> dict[str, float | None]:
+    delays = [safe - done for done, safe in result.get("safety", []) if done is not None]
+    return {"p50": percentile(delays, 50), "p99": percentile(delays, 99),
+            "max": max(delays) if delays else None, "n": len(delays)}
+
+
+def throughput(result: dict[str, Any]) -> dict[str, float]:
+    wall = result["wall"]
+    return {"predictions_per_s": result["predictions"] / wall, "mb_per_s": result["bytes"] / MiB / wall}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-", dir=out))
+    figures: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "params": vars(args),
+        "runs": {},
+    }
+    runs = figures["runs"]
+
+    def log(text: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    try:
+        (work / "prefect").mkdir()
+        log("starting the emulator and a prefect server (not timed)")
+        with emulator(args.model_seconds) as base_url, \
+                prefect_server(work / "prefect") as (api_url, startup):
+            figures["prefect_server_startup_s"] = startup
+            env = {
+                **os.environ,
+                "REPLICATE_BASE_URL": base_url,
+                "REPLICATE_DELIVERY_HOSTS": base_url.split("//")[1].split(":")[0],
+                "REPLICATE_API_TOKEN": TOKEN,
+                "PREFECT_API_URL": api_url,
+                "PREFECT_HOME": str(work / "prefect-client"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "DO_NOT_TRACK": "1",
+                # every contender's create limit is the emulator's (none): keep ours from binding
+                # where K exceeds the default burst (see the report).
+                "ARCHIVER_CREATE_LIMIT_NAME": f"bench-{work.name}",
+            }
+            env.pop("ARCHIVER_STORAGE_OPTIONS", None)
+            k = args.k
+            base = {"k": k, "files": args.files, "size": args.size}
+
+            def config(run: str, **extra: Any) -> dict[str, Any]:
+                return {**base, "run": f"{work.name}-{run}", "dest": str(work / run), **extra}
+
+            concurrency = args.concurrency or k
+            profile = str(out / "pipeline-profile.html") if args.profile else None
+            log(f"raw and pipeline (concurrency {concurrency}): K={k} x {args.files} x "
+                f"{args.size:,} B, {args.repeat} time(s) each")
+            for attempt in range(max(1, args.repeat)):  # alternate, so both see the same load
+                raw_run = run_median("raw", config(f"raw{attempt}"), env, 1, log)
+                pipe_run = run_median("pipeline", config(
+                    f"pipeline{attempt}", concurrency=concurrency, profile=profile), env, 1, log)
+                runs.setdefault("_raw", []).append(raw_run)
+                runs.setdefault("_pipeline", []).append(pipe_run)
+            for name in ("raw", "pipeline"):
+                ordered = sorted(runs.pop(f"_{name}"), key=lambda r: r["wall"])
+                runs[name] = {**ordered[len(ordered) // 2],
+                              "walls": [r["wall"] for r in ordered]}
+            if "raw_safe" not in skip:
+                log("raw_safe: the raw script plus sha256 and fsync of every file")
+                runs["raw_safe"] = run_median("raw_safe", config("raw-safe"), env, args.repeat, log)
+            if "tts" not in skip:
+                log(f"pipeline at {args.tts_concurrency} concurrent predictions")
+                runs["pipeline_tts"] = run_median(
+                    "pipeline", config("tts", concurrency=args.tts_concurrency), env,
+                    args.repeat, log)
+            if "naive" not in skip:
+                naive_k = min(args.naive_k or k, k)
+                log(f"naive: K={naive_k} one after another")
+                runs["naive"] = run_contender("naive", {**config("naive"), "k": naive_k}, env)
+                runs["naive"]["extrapolated_wall"] = runs["naive"]["wall"] * k / naive_k
+                log(f"naive: {runs['naive']['wall']:.2f}s")
+            if "overhead" not in skip:
+                ok = args.overhead_k
+                tiny = {"k": ok, "files": 1, "size": args.overhead_size}
+                # raw creates all K at once and the emulator has no rate limit: let the
+                # pipeline's limit (its own global limit, created with these values) not bind.
+                fast = {**env, "ARCHIVER_CREATE_RATE_PER_MINUTE": str(max(600, 60 * ok)),
+                        "ARCHIVER_CREATE_LIMIT_NAME": f"bench-{work.name}-overhead"}
+                log(f"overhead: K={ok} tiny files, raw then pipeline")
+                runs["overhead_raw"] = run_median(
+                    "raw", {**config("overhead-raw"), **tiny}, env, args.repeat, log)
+                runs["overhead_pipeline"] = run_median(
+                    "pipeline", {**config("overhead-pipeline"), **tiny, "concurrency": ok}, fast,
+                    args.repeat, log)
+            if "rss" not in skip:
+                for label, size in (("rss_small", MiB), ("rss_large", args.rss_size)):
+                    log(f"RSS: one prediction, one {size:,} B output")
+                    runs[label] = run_contender(
+                        "pipeline", {**config(label), "k": 1, "files": 1, "size": size,
+                                     "concurrency": 1}, env)
+                    shutil.rmtree(work / label, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report = summarize(figures, args)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for name in (f"bench-{stamp}", "latest"):
+        (out / f"{name}.json").write_text(json.dumps({**figures, "report": report}, indent=2))
+        (out / f"{name}.md").write_text(markdown(figures, report))
+    print(markdown(figures, report))
+    return 0
+
+
+def summarize(figures: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    runs = figures["runs"]
+    report: dict[str, Any] = {"rows": {}, "targets": []}
+    for name, result in runs.items():
+        report["rows"][name] = {**throughput(result), "wall_s": result["wall"],
+                                "tts": tts(result), "peak_rss_mb": result["peak_rss"] / MiB}
+    targets = report["targets"]
+    raw, pipe = runs.get("raw"), runs.get("pipeline")
+    if raw and pipe:
+        ratio = pipe["wall"] / raw["wall"]
+        targets.append(("pipeline wall <= 1.25x raw", f"{ratio:.2f}x", ratio <= 1.25))
+    if runs.get("raw_safe") and pipe:
+        ratio = pipe["wall"] / runs["raw_safe"]["wall"]
+        targets.append(("(context) pipeline wall / raw_safe wall", f"{ratio:.2f}x", ratio <= 1.25))
+    naive = runs.get("naive")
+    if naive and pipe:
+        speedup = naive["extrapolated_wall"] / pipe["wall"]
+        targets.append(("pipeline >= 10x faster than naive", f"{speedup:.1f}x", speedup >= 10))
+    if "rss_small" in runs and "rss_large" in runs:
+        delta = (runs["rss_large"]["peak_rss"] - runs["rss_small"]["peak_rss"]) / MiB
+        targets.append((f"peak RSS {args.rss_size / MiB / 1024:g} GiB - 1 MiB output < 64 MB",
+                        f"{delta:.1f} MB", delta < 64))
+    if "pipeline_tts" in runs:
+        t = tts(runs["pipeline_tts"])
+        if t["p50"] is not None:
+            targets.append((f"time-to-safety p50 < 0.5 s at {args.tts_concurrency} concurrent",
+                            f"{t['p50']:.3f} s", t["p50"] < 0.5))
+            targets.append((f"time-to-safety p99 < 2 s at {args.tts_concurrency} concurrent",
+                            f"{t['p99']:.3f} s", t["p99"] < 2))
+    if "overhead_raw" in runs and "overhead_pipeline" in runs:
+        k = runs["overhead_pipeline"]["predictions"]
+        per = (runs["overhead_pipeline"]["wall"] - runs["overhead_raw"]["wall"]) / k * 1000
+        targets.append((f"overhead <= 30 ms per prediction at K={k}", f"{per:.1f} ms", per <= 30))
+    if raw and pipe:
+        per = (pipe["wall"] - raw["wall"]) / pipe["predictions"] * 1000
+        report["overhead_ms_main"] = per
+    return report
+
+
+def _f(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(figures: dict[str, Any], report: dict[str, Any]) -> str:
+    p = figures["params"]
+    lines = [
+        f"# Benchmark {figures['when']}",
+        "",
+        (f"K={p['k']} predictions x {p['files']} file(s) x {p['size']:,} B, model time "
+         f"{p['model_seconds']} s; emulator and `prefect server` in their own processes "
+         f"(server start {figures.get('prefect_server_startup_s', 0):.1f} s, not timed); "
+         f"{figures['machine']['cpus']} CPUs."),
+        "",
+        ("| run | K | wall s (median) | all walls s | predictions/s | MB/s | TTS p50 s "
+         "| TTS p99 s | peak RSS MB |"),
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in report["rows"].items():
+        run = figures["runs"][name]
+        wall = _f(row["wall_s"])
+        if "extrapolated_wall" in run and run["predictions"] != p["k"]:
+            wall += f" (→ {run['extrapolated_wall']:.1f} at K={p['k']})"
+        walls = ", ".join(f"{w:.2f}" for w in run.get("walls", [run["wall"]]))
+        lines.append(
+            f"| {name} | {run['predictions']} | {wall} | {walls} | {row['predictions_per_s']:.1f} | "
+            f"{row['mb_per_s']:.1f} | {_f(row['tts']['p50'], 3)} | {_f(row['tts']['p99'], 3)} | "
+            f"{row['peak_rss_mb']:.0f} |"
+        )
+    lines += ["", "| target | measured | met |", "| --- | ---: | :---: |"]
+    for name, measured, met in report["targets"]:
+        lines.append(f"| {name} | {measured} | {'yes' if met else '**no**'} |")
+    if "overhead_ms_main" in report:
+        lines += ["", (f"Main run overhead: {report['overhead_ms_main']:.1f} ms per prediction "
+                       "(pipeline wall - raw wall) / K.")]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

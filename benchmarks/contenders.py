@@ -1,0 +1,223 @@
+"""The three ways of archiving K predictions that the benchmark compares, one per subprocess.
+
+    python -m benchmarks.contenders naive|raw|raw_safe|pipeline CONFIG_JSON
+
+Each prints one JSON line on stdout: wall seconds (of the work itself, not of interpreter start
+or imports), bytes written, per-prediction (completed_at, safe_at) pairs for time-to-safety,
+and the process's peak RSS. The environment (REPLICATE_*, PREFECT_API_URL, ARCHIVER_*) comes
+from the parent, `benchmarks.__main__`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+MODEL = "emulator/large-file"
+CHUNK = 1 << 20
+STREAMS = 16  # downloads open at once in the raw script (the pipeline uses the same number)
+SHARDS = 4  # ... over this many connection pools (as the pipeline does)
+
+
+def inputs(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """K distinct inputs. The seed is shared so the emulator generates (and caches) one block of
+    content for all of them; `item` makes each input, hence each cache key, distinct."""
+    run = config.get("run", "")
+    return [
+        {"size_bytes": config["size"], "num_outputs": config["files"], "seed": 1,
+         "item": f"{run}-{i}"}
+        for i in range(config["k"])
+    ]
+
+
+def peak_rss() -> int:
+    """Peak resident set size of this process, in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text).timestamp()
+
+
+# -- (1) naive: the replicate client's `run`, then each output, one prediction after another ---
+
+
+def naive(config: dict[str, Any]) -> dict[str, Any]:
+    import replicate
+
+    client = replicate.Client(api_token=os.environ["REPLICATE_API_TOKEN"],
+                              base_url=os.environ["REPLICATE_BASE_URL"])
+    dest = Path(config["dest"])
+    written = 0
+    started = time.perf_counter()
+    with httpx.Client(timeout=60) as http:
+        for number, item in enumerate(inputs(config)):
+            output = client.run(MODEL, input=item)
+            directory = dest / f"item-{number}"
+            directory.mkdir(parents=True, exist_ok=True)
+            for index, url in enumerate(output):
+                with http.stream("GET", str(url)) as response, open(
+                    directory / f"blob-{index}.bin", "wb"
+                ) as sink:
+                    response.raise_for_status()
+                    for chunk in response.iter_bytes(CHUNK):
+                        sink.write(chunk)
+                        written += len(chunk)
+    wall = time.perf_counter() - started
+    # `run` returns outputs only, not the prediction's times: no time-to-safety here.
+    return {"wall": wall, "bytes": written, "predictions": config["k"], "safety": [],
+            "peak_rss": peak_rss()}
+
+
+# -- (2) raw: asyncio + httpx, every prediction created at once, every file streamed -----------
+
+
+async def _raw(config: dict[str, Any]) -> dict[str, Any]:
+    """What a careful hand-written script does: all creates at once (Prefer: wait), then each
+    file streamed to disk, at most STREAMS downloads at once spread over SHARDS small clients
+    (httpcore's pool upkeep per request grows with its connections and queue: one big pool
+    made this script CPU-bound). The pipeline's delivery client does the same."""
+    base = os.environ["REPLICATE_BASE_URL"].rstrip("/")
+    headers = {"Authorization": f"Bearer {os.environ['REPLICATE_API_TOKEN']}",
+               "Prefer": "wait=60"}
+    dest = Path(config["dest"])
+    timeout = httpx.Timeout(120, connect=30, pool=None)
+    api_limits = httpx.Limits(max_connections=4096, max_keepalive_connections=16)
+    safe = bool(config.get("safe"))
+    per_shard = STREAMS // SHARDS
+    delivery_limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+    lanes = [(asyncio.Semaphore(per_shard), httpx.AsyncClient(limits=delivery_limits,
+                                                              timeout=timeout))
+             for _ in range(SHARDS)]
+    next_lane = 0
+    written = 0
+    safety: list[tuple[float | None, float]] = []
+    async with httpx.AsyncClient(limits=api_limits, timeout=timeout) as api:
+
+        async def one(item: dict[str, Any]) -> None:
+            nonlocal written
+            response = await api.post(f"{base}/v1/models/{MODEL}/predictions",
+                                      json={"input": item}, headers=headers)
+            response.raise_for_status()
+            prediction = response.json()
+            while prediction["status"] not in ("succeeded", "failed", "canceled", "aborted"):
+                await asyncio.sleep(0.1)
+                prediction = (await api.get(f"{base}/v1/predictions/{prediction['id']}",
+                                            headers=headers)).json()
+            directory = dest / prediction["id"]
+            directory.mkdir(parents=True, exist_ok=True)
+
+            async def fetch(index: int, url: str) -> None:
+                nonlocal written, next_lane
+                lane, next_lane = lanes[next_lane], (next_lane + 1) % SHARDS
+                async with lane[0], lane[1].stream("GET", url) as body:
+                    body.raise_for_status()
+                    # a plain script writes inline, as most do
+                    with open(directory / f"blob-{index}.bin", "wb") as sink:  # noqa: ASYNC230
+                        digest = hashlib.sha256()
+                        async for chunk in body.aiter_bytes(CHUNK):
+                            sink.write(chunk)
+                            written += len(chunk)
+                            if safe:
+                                digest.update(chunk)
+                        if safe:  # what "archived" means in the pipeline: hashed and on disk
+                            sink.flush()
+                            await asyncio.to_thread(os.fsync, sink.fileno())
+
+            await asyncio.gather(*(fetch(i, url) for i, url in enumerate(prediction["output"])))
+            safety.append((_parse_time(prediction.get("completed_at")), time.time()))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(item) for item in inputs(config)))
+        wall = time.perf_counter() - started
+        for _, client in lanes:
+            await client.aclose()
+    return {"wall": wall, "bytes": written, "predictions": config["k"], "safety": safety,
+            "peak_rss": peak_rss()}
+
+
+def raw(config: dict[str, Any]) -> dict[str, Any]:
+    return asyncio.run(_raw(config))
+
+
+# -- (3) this pipeline: the archive-batch flow over a JSONL file --------------------------------
+
+
+def pipeline(config: dict[str, Any]) -> dict[str, Any]:
+    from archiver.manifest import Manifest
+    from flows.__main__ import _quiet_prefect_console
+    from flows.batch import archive_batch
+
+    dest = Path(config["dest"])
+    dest.mkdir(parents=True, exist_ok=True)
+    batch_file = dest.parent / f"{dest.name}.jsonl"
+    batch_file.write_text("".join(json.dumps(item) + "\n" for item in inputs(config)))
+    _quiet_prefect_console(debug=False)
+    if config.get("warm", True):
+        # A worker (or any process that ran a flow before) has Prefect's lazy imports, its API
+        # client and the rate limit already set up: warm them with an empty batch, untimed.
+        empty = dest.parent / f"{dest.name}-warmup.jsonl"
+        empty.write_text("")
+        asyncio.run(archive_batch(file=str(empty), model=MODEL, dest=str(dest)))
+    profiler = None
+    if config.get("profile"):
+        from pyinstrument import Profiler
+
+        profiler = Profiler(async_mode="enabled")
+        profiler.start()
+    started, started_at = time.perf_counter(), time.time()
+    state = asyncio.run(archive_batch(file=str(batch_file), model=MODEL, dest=str(dest),
+                                      concurrency=config["concurrency"], return_state=True))
+    wall = time.perf_counter() - started
+    ended_at = time.time()
+    if profiler is not None:
+        profiler.stop()
+        target = Path(config["profile"])
+        target.write_text(profiler.output_text(unicode=True, show_all=True) if target.suffix == ".txt"
+                          else profiler.output_html())
+    summary = state.result(raise_on_failure=False, _sync=True)
+    if isinstance(summary, BaseException):
+        raise summary
+    safety = []
+    written = 0
+    created = []
+    for item in summary.items:
+        if item.manifest_url:
+            manifest = Manifest.from_json(Path(item.manifest_url).read_bytes())
+            completed = manifest.completed_at.timestamp() if manifest.completed_at else None
+            safety.append((completed, manifest.archived_at.timestamp()))
+            created.append(manifest.created_at.timestamp() if manifest.created_at else ended_at)
+            written += sum(f.size for f in manifest.files)
+    phases = {  # where the wall time went: before the first create, after the last archive
+        "to_first_create": min(created, default=ended_at) - started_at,
+        "after_last_archive": ended_at - max((s for _, s in safety), default=started_at),
+    }
+    return {"wall": wall, "bytes": written, "predictions": config["k"], "safety": safety,
+            "peak_rss": peak_rss(), "counts": summary.counts, "phases": phases,
+            "created": summary.predictions_created}
+
+
+RUNNERS = {"naive": naive, "raw": raw, "raw_safe": lambda c: raw({**c, "safe": True}),
+           "pipeline": pipeline}
+
+
+def main() -> None:
+    name, config = sys.argv[1], json.loads(sys.argv[2])
+    result = RUNNERS[name](config)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

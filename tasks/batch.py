@@ -1,0 +1,40 @@
+"""Tasks of a batch run: read the batch file, and archive a chunk of its items.
+
+A batch of hundreds of items runs as a few coarse tasks (one per chunk of items), not three
+tasks per item: Prefect's per-task cost would otherwise dominate. Each item is retried inside
+its chunk (`BatchRunner`), and never raises: its failure is its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from archiver.batch import BatchRunner, ItemResult
+from archiver.batchfile import BatchItem, load_batch
+from archiver.runtime import Runtime
+
+from .retry import retry_transient
+
+
+@task(name="read-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 4],
+      retry_condition_fn=retry_transient)
+async def read_batch(runtime: Runtime, file: str, model: str | None) -> list[BatchItem]:
+    options = runtime.settings.storage_options
+    items = await asyncio.to_thread(load_batch, file, default_model=model, storage_options=options)
+    get_run_logger().info("%s: %d record(s)", file, len(items))
+    return items
+
+
+@task(name="archive-items", cache_policy=NO_CACHE)
+async def archive_items(runner: BatchRunner, items: list[BatchItem]) -> list[ItemResult]:
+    results = await runner.run_many(items)
+    logger = get_run_logger()
+    for result in results:
+        if result.outcome == "failed":
+            logger.warning("item %d (line %d) failed: %s", result.index, result.line, result.error)
+        else:
+            logger.info("item %d: %s %s", result.index, result.outcome, result.prediction_id)
+    return results
