@@ -9,7 +9,7 @@ from .errors import ConfigurationError
 from .manifest import MANIFEST_NAME, ArchivedFile, Manifest
 from .outputs import replace_files
 from .prediction import Prediction
-from .storage import Destination, put_file_atomic, stored_size, verify_stored, write_bytes_atomic
+from .storage import Destination, put_file_atomic, verify_stored, write_bytes_atomic
 
 
 def prediction_directory(template: str, prediction: Prediction) -> str:
@@ -49,11 +49,9 @@ def archive_staged(
     for item in staged.files:
         relative = f"{directory}/{item.name}"
         target = dest.path(relative)
-        source = staged.path_of(item)
-        # Staging is consumed (a rename when on the same device, not a copy); an earlier attempt
-        # may already have moved this file, and verify_stored below checks what is there.
-        if source.exists() or stored_size(dest, target) != item.size:
-            put_file_atomic(dest, source, target, part_size=part_size, move=True)
+        # A hard link when staging sits on the same local device (no copy); staging stays whole
+        # until the manifest is written, so a failed archive can always be retried from it.
+        put_file_atomic(dest, staged.path_of(item), target, part_size=part_size, link=True)
         verify_stored(dest, target, size=item.size, sha256=item.sha256, read_back=read_back)
         files.append(
             ArchivedFile(

@@ -243,17 +243,21 @@ def put_file_atomic(
     *,
     part_size: int = DEFAULT_PART_SIZE,
     move: bool = False,
+    link: bool = False,
 ) -> None:
     """Store a local file at `path`: afterwards the path holds the whole file or nothing.
 
     Memory use is one `part_size` buffer whatever the file size. With `move=True` the local file
     is consumed on success (renamed into place when local and on the same device, otherwise
-    deleted after the upload) and left untouched on failure.
+    deleted after the upload) and left untouched on failure. With `link=True` a local
+    destination on the same device gets a hard link (no copy) and the local file stays.
     """
     local_path = Path(local_path)
     try:
         size = local_path.stat().st_size
         if move and dest.is_local and _rename_into_place(local_path, path):
+            return
+        if link and dest.is_local and _link_into_place(local_path, path):
             return
         with _open_source(local_path) as source:
             _put_stream(dest, source, size, path, part_size)
@@ -352,6 +356,31 @@ def _rename_into_place(local_path: Path, path: str) -> bool:
             return False
         raise
     # A download temp file is often 0600: give the archived file the mode a copy would get.
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o666 & ~_UMASK)
+    _fsync_dir(parent)
+    return True
+
+
+def _link_into_place(local_path: Path, path: str) -> bool:
+    """Hard-link a local file onto `path` atomically; False when links cannot be made there."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    with open(local_path, "rb") as handle:
+        os.fsync(handle.fileno())
+    temp = _temp_sibling(path)
+    try:
+        os.link(local_path, temp)
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP):
+            return False
+        raise
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
     with contextlib.suppress(OSError):
         os.chmod(path, 0o666 & ~_UMASK)
     _fsync_dir(parent)

@@ -206,3 +206,17 @@ def test_memory_small_files_and_verify(memory_dest):
     storage.remove(memory_dest, path)
     assert not storage.exists(memory_dest, path)
     assert isinstance(memory_dest.fs, fsspec.AbstractFileSystem)
+
+
+def test_link_places_a_hard_link_and_keeps_the_source(tmp_path):
+    """link=True on a local destination is a hard link: no copy, and the source stays."""
+    from archiver.storage import open_destination, put_file_atomic
+
+    source = tmp_path / "staging" / "a.bin"
+    source.parent.mkdir()
+    source.write_bytes(b"x" * 1000)
+    dest = open_destination(str(tmp_path / "archive"))
+    put_file_atomic(dest, source, dest.path("p/a.bin"), link=True)
+    target = tmp_path / "archive" / "p" / "a.bin"
+    assert source.exists() and target.read_bytes() == b"x" * 1000
+    assert target.stat().st_ino == source.stat().st_ino
