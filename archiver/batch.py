@@ -99,9 +99,13 @@ def one_line(error: BaseException | str) -> str:
     return redact(lines[0] if lines else "unknown error")
 
 
-def chunked(items: Sequence[BatchItem], *, min_size: int = 25, max_chunks: int = 64
+def chunked(items: Sequence[BatchItem], *, min_size: int = 100, max_chunks: int = 16
             ) -> list[list[BatchItem]]:
-    """Contiguous slices of at least `min_size` items, at most `max_chunks` of them."""
+    """Contiguous slices of at least `min_size` items, at most `max_chunks` of them.
+
+    Each slice becomes one orchestrator task: few, coarse tasks keep the per-task cost (and, on
+    a SQLite-backed Prefect server, write contention that stalls other API calls) off the path.
+    """
     if not items:
         return []
     size = max(min_size, -(-len(items) // max_chunks))

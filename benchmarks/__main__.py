@@ -56,6 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def run_contender(name: str, config: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     """One contender in a fresh interpreter; its JSON result line."""
+    os.sync()  # no run pays for the write-back of the previous run's files
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.contenders", name, json.dumps(config)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600, check=False,
@@ -132,9 +133,6 @@ def main(argv: list[str] | None = None) -> int:
                 "PREFECT_HOME": str(work / "prefect-client"),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "DO_NOT_TRACK": "1",
-                # every contender's create limit is the emulator's (none): keep ours from binding
-                # where K exceeds the default burst (see the report).
-                "ARCHIVER_CREATE_LIMIT_NAME": f"bench-{work.name}",
             }
             env.pop("ARCHIVER_STORAGE_OPTIONS", None)
             k = args.k
@@ -176,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 tiny = {"k": ok, "files": 1, "size": args.overhead_size}
                 # raw creates all K at once and the emulator has no rate limit: let the
                 # pipeline's limit (its own global limit, created with these values) not bind.
-                fast = {**env, "ARCHIVER_CREATE_RATE_PER_MINUTE": str(max(600, 60 * ok)),
-                        "ARCHIVER_CREATE_LIMIT_NAME": f"bench-{work.name}-overhead"}
+                fast = {**env, "ARCHIVER_CREATE_RATE_PER_MINUTE": str(max(600, 60 * ok))}
                 log(f"overhead: K={ok} tiny files, raw then pipeline")
                 runs["overhead_raw"] = run_median(
                     "raw", {**config("overhead-raw"), **tiny}, env, args.repeat, log)

@@ -162,6 +162,9 @@ def pipeline(config: dict[str, Any]) -> dict[str, Any]:
 
     dest = Path(config["dest"])
     dest.mkdir(parents=True, exist_ok=True)
+    # Each run gets its own global create limit (a full burst, like raw, which has no limit):
+    # a shared one would throttle later runs by the slots earlier runs took.
+    os.environ["ARCHIVER_CREATE_LIMIT_NAME"] = f"bench-{config['run']}"[-100:]
     batch_file = dest.parent / f"{dest.name}.jsonl"
     batch_file.write_text("".join(json.dumps(item) + "\n" for item in inputs(config)))
     _quiet_prefect_console(debug=False)
