@@ -20,7 +20,7 @@ POLL = 0.05
 
 
 class KeyLock(Protocol):
-    def hold(self, key: str) -> "asynccontextmanager[None]": ...
+    def hold(self, key: str) -> asynccontextmanager[None]: ...
 
 
 class FileKeyLock:

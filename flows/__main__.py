@@ -189,7 +189,7 @@ def _mount_emulator() -> None:
 
 _mount_emulator()
 
-from flows.demo import demo  # noqa: E402  (registers itself on `app`)
+from flows.demo import demo
 
 app.command("demo", help="The main job end to end, offline, on the built-in emulator.")(demo)
 

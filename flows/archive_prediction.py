@@ -19,7 +19,6 @@ from tasks.archive import archive
 from tasks.download import download
 from tasks.generate import generate
 
-
 # Parameter types for the JSON schema Prefect stores with a deployment: it renders the UI's run
 # form, and (enforce_parameter_schema) the API rejects bad values before a run exists. The model
 # pattern is in the schema only, so in-process calls still get ModelRef.parse's own error.

@@ -4,8 +4,18 @@ import httpx
 
 from archiver import errors
 from archiver.errors import (
-    AuthenticationError, InvalidRequest, RateLimited, ServiceUnavailable, StorageError,
-    StorageUnavailable, api_error, from_httpx, redact, register_secret, storage_error)
+    AuthenticationError,
+    InvalidRequest,
+    RateLimited,
+    ServiceUnavailable,
+    StorageError,
+    StorageUnavailable,
+    api_error,
+    from_httpx,
+    redact,
+    register_secret,
+    storage_error,
+)
 from archiver.retry import RetryPolicy, should_retry
 
 

@@ -28,8 +28,9 @@ def test_truncated_then_expired_download(run_flow, emulator):
     """A body shorter than Content-Length is retried; the stale URL is replaced, not reused."""
     emulator.set_faults(truncate_downloads=1, url_ttl_seconds=0.5)
     summary = run_flow("emulator/large-file", {"size_bytes": 2_000_000, "seed": 5})
-    from archiver.emulator import large_file_chunks
     import hashlib
+
+    from archiver.emulator import large_file_chunks
 
     expected = hashlib.sha256(b"".join(large_file_chunks(5, 0, 2_000_000))).hexdigest()
     assert summary.files[0].sha256 == expected and summary.refetches >= 1
