@@ -12,6 +12,7 @@ import pytest
 
 from archiver import errors
 from archiver.manifest import Manifest
+from archiver.progress import NullProgress
 from tests.conftest import TOKEN
 
 pytestmark = pytest.mark.s3
@@ -111,7 +112,7 @@ async def _task_runs(api_url: str, flow_run_id) -> list:
         )
 
 
-class _AfterDownload:
+class _AfterDownload(NullProgress):
     """A progress sink that runs `action` once, when the download step has staged everything."""
 
     def __init__(self, action) -> None:
@@ -122,15 +123,6 @@ class _AfterDownload:
         if status == "downloaded" and not self.fired:
             self.fired = True
             self.action()
-
-    def file_started(self, name: str, size: int | None) -> None:
-        pass
-
-    def bytes_done(self, count: int) -> None:
-        pass
-
-    def file_done(self, name: str) -> None:
-        pass
 
 
 @contextlib.contextmanager
