@@ -156,7 +156,7 @@ async def _cancel(api: ReplicateAPI, prediction_id: str) -> None:
     """Cancel on Replicate, even while our own task is being cancelled."""
     try:
         await asyncio.wait_for(asyncio.shield(api.cancel(prediction_id)), CANCEL_TIMEOUT)
-    except BaseException:  # best effort: we are already on an error path
+    except BaseException:  # noqa: BLE001, S110 - best effort: already on an error path
         pass
 
 
@@ -168,7 +168,7 @@ async def _cancel_lost_create(api: ReplicateAPI, request: PredictionRequest, sin
 
     try:
         await asyncio.wait_for(asyncio.shield(find_and_cancel()), CANCEL_TIMEOUT)
-    except BaseException:
+    except BaseException:  # noqa: BLE001, S110 - best effort: already on an error path
         pass
 
 

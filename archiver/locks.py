@@ -65,7 +65,7 @@ class RedisKeyLock:
         finally:
             try:
                 await lock.release()
-            except Exception:  # expired under us: nothing left to release
+            except Exception:  # noqa: BLE001, S110 - expired under us: nothing to release
                 pass
 
 

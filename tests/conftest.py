@@ -76,7 +76,7 @@ def cli(prefect_harness, archive_env, tmp_path):
         full_env = {**os.environ, "PREFECT_API_URL": prefect_harness, **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", "flows", *args],
-            cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120, **kwargs,
+            cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120, check=False, **kwargs,
         )
 
     return run

@@ -21,7 +21,7 @@ def test_hostile_file_names_stay_inside_the_prediction_directory(run_flow, archi
     summary = run_flow(MODEL, {"prompt": "hostile", "num_outputs": 8})
     directory = archive_env / summary.manifest_url.rsplit("/", 1)[0].split(str(archive_env))[1][1:]
     names = [f.name for f in summary.files]
-    assert len(set(n.lower() for n in names)) == len(names)
+    assert len({n.lower() for n in names}) == len(names)
     for name in names:
         assert "/" not in name and "\\" not in name and not name.startswith(".")
         assert all(ord(c) >= 32 for c in name)

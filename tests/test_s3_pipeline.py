@@ -350,7 +350,7 @@ def test_failure_mid_upload_leaves_no_object_upload_or_manifest(
     key, no unfinished multipart upload, and no manifest."""
     monkeypatch.setenv("ARCHIVER_PART_SIZE", str(PART))
     fired = fail_source_after(2 * PART)
-    flow_run_id, failure = _flow_state(
+    _, failure = _flow_state(
         run_flow, "emulator/large-file", {"size_bytes": 3 * PART - 1000}, dest=s3_dest
     )
     assert fired and fired[0].fired
