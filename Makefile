@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install demo test test-ui bench emulator server worker deploy serve clean
+.PHONY: install demo test lint test-ui bench emulator server worker deploy serve clean
 
 install: $(STAMP)
 
@@ -23,8 +23,14 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m flows demo --dest ./archive
 
-test: install chromium
+LINTED := archiver emulator flows tasks deployments tests benchmarks
+
+test: install chromium lint
 	$(PY) -m pytest -q
+
+lint: install  ## ruff format and ruff check (also part of make test)
+	$(VENV)/bin/ruff format --check -q $(LINTED)
+	$(VENV)/bin/ruff check -q $(LINTED)
 
 # Benchmarks (not tests): naive vs raw asyncio vs the batch pipeline, on the emulator, with its
 # own `prefect server`; figures in bench-results/. Shrink: make bench BENCH_ARGS="--k 20".

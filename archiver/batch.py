@@ -44,16 +44,27 @@ class ItemResult(BaseModel):
     @classmethod
     def done(cls, item: BatchItem, summary: RunSummary) -> ItemResult:
         return cls(
-            index=item.index, line=item.line, model=item.model, input=item.input,
+            index=item.index,
+            line=item.line,
+            model=item.model,
+            input=item.input,
             outcome="cached" if summary.cached else "archived",
-            prediction_id=summary.prediction_id, predictions_created=summary.predictions_created,
-            manifest_url=summary.manifest_url, files=summary.files,
+            prediction_id=summary.prediction_id,
+            predictions_created=summary.predictions_created,
+            manifest_url=summary.manifest_url,
+            files=summary.files,
         )
 
     @classmethod
     def failed(cls, item: BatchItem, error: BaseException | str) -> ItemResult:
-        return cls(index=item.index, line=item.line, model=item.model, input=item.input,
-                   outcome="failed", error=one_line(error))
+        return cls(
+            index=item.index,
+            line=item.line,
+            model=item.model,
+            input=item.input,
+            outcome="failed",
+            error=one_line(error),
+        )
 
 
 class BatchSummary(BaseModel):
@@ -83,8 +94,10 @@ class BatchSummary(BaseModel):
     def headline(self) -> str:
         """`200 items: 150 archived, 48 cached, 2 failed; 150 new predictions`."""
         c = self.counts
-        return (f"{len(self.items)} items: {c['archived']} archived, {c['cached']} cached, "
-                f"{c['failed']} failed; {self.predictions_created} new predictions")
+        return (
+            f"{len(self.items)} items: {c['archived']} archived, {c['cached']} cached, "
+            f"{c['failed']} failed; {self.predictions_created} new predictions"
+        )
 
 
 def one_line(error: BaseException | str) -> str:
@@ -99,8 +112,9 @@ def one_line(error: BaseException | str) -> str:
     return redact(lines[0] if lines else "unknown error")
 
 
-def chunked(items: Sequence[BatchItem], *, min_size: int = 100, max_chunks: int = 16
-            ) -> list[list[BatchItem]]:
+def chunked(
+    items: Sequence[BatchItem], *, min_size: int = 100, max_chunks: int = 16
+) -> list[list[BatchItem]]:
     """Contiguous slices of at least `min_size` items, at most `max_chunks` of them.
 
     Each slice becomes one orchestrator task: few, coarse tasks keep the per-task cost (and, on
@@ -109,7 +123,7 @@ def chunked(items: Sequence[BatchItem], *, min_size: int = 100, max_chunks: int 
     if not items:
         return []
     size = max(min_size, -(-len(items) // max_chunks))
-    return [list(items[start:start + size]) for start in range(0, len(items), size)]
+    return [list(items[start : start + size]) for start in range(0, len(items), size)]
 
 
 @dataclass
@@ -142,8 +156,9 @@ class BatchRunner:
         async with self._slots:
             result = await self._attempts(item)
         if result.outcome != "archived":  # archived items were reported by the archive step
-            self.runtime.progress.prediction_done(result.prediction_id or f"item-{item.index}",
-                                                  result.outcome)
+            self.runtime.progress.prediction_done(
+                result.prediction_id or f"item-{item.index}", result.outcome
+            )
         return result
 
     async def _attempts(self, item: BatchItem) -> ItemResult:
@@ -153,8 +168,12 @@ class BatchRunner:
         for attempt in range(len(delays) + 1):
             try:
                 request = item.request(self.deadline)
-                summary = await process(self.runtime, request, refresh=self.refresh,
-                                        on_data_removed=self.on_data_removed)
+                summary = await process(
+                    self.runtime,
+                    request,
+                    refresh=self.refresh,
+                    on_data_removed=self.on_data_removed,
+                )
                 return ItemResult.done(item, summary)
             except Exception as exc:  # noqa: BLE001 - an item's failure is its outcome
                 if attempt >= len(delays) or not should_retry(exc):
@@ -163,8 +182,9 @@ class BatchRunner:
         raise AssertionError("unreachable")
 
 
-async def run_batch(runtime: Runtime, items: Sequence[BatchItem], *, file: str = "",
-                    **options: Any) -> BatchSummary:
+async def run_batch(
+    runtime: Runtime, items: Sequence[BatchItem], *, file: str = "", **options: Any
+) -> BatchSummary:
     """All items of a batch without an orchestrator (benchmarks, scripts)."""
     results = await BatchRunner.of(runtime, **options).run_many(items)
     return BatchSummary(file=file, dest=runtime.dest.url, items=results)
@@ -187,8 +207,13 @@ class BatchProgress:
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
-            return {"total": self.total, "finished": self.finished, **self.outcomes,
-                    "files": self.files, "bytes": self.bytes}
+            return {
+                "total": self.total,
+                "finished": self.finished,
+                **self.outcomes,
+                "files": self.files,
+                "bytes": self.bytes,
+            }
 
     def prediction_done(self, prediction_id: str, status: str) -> None:
         if status in self.outcomes:

@@ -29,7 +29,12 @@ from .storage import open_destination
 
 Format = Literal["jsonl", "csv", "json"]
 _WRAPPER_KEYS = frozenset({"model", "input"})
-_SUFFIXES: dict[str, Format] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".json": "json"}
+_SUFFIXES: dict[str, Format] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".json": "json",
+}
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,9 @@ def detect_format(name: str, text: str) -> Format:
     return "json" if first == "[" else "jsonl" if first == "{" else "csv"
 
 
-def parse_batch(text: str, *, name: str = "batch", default_model: str | None = None) -> list[BatchItem]:
+def parse_batch(
+    text: str, *, name: str = "batch", default_model: str | None = None
+) -> list[BatchItem]:
     """The items of a batch file's text (see the module docstring)."""
     if default_model is not None:
         ModelRef.parse(default_model)  # a bad --model is the whole batch's error
@@ -119,8 +126,14 @@ def _item(index: int, line: int, value: Any, default_model: str | None) -> Batch
     where = f"line {line}"
     if not isinstance(value, dict):
         kind = type(value).__name__ if value is not None else "null"
-        return BatchItem(index, line, None, {}, f"{where}: expected an object (an input, or "
-                         f'{{"model": ..., "input": {{...}}}}), got {kind}')
+        return BatchItem(
+            index,
+            line,
+            None,
+            {},
+            f"{where}: expected an object (an input, or "
+            f'{{"model": ..., "input": {{...}}}}), got {kind}',
+        )
     model: Any = None
     payload: Any = value
     if "input" in value and set(value) <= _WRAPPER_KEYS:
@@ -128,12 +141,22 @@ def _item(index: int, line: int, value: Any, default_model: str | None) -> Batch
         if not isinstance(payload, dict):
             return BatchItem(index, line, None, {}, f'{where}: "input" must be an object')
         if model is not None and not isinstance(model, str):
-            return BatchItem(index, line, None, dict(payload),
-                             f'{where}: "model" must be a string like owner/name')
+            return BatchItem(
+                index,
+                line,
+                None,
+                dict(payload),
+                f'{where}: "model" must be a string like owner/name',
+            )
     model = model or default_model
     if not model:
-        return BatchItem(index, line, None, dict(payload),
-                         f'{where}: no model: give the record a "model" or pass --model')
+        return BatchItem(
+            index,
+            line,
+            None,
+            dict(payload),
+            f'{where}: no model: give the record a "model" or pass --model',
+        )
     try:
         ModelRef.parse(model)
     except ArchiverError as exc:
@@ -156,10 +179,10 @@ def _json_list(text: str, name: str) -> Iterator[tuple[int, Any]]:
     """Elements of a top-level JSON array, each with the line it starts on."""
     decoder = json.JSONDecoder()
     pos = _skip_space(text, 0)
-    if text[pos:pos + 1] != "[":
+    if text[pos : pos + 1] != "[":
         raise ConfigurationError(f"{name} line {_line(text, pos)}: expected a JSON list of records")
     pos = _skip_space(text, pos + 1)
-    if text[pos:pos + 1] == "]":
+    if text[pos : pos + 1] == "]":
         _expect_end(text, pos + 1, name)
         return
     elements = []
@@ -170,7 +193,7 @@ def _json_list(text: str, name: str) -> Iterator[tuple[int, Any]]:
             raise ConfigurationError(f"{name}: not valid JSON: {_json_reason(exc)}") from exc
         elements.append((_line(text, pos), value))
         pos = _skip_space(text, end)
-        separator = text[pos:pos + 1]
+        separator = text[pos : pos + 1]
         if separator == ",":
             pos = _skip_space(text, pos + 1)
         elif separator == "]":
@@ -205,13 +228,21 @@ def _csv(text: str, name: str) -> Iterator[tuple[int, Any]]:
                     )
                 continue
             if len(row) > len(header):
-                yield line, _Broken(
-                    f"{len(row)} values for the {len(header)} columns of line {header_line}"
+                yield (
+                    line,
+                    _Broken(
+                        f"{len(row)} values for the {len(header)} columns of line {header_line}"
+                    ),
                 )
                 continue
-            yield line, {
-                key: parse_value(cell) for key, cell in zip(header, row, strict=False) if cell != ""
-            }
+            yield (
+                line,
+                {
+                    key: parse_value(cell)
+                    for key, cell in zip(header, row, strict=False)
+                    if cell != ""
+                },
+            )
     except csv.Error as exc:
         raise ConfigurationError(f"{name} line {reader.line_num}: not valid CSV: {exc}") from exc
 

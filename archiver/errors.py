@@ -236,7 +236,9 @@ def storage_error(exc: BaseException, what: str) -> ArchiverError:
     if isinstance(exc, _TRANSIENT_OS_ERRORS) or module.startswith(("aiohttp", "botocore")):
         # Endpoint unreachable, connection reset, read timeout: the store may come back.
         return StorageUnavailable(message)
-    if isinstance(exc, PermissionError | FileNotFoundError | NotADirectoryError | IsADirectoryError):
+    if isinstance(
+        exc, PermissionError | FileNotFoundError | NotADirectoryError | IsADirectoryError
+    ):
         return StorageError(message)
     if isinstance(exc, OSError) and exc.errno is None:
         # s3fs wraps botocore failures in bare OSErrors (e.g. exhausted retries): transient.

@@ -160,7 +160,9 @@ async def _cancel(api: ReplicateAPI, prediction_id: str) -> None:
         pass
 
 
-async def _cancel_lost_create(api: ReplicateAPI, request: PredictionRequest, since: datetime) -> None:
+async def _cancel_lost_create(
+    api: ReplicateAPI, request: PredictionRequest, since: datetime
+) -> None:
     async def find_and_cancel() -> None:
         found = await api.find_created(request, since=since)
         if found is not None and not found.terminal:

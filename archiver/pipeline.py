@@ -45,8 +45,9 @@ class RunSummary(BaseModel):
     files: list[FileSummary]
 
     @classmethod
-    def of(cls, runtime: Runtime, manifest: Manifest, *, cached: bool, created: int,
-           refetches: int) -> RunSummary:
+    def of(
+        cls, runtime: Runtime, manifest: Manifest, *, cached: bool, created: int, refetches: int
+    ) -> RunSummary:
         dest = runtime.dest
         return cls(
             model=manifest.model,
@@ -57,8 +58,13 @@ class RunSummary(BaseModel):
             refetches=refetches,
             manifest_url=dest.url_for(dest.path(manifest.path)),
             files=[
-                FileSummary(name=f.name, path=f.path, url=dest.url_for(dest.path(f.path)), size=f.size,
-                            sha256=f.sha256)
+                FileSummary(
+                    name=f.name,
+                    path=f.path,
+                    url=dest.url_for(dest.path(f.path)),
+                    size=f.size,
+                    sha256=f.sha256,
+                )
                 for f in manifest.files
             ],
         )
@@ -144,5 +150,6 @@ async def process(
         created += int(generated.created)
         staged = await steps.download(runtime, generated.prediction)
     manifest = await steps.archive(runtime, generated, staged)
-    return RunSummary.of(runtime, manifest, cached=False, created=created,
-                         refetches=staged.refetches)
+    return RunSummary.of(
+        runtime, manifest, cached=False, created=created, refetches=staged.refetches
+    )

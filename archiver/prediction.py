@@ -77,8 +77,10 @@ class PredictionRequest:
         """True when `prediction` was created from this request (used after a lost response)."""
         same_model = prediction.model == self.model.slug or self.model.deployment
         same_version = self.model.version in (None, prediction.version)
-        return same_model and same_version and canonical_json(prediction.input) == canonical_json(
-            self.input
+        return (
+            same_model
+            and same_version
+            and canonical_json(prediction.input) == canonical_json(self.input)
         )
 
 
@@ -125,6 +127,16 @@ class Prediction(BaseModel):
         """The metadata a manifest keeps (no URLs: they carry signatures and expire)."""
         return self.model_dump(
             mode="json",
-            include={"id", "model", "version", "status", "input", "created_at", "started_at",
-                     "completed_at", "metrics", "deployment"},
+            include={
+                "id",
+                "model",
+                "version",
+                "status",
+                "input",
+                "created_at",
+                "started_at",
+                "completed_at",
+                "metrics",
+                "deployment",
+            },
         )

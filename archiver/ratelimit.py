@@ -33,7 +33,9 @@ class TokenBucket:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if rate <= 0 or burst < 1:
-            raise ConfigurationError(f"a rate limit needs rate > 0 and burst >= 1, got {rate}, {burst}")
+            raise ConfigurationError(
+                f"a rate limit needs rate > 0 and burst >= 1, got {rate}, {burst}"
+            )
         self.rate = float(rate)
         self.burst = int(burst)
         self._clock = clock
@@ -79,8 +81,9 @@ class LimitedTransport(httpx.AsyncBaseTransport):
     (`limit / shards` connections) with no queue of its own.
     """
 
-    def __init__(self, make: Callable[[int], httpx.AsyncBaseTransport], limit: int,
-                 shards: int = 1) -> None:
+    def __init__(
+        self, make: Callable[[int], httpx.AsyncBaseTransport], limit: int, shards: int = 1
+    ) -> None:
         shards = max(1, min(shards, limit))
         per_shard = -(-limit // shards)
         self.limit = limit

@@ -73,7 +73,9 @@ class ReplicateAPI:
             raise ServiceUnavailable(f"{method} {url}: answer is not JSON") from exc
 
     async def get(self, prediction_id: str) -> Prediction:
-        return Prediction.model_validate(await self._call("GET", f"/v1/predictions/{prediction_id}"))
+        return Prediction.model_validate(
+            await self._call("GET", f"/v1/predictions/{prediction_id}")
+        )
 
     async def cancel(self, prediction_id: str) -> Prediction:
         path = f"/v1/predictions/{prediction_id}/cancel"

@@ -67,10 +67,14 @@ class Runtime:
             if settings.cache_url
             else open_destination(destination.url_for(destination.path(".archiver/cache")), options)
         )
-        staging = Path(settings.staging_dir).expanduser() if settings.staging_dir else (
-            Path(destination.path(".archiver/staging"))
-            if destination.is_local
-            else Path.home() / ".cache/replicate-archiver/staging"
+        staging = (
+            Path(settings.staging_dir).expanduser()
+            if settings.staging_dir
+            else (
+                Path(destination.path(".archiver/staging"))
+                if destination.is_local
+                else Path.home() / ".cache/replicate-archiver/staging"
+            )
         )
         # httpx's default pool (100 connections, 10 s pool timeout) would queue, then fail,
         # creates beyond 100 in flight: each one holds its connection for `Prefer: wait`.
@@ -88,7 +92,8 @@ class Runtime:
                 poll_interval=settings.poll_interval,
                 create_attempts=settings.create_attempts,
                 max_rate_limit_wait=settings.max_rate_limit_wait,
-                before_create=before_create or TokenBucket.per_minute(
+                before_create=before_create
+                or TokenBucket.per_minute(
                     settings.create_rate_per_minute, settings.create_burst_size
                 ),
             ),

@@ -125,7 +125,10 @@ class Settings(BaseSettings):
         default=4, ge=1, le=64, description="Files of one prediction downloaded at once."
     )
     download_attempts: int = Field(
-        default=5, ge=1, le=50, description="Tries per file, re-fetching the prediction between them."
+        default=5,
+        ge=1,
+        le=50,
+        description="Tries per file, re-fetching the prediction between them.",
     )
     chunk_size: int = Field(
         default=1 * MiB, ge=4096, le=64 * MiB, description="Bytes read per chunk while streaming."

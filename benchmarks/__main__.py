@@ -36,20 +36,37 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--files", type=int, default=2, help="output files per prediction (1-8)")
     p.add_argument("--size", type=int, default=MiB, help="bytes per output file (default 1 MiB)")
     p.add_argument("--model-seconds", type=float, default=1.0, help="emulated model time")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="pipeline items in flight for the main run (default: K, like raw)")
-    p.add_argument("--tts-concurrency", type=int, default=50,
-                   help="items in flight for the time-to-safety run (default 50)")
-    p.add_argument("--naive-k", type=int, default=None,
-                   help="predictions for the naive run (default K; fewer is extrapolated)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="pipeline items in flight for the main run (default: K, like raw)",
+    )
+    p.add_argument(
+        "--tts-concurrency",
+        type=int,
+        default=50,
+        help="items in flight for the time-to-safety run (default 50)",
+    )
+    p.add_argument(
+        "--naive-k",
+        type=int,
+        default=None,
+        help="predictions for the naive run (default K; fewer is extrapolated)",
+    )
     p.add_argument("--overhead-k", type=int, default=1000, help="K of the tiny-file run")
     p.add_argument("--overhead-size", type=int, default=1024, help="bytes per tiny file")
     p.add_argument("--rss-size", type=int, default=1 << 30, help="the large output for RSS")
     p.add_argument("--skip", default="", help="comma list of: raw_safe,naive,tts,overhead,rss")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="runs of each timed contender (alternating); the median is reported")
-    p.add_argument("--profile", action="store_true",
-                   help="pyinstrument HTML profile of the main pipeline run")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each timed contender (alternating); the median is reported",
+    )
+    p.add_argument(
+        "--profile", action="store_true", help="pyinstrument HTML profile of the main pipeline run"
+    )
     p.add_argument("--out", default=str(ROOT / "bench-results"), help="results directory")
     return p.parse_args(argv)
 
@@ -59,7 +76,12 @@ def run_contender(name: str, config: dict[str, Any], env: dict[str, str]) -> dic
     os.sync()  # no run pays for the write-back of the previous run's files
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.contenders", name, json.dumps(config)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed ({result.returncode}):\n{result.stderr[-4000:]}")
@@ -67,8 +89,9 @@ def run_contender(name: str, config: dict[str, Any], env: dict[str, str]) -> dic
     return json.loads(lines[-1])
 
 
-def run_median(name: str, config: dict[str, Any], env: dict[str, str], repeat: int,
-               log: Any) -> dict[str, Any]:
+def run_median(
+    name: str, config: dict[str, Any], env: dict[str, str], repeat: int, log: Any
+) -> dict[str, Any]:
     """`repeat` runs (each with its own inputs and dest); the run with the median wall, plus
     every wall under "walls"."""
     results = []
@@ -92,13 +115,20 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def tts(result: dict[str, Any]) -> dict[str, float | None]:
     delays = [safe - done for done, safe in result.get("safety", []) if done is not None]
-    return {"p50": percentile(delays, 50), "p99": percentile(delays, 99),
-            "max": max(delays) if delays else None, "n": len(delays)}
+    return {
+        "p50": percentile(delays, 50),
+        "p99": percentile(delays, 99),
+        "max": max(delays) if delays else None,
+        "n": len(delays),
+    }
 
 
 def throughput(result: dict[str, Any]) -> dict[str, float]:
     wall = result["wall"]
-    return {"predictions_per_s": result["predictions"] / wall, "mb_per_s": result["bytes"] / MiB / wall}
+    return {
+        "predictions_per_s": result["predictions"] / wall,
+        "mb_per_s": result["bytes"] / MiB / wall,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (work / "prefect").mkdir()
         log("starting the emulator and a prefect server (not timed)")
-        with emulator(args.model_seconds) as base_url, \
-                prefect_server(work / "prefect") as (api_url, startup):
+        with (
+            emulator(args.model_seconds) as base_url,
+            prefect_server(work / "prefect") as (api_url, startup),
+        ):
             figures["prefect_server_startup_s"] = startup
             env = {
                 **os.environ,
@@ -143,26 +175,36 @@ def main(argv: list[str] | None = None) -> int:
 
             concurrency = args.concurrency or k
             profile = str(out / "pipeline-profile.html") if args.profile else None
-            log(f"raw and pipeline (concurrency {concurrency}): K={k} x {args.files} x "
-                f"{args.size:,} B, {args.repeat} time(s) each")
+            log(
+                f"raw and pipeline (concurrency {concurrency}): K={k} x {args.files} x "
+                f"{args.size:,} B, {args.repeat} time(s) each"
+            )
             for attempt in range(max(1, args.repeat)):  # alternate, so both see the same load
                 raw_run = run_median("raw", config(f"raw{attempt}"), env, 1, log)
-                pipe_run = run_median("pipeline", config(
-                    f"pipeline{attempt}", concurrency=concurrency, profile=profile), env, 1, log)
+                pipe_run = run_median(
+                    "pipeline",
+                    config(f"pipeline{attempt}", concurrency=concurrency, profile=profile),
+                    env,
+                    1,
+                    log,
+                )
                 runs.setdefault("_raw", []).append(raw_run)
                 runs.setdefault("_pipeline", []).append(pipe_run)
             for name in ("raw", "pipeline"):
                 ordered = sorted(runs.pop(f"_{name}"), key=lambda r: r["wall"])
-                runs[name] = {**ordered[len(ordered) // 2],
-                              "walls": [r["wall"] for r in ordered]}
+                runs[name] = {**ordered[len(ordered) // 2], "walls": [r["wall"] for r in ordered]}
             if "raw_safe" not in skip:
                 log("raw_safe: the raw script plus sha256 and fsync of every file")
                 runs["raw_safe"] = run_median("raw_safe", config("raw-safe"), env, args.repeat, log)
             if "tts" not in skip:
                 log(f"pipeline at {args.tts_concurrency} concurrent predictions")
                 runs["pipeline_tts"] = run_median(
-                    "pipeline", config("tts", concurrency=args.tts_concurrency), env,
-                    args.repeat, log)
+                    "pipeline",
+                    config("tts", concurrency=args.tts_concurrency),
+                    env,
+                    args.repeat,
+                    log,
+                )
             if "naive" not in skip:
                 naive_k = min(args.naive_k or k, k)
                 log(f"naive: K={naive_k} one after another")
@@ -177,16 +219,23 @@ def main(argv: list[str] | None = None) -> int:
                 fast = {**env, "ARCHIVER_CREATE_RATE_PER_MINUTE": str(max(600, 60 * ok))}
                 log(f"overhead: K={ok} tiny files, raw then pipeline")
                 runs["overhead_raw"] = run_median(
-                    "raw", {**config("overhead-raw"), **tiny}, env, args.repeat, log)
+                    "raw", {**config("overhead-raw"), **tiny}, env, args.repeat, log
+                )
                 runs["overhead_pipeline"] = run_median(
-                    "pipeline", {**config("overhead-pipeline"), **tiny, "concurrency": ok}, fast,
-                    args.repeat, log)
+                    "pipeline",
+                    {**config("overhead-pipeline"), **tiny, "concurrency": ok},
+                    fast,
+                    args.repeat,
+                    log,
+                )
             if "rss" not in skip:
                 for label, size in (("rss_small", MiB), ("rss_large", args.rss_size)):
                     log(f"RSS: one prediction, one {size:,} B output")
                     runs[label] = run_contender(
-                        "pipeline", {**config(label), "k": 1, "files": 1, "size": size,
-                                     "concurrency": 1}, env)
+                        "pipeline",
+                        {**config(label), "k": 1, "files": 1, "size": size, "concurrency": 1},
+                        env,
+                    )
                     shutil.rmtree(work / label, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -203,8 +252,12 @@ def summarize(figures: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     runs = figures["runs"]
     report: dict[str, Any] = {"rows": {}, "targets": []}
     for name, result in runs.items():
-        report["rows"][name] = {**throughput(result), "wall_s": result["wall"],
-                                "tts": tts(result), "peak_rss_mb": result["peak_rss"] / MiB}
+        report["rows"][name] = {
+            **throughput(result),
+            "wall_s": result["wall"],
+            "tts": tts(result),
+            "peak_rss_mb": result["peak_rss"] / MiB,
+        }
     targets = report["targets"]
     raw, pipe = runs.get("raw"), runs.get("pipeline")
     if raw and pipe:
@@ -219,15 +272,30 @@ def summarize(figures: dict[str, Any], args: argparse.Namespace) -> dict[str, An
         targets.append(("pipeline >= 10x faster than naive", f"{speedup:.1f}x", speedup >= 10))
     if "rss_small" in runs and "rss_large" in runs:
         delta = (runs["rss_large"]["peak_rss"] - runs["rss_small"]["peak_rss"]) / MiB
-        targets.append((f"peak RSS {args.rss_size / MiB / 1024:g} GiB - 1 MiB output < 64 MB",
-                        f"{delta:.1f} MB", delta < 64))
+        targets.append(
+            (
+                f"peak RSS {args.rss_size / MiB / 1024:g} GiB - 1 MiB output < 64 MB",
+                f"{delta:.1f} MB",
+                delta < 64,
+            )
+        )
     if "pipeline_tts" in runs:
         t = tts(runs["pipeline_tts"])
         if t["p50"] is not None:
-            targets.append((f"time-to-safety p50 < 0.5 s at {args.tts_concurrency} concurrent",
-                            f"{t['p50']:.3f} s", t["p50"] < 0.5))
-            targets.append((f"time-to-safety p99 < 2 s at {args.tts_concurrency} concurrent",
-                            f"{t['p99']:.3f} s", t["p99"] < 2))
+            targets.append(
+                (
+                    f"time-to-safety p50 < 0.5 s at {args.tts_concurrency} concurrent",
+                    f"{t['p50']:.3f} s",
+                    t["p50"] < 0.5,
+                )
+            )
+            targets.append(
+                (
+                    f"time-to-safety p99 < 2 s at {args.tts_concurrency} concurrent",
+                    f"{t['p99']:.3f} s",
+                    t["p99"] < 2,
+                )
+            )
     if "overhead_raw" in runs and "overhead_pipeline" in runs:
         k = runs["overhead_pipeline"]["predictions"]
         per = (runs["overhead_pipeline"]["wall"] - runs["overhead_raw"]["wall"]) / k * 1000
@@ -247,13 +315,17 @@ def markdown(figures: dict[str, Any], report: dict[str, Any]) -> str:
     lines = [
         f"# Benchmark {figures['when']}",
         "",
-        (f"K={p['k']} predictions x {p['files']} file(s) x {p['size']:,} B, model time "
-         f"{p['model_seconds']} s; emulator and `prefect server` in their own processes "
-         f"(server start {figures.get('prefect_server_startup_s', 0):.1f} s, not timed); "
-         f"{figures['machine']['cpus']} CPUs."),
+        (
+            f"K={p['k']} predictions x {p['files']} file(s) x {p['size']:,} B, model time "
+            f"{p['model_seconds']} s; emulator and `prefect server` in their own processes "
+            f"(server start {figures.get('prefect_server_startup_s', 0):.1f} s, not timed); "
+            f"{figures['machine']['cpus']} CPUs."
+        ),
         "",
-        ("| run | K | wall s (median) | all walls s | predictions/s | MB/s | TTS p50 s "
-         "| TTS p99 s | peak RSS MB |"),
+        (
+            "| run | K | wall s (median) | all walls s | predictions/s | MB/s | TTS p50 s "
+            "| TTS p99 s | peak RSS MB |"
+        ),
         "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in report["rows"].items():
@@ -271,8 +343,13 @@ def markdown(figures: dict[str, Any], report: dict[str, Any]) -> str:
     for name, measured, met in report["targets"]:
         lines.append(f"| {name} | {measured} | {'yes' if met else '**no**'} |")
     if "overhead_ms_main" in report:
-        lines += ["", (f"Main run overhead: {report['overhead_ms_main']:.1f} ms per prediction "
-                       "(pipeline wall - raw wall) / K.")]
+        lines += [
+            "",
+            (
+                f"Main run overhead: {report['overhead_ms_main']:.1f} ms per prediction "
+                "(pipeline wall - raw wall) / K."
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -34,8 +34,12 @@ def inputs(config: dict[str, Any]) -> list[dict[str, Any]]:
     content for all of them; `item` makes each input, hence each cache key, distinct."""
     run = config.get("run", "")
     return [
-        {"size_bytes": config["size"], "num_outputs": config["files"], "seed": 1,
-         "item": f"{run}-{i}"}
+        {
+            "size_bytes": config["size"],
+            "num_outputs": config["files"],
+            "seed": 1,
+            "item": f"{run}-{i}",
+        }
         for i in range(config["k"])
     ]
 
@@ -57,8 +61,9 @@ def _parse_time(text: str | None) -> float | None:
 def naive(config: dict[str, Any]) -> dict[str, Any]:
     import replicate
 
-    client = replicate.Client(api_token=os.environ["REPLICATE_API_TOKEN"],
-                              base_url=os.environ["REPLICATE_BASE_URL"])
+    client = replicate.Client(
+        api_token=os.environ["REPLICATE_API_TOKEN"], base_url=os.environ["REPLICATE_BASE_URL"]
+    )
     dest = Path(config["dest"])
     written = 0
     started = time.perf_counter()
@@ -68,17 +73,23 @@ def naive(config: dict[str, Any]) -> dict[str, Any]:
             directory = dest / f"item-{number}"
             directory.mkdir(parents=True, exist_ok=True)
             for index, url in enumerate(output):
-                with http.stream("GET", str(url)) as response, open(
-                    directory / f"blob-{index}.bin", "wb"
-                ) as sink:
+                with (
+                    http.stream("GET", str(url)) as response,
+                    open(directory / f"blob-{index}.bin", "wb") as sink,
+                ):
                     response.raise_for_status()
                     for chunk in response.iter_bytes(CHUNK):
                         sink.write(chunk)
                         written += len(chunk)
     wall = time.perf_counter() - started
     # `run` returns outputs only, not the prediction's times: no time-to-safety here.
-    return {"wall": wall, "bytes": written, "predictions": config["k"], "safety": [],
-            "peak_rss": peak_rss()}
+    return {
+        "wall": wall,
+        "bytes": written,
+        "predictions": config["k"],
+        "safety": [],
+        "peak_rss": peak_rss(),
+    }
 
 
 # -- (2) raw: asyncio + httpx, every prediction created at once, every file streamed -----------
@@ -90,17 +101,17 @@ async def _raw(config: dict[str, Any]) -> dict[str, Any]:
     (httpcore's pool upkeep per request grows with its connections and queue: one big pool
     made this script CPU-bound). The pipeline's delivery client does the same."""
     base = os.environ["REPLICATE_BASE_URL"].rstrip("/")
-    headers = {"Authorization": f"Bearer {os.environ['REPLICATE_API_TOKEN']}",
-               "Prefer": "wait=60"}
+    headers = {"Authorization": f"Bearer {os.environ['REPLICATE_API_TOKEN']}", "Prefer": "wait=60"}
     dest = Path(config["dest"])
     timeout = httpx.Timeout(120, connect=30, pool=None)
     api_limits = httpx.Limits(max_connections=4096, max_keepalive_connections=16)
     safe = bool(config.get("safe"))
     per_shard = STREAMS // SHARDS
     delivery_limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
-    lanes = [(asyncio.Semaphore(per_shard), httpx.AsyncClient(limits=delivery_limits,
-                                                              timeout=timeout))
-             for _ in range(SHARDS)]
+    lanes = [
+        (asyncio.Semaphore(per_shard), httpx.AsyncClient(limits=delivery_limits, timeout=timeout))
+        for _ in range(SHARDS)
+    ]
     next_lane = 0
     written = 0
     safety: list[tuple[float | None, float]] = []
@@ -108,14 +119,16 @@ async def _raw(config: dict[str, Any]) -> dict[str, Any]:
 
         async def one(item: dict[str, Any]) -> None:
             nonlocal written
-            response = await api.post(f"{base}/v1/models/{MODEL}/predictions",
-                                      json={"input": item}, headers=headers)
+            response = await api.post(
+                f"{base}/v1/models/{MODEL}/predictions", json={"input": item}, headers=headers
+            )
             response.raise_for_status()
             prediction = response.json()
             while prediction["status"] not in ("succeeded", "failed", "canceled", "aborted"):
                 await asyncio.sleep(0.1)
-                prediction = (await api.get(f"{base}/v1/predictions/{prediction['id']}",
-                                            headers=headers)).json()
+                prediction = (
+                    await api.get(f"{base}/v1/predictions/{prediction['id']}", headers=headers)
+                ).json()
             directory = dest / prediction["id"]
             directory.mkdir(parents=True, exist_ok=True)
 
@@ -144,8 +157,13 @@ async def _raw(config: dict[str, Any]) -> dict[str, Any]:
         wall = time.perf_counter() - started
         for _, client in lanes:
             await client.aclose()
-    return {"wall": wall, "bytes": written, "predictions": config["k"], "safety": safety,
-            "peak_rss": peak_rss()}
+    return {
+        "wall": wall,
+        "bytes": written,
+        "predictions": config["k"],
+        "safety": safety,
+        "peak_rss": peak_rss(),
+    }
 
 
 def raw(config: dict[str, Any]) -> dict[str, Any]:
@@ -181,15 +199,25 @@ def pipeline(config: dict[str, Any]) -> dict[str, Any]:
         profiler = Profiler(async_mode="enabled")
         profiler.start()
     started, started_at = time.perf_counter(), time.time()
-    state = asyncio.run(archive_batch(file=str(batch_file), model=MODEL, dest=str(dest),
-                                      concurrency=config["concurrency"], return_state=True))
+    state = asyncio.run(
+        archive_batch(
+            file=str(batch_file),
+            model=MODEL,
+            dest=str(dest),
+            concurrency=config["concurrency"],
+            return_state=True,
+        )
+    )
     wall = time.perf_counter() - started
     ended_at = time.time()
     if profiler is not None:
         profiler.stop()
         target = Path(config["profile"])
-        target.write_text(profiler.output_text(unicode=True, show_all=True) if target.suffix == ".txt"
-                          else profiler.output_html())
+        target.write_text(
+            profiler.output_text(unicode=True, show_all=True)
+            if target.suffix == ".txt"
+            else profiler.output_html()
+        )
     summary = state.result(raise_on_failure=False, _sync=True)
     if isinstance(summary, BaseException):
         raise summary
@@ -207,13 +235,24 @@ def pipeline(config: dict[str, Any]) -> dict[str, Any]:
         "to_first_create": min(created, default=ended_at) - started_at,
         "after_last_archive": ended_at - max((s for _, s in safety), default=started_at),
     }
-    return {"wall": wall, "bytes": written, "predictions": config["k"], "safety": safety,
-            "peak_rss": peak_rss(), "counts": summary.counts, "phases": phases,
-            "created": summary.predictions_created}
+    return {
+        "wall": wall,
+        "bytes": written,
+        "predictions": config["k"],
+        "safety": safety,
+        "peak_rss": peak_rss(),
+        "counts": summary.counts,
+        "phases": phases,
+        "created": summary.predictions_created,
+    }
 
 
-RUNNERS = {"naive": naive, "raw": raw, "raw_safe": lambda c: raw({**c, "safe": True}),
-           "pipeline": pipeline}
+RUNNERS = {
+    "naive": naive,
+    "raw": raw,
+    "raw_safe": lambda c: raw({**c, "safe": True}),
+    "pipeline": pipeline,
+}
 
 
 def main() -> None:

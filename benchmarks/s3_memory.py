@@ -117,12 +117,13 @@ def _stop(server: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from archiver.emulator import Emulator
+    from emulator import Emulator
 
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-    with tempfile.TemporaryDirectory(prefix="s3-memory-") as tmp, Emulator(
-        processing_seconds=0.05
-    ) as emulator:
+    with (
+        tempfile.TemporaryDirectory(prefix="s3-memory-") as tmp,
+        Emulator(processing_seconds=0.05) as emulator,
+    ):
         work = Path(tmp)
         server = _s3_server(args.server, work)
         try:
@@ -145,13 +146,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 dest = f"s3://{bucket}/{label}"
                 done = subprocess.run(
                     [sys.executable, "-m", "benchmarks.s3_memory", "--child", str(size), dest],
-                    cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout,
+                    cwd=ROOT,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=args.timeout,
                 )
                 if done.returncode != 0:
                     raise RuntimeError(f"{label} run failed: {done.stderr[-3000:]}")
                 runs.append({"label": label, **json.loads(done.stdout.strip().splitlines()[-1])})
                 staging = work / f"staging-{label}"
-                leftovers = [p for p in staging.rglob("*") if p.is_file()] if staging.exists() else []
+                leftovers = (
+                    [p for p in staging.rglob("*") if p.is_file()] if staging.exists() else []
+                )
                 runs[-1]["staging_left_files"] = len(leftovers)
         finally:
             _stop(server)

@@ -41,7 +41,8 @@ def emulator(processing_seconds: float) -> Iterator[str]:
     """An emulator process; yields its base URL."""
     proc = subprocess.Popen(
         [PYTHON, "-m", "benchmarks.servers", "emulator", str(processing_seconds)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stdout.readline().strip() if proc.stdout else ""
@@ -68,7 +69,9 @@ def prefect_server(home: Path, timeout: float = 120) -> Iterator[tuple[str, floa
     log = open(home.parent / "prefect-server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [PYTHON, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/api"
     started = time.monotonic()
@@ -91,7 +94,7 @@ def prefect_server(home: Path, timeout: float = 120) -> Iterator[tuple[str, floa
 
 
 def _serve_emulator(processing_seconds: float) -> None:
-    from archiver.emulator import Emulator
+    from emulator import Emulator
 
     with Emulator(processing_seconds=processing_seconds) as emu:
         print(emu.base_url, flush=True)

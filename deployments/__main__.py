@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="The archiver's Prefect deployments (declared in prefect.yaml).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="The archiver's Prefect deployments (declared in prefect.yaml).",
+)
 
 
 @app.command()
 def serve(
-    name: list[str] = typer.Option([], "--name", "-n",
-                                   help="Serve only this deployment (repeatable)"),
+    name: list[str] = typer.Option(
+        [], "--name", "-n", help="Serve only this deployment (repeatable)"
+    ),
     limit: int = typer.Option(None, "--limit", min=1, help="Most flow runs at once"),
     replace: bool = typer.Option(
         False, "--replace", help="Delete same-named work-pool deployments on the server first"
@@ -47,11 +51,14 @@ def list_() -> None:
     from deployments.declare import load_specs
 
     for spec in load_specs():
-        schedules = ", ".join(
-            s.get("cron") or f"every {s.get('interval')}s" for s in spec.schedules
-        ) or "on demand"
-        typer.echo(f"{spec.name}: {spec.entrypoint} pool={spec.work_pool} ({schedules}) "
-                   f"parameters={spec.parameters}")
+        schedules = (
+            ", ".join(s.get("cron") or f"every {s.get('interval')}s" for s in spec.schedules)
+            or "on demand"
+        )
+        typer.echo(
+            f"{spec.name}: {spec.entrypoint} pool={spec.work_pool} ({schedules}) "
+            f"parameters={spec.parameters}"
+        )
 
 
 if __name__ == "__main__":

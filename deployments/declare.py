@@ -145,8 +145,9 @@ def create_token_secret(name: str | None = None) -> list[str]:
     return names
 
 
-def serve(names: list[str] | None = None, *, limit: int | None = None,
-          replace: bool = False) -> None:
+def serve(
+    names: list[str] | None = None, *, limit: int | None = None, replace: bool = False
+) -> None:
     """Serve the deployments (all, or those named) from this process until interrupted.
 
     Runs the flows in subprocesses of this process with its environment; the deployments'

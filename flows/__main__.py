@@ -30,8 +30,9 @@ def _fail(exc: BaseException, debug: bool) -> NoReturn:
         typer.echo("error: interrupted; the running prediction was canceled", err=True)
         raise typer.Exit(130)
     message = str(exc) if isinstance(exc, ArchiverError) else f"{type(exc).__name__}: {exc}"
-    typer.echo(f"error: {redact(message.splitlines()[0] if message else type(exc).__name__)}",
-               err=True)
+    typer.echo(
+        f"error: {redact(message.splitlines()[0] if message else type(exc).__name__)}", err=True
+    )
     raise typer.Exit(1)
 
 
@@ -51,13 +52,20 @@ def _export_storage_options(storage_options: dict[str, Any]) -> None:
     # Storage options may hold secrets: they travel through this process's settings,
     # never through flow parameters (which Prefect stores).
     if storage_options:
-        merged = {**json.loads(os.environ.get("ARCHIVER_STORAGE_OPTIONS") or "{}"),
-                  **storage_options}
+        merged = {
+            **json.loads(os.environ.get("ARCHIVER_STORAGE_OPTIONS") or "{}"),
+            **storage_options,
+        }
         os.environ["ARCHIVER_STORAGE_OPTIONS"] = json.dumps(merged)
 
 
-def _run_flow(flow_kwargs: dict[str, Any], *, storage_options: dict[str, Any], debug: bool,
-              show_progress: bool) -> Any:
+def _run_flow(
+    flow_kwargs: dict[str, Any],
+    *,
+    storage_options: dict[str, Any],
+    debug: bool,
+    show_progress: bool,
+) -> Any:
     _export_storage_options(storage_options)
     from archiver.progress import use_progress
     from flows.archive_prediction import archive_prediction
@@ -72,14 +80,30 @@ def _run_flow(flow_kwargs: dict[str, Any], *, storage_options: dict[str, Any], d
 @app.command()
 def run(
     model: str = typer.Argument(None, help="owner/name or owner/name:version"),
-    inputs: list[str] = typer.Option([], "--input", "-i", help="KEY=VALUE (JSON or text); KEY=@path uploads a file"),
-    input_json: str = typer.Option(None, "--input-json", help="JSON object file with the input, or - for stdin"),
-    deployment: str = typer.Option(None, "--deployment", help="Run a Replicate deployment OWNER/NAME instead of MODEL"),
-    dest: str = typer.Option(None, "--dest", help="Archive destination: path or fsspec URL [default: ./archive]"),
-    storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec storage option K=V (repeatable)"),
-    refresh: bool = typer.Option(False, "--refresh", help="Pay for a new prediction even if archived before"),
-    on_data_removed: str = typer.Option("fail", "--on-data-removed", help="fail | rerun, when Replicate already deleted the outputs"),
-    deadline: float = typer.Option(None, "--deadline", min=1, help="Cancel the prediction on Replicate after SECONDS"),
+    inputs: list[str] = typer.Option(
+        [], "--input", "-i", help="KEY=VALUE (JSON or text); KEY=@path uploads a file"
+    ),
+    input_json: str = typer.Option(
+        None, "--input-json", help="JSON object file with the input, or - for stdin"
+    ),
+    deployment: str = typer.Option(
+        None, "--deployment", help="Run a Replicate deployment OWNER/NAME instead of MODEL"
+    ),
+    dest: str = typer.Option(
+        None, "--dest", help="Archive destination: path or fsspec URL [default: ./archive]"
+    ),
+    storage_option: list[str] = typer.Option(
+        [], "--storage-option", help="fsspec storage option K=V (repeatable)"
+    ),
+    refresh: bool = typer.Option(
+        False, "--refresh", help="Pay for a new prediction even if archived before"
+    ),
+    on_data_removed: str = typer.Option(
+        "fail", "--on-data-removed", help="fail | rerun, when Replicate already deleted the outputs"
+    ),
+    deadline: float = typer.Option(
+        None, "--deadline", min=1, help="Cancel the prediction on Replicate after SECONDS"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout"),
     debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
 ) -> None:
@@ -120,14 +144,37 @@ def run(
 
 @app.command()
 def batch(
-    file: str = typer.Argument(..., help="Batch file (local path or fsspec URL): JSONL, CSV or a JSON list; a record is an input, or {\"model\": ..., \"input\": {...}}"),
-    model: str = typer.Option(None, "--model", help="owner/name[:version] for records that name no model"),
-    concurrency: int = typer.Option(8, "--concurrency", min=1, max=1000, help="Items in flight at once (created, not yet archived)"),
-    dest: str = typer.Option(None, "--dest", help="Archive destination: path or fsspec URL [default: ./archive]"),
-    storage_option: list[str] = typer.Option([], "--storage-option", help="fsspec storage option K=V (repeatable; also used to read FILE)"),
-    refresh: bool = typer.Option(False, "--refresh", help="Pay for new predictions even for inputs archived before"),
-    on_data_removed: str = typer.Option("fail", "--on-data-removed", help="fail | rerun, when Replicate already deleted the outputs"),
-    deadline: float = typer.Option(None, "--deadline", min=1, help="Cancel each prediction on Replicate after SECONDS"),
+    file: str = typer.Argument(
+        ...,
+        help='Batch file (local path or fsspec URL): JSONL, CSV or a JSON list; a record is an input, or {"model": ..., "input": {...}}',
+    ),
+    model: str = typer.Option(
+        None, "--model", help="owner/name[:version] for records that name no model"
+    ),
+    concurrency: int = typer.Option(
+        8,
+        "--concurrency",
+        min=1,
+        max=1000,
+        help="Items in flight at once (created, not yet archived)",
+    ),
+    dest: str = typer.Option(
+        None, "--dest", help="Archive destination: path or fsspec URL [default: ./archive]"
+    ),
+    storage_option: list[str] = typer.Option(
+        [],
+        "--storage-option",
+        help="fsspec storage option K=V (repeatable; also used to read FILE)",
+    ),
+    refresh: bool = typer.Option(
+        False, "--refresh", help="Pay for new predictions even for inputs archived before"
+    ),
+    on_data_removed: str = typer.Option(
+        "fail", "--on-data-removed", help="fail | rerun, when Replicate already deleted the outputs"
+    ),
+    deadline: float = typer.Option(
+        None, "--deadline", min=1, help="Cancel each prediction on Replicate after SECONDS"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout"),
     debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
 ) -> None:
@@ -150,10 +197,18 @@ def batch(
         _quiet_prefect_console(debug)
         with RichProgress(enabled=not as_json, predictions=len(items)) as progress:
             use_progress(progress)
-            state = asyncio.run(archive_batch(
-                file=file, model=model, dest=dest, concurrency=concurrency, refresh=refresh,
-                on_data_removed=on_data_removed, deadline=deadline, return_state=True,
-            ))
+            state = asyncio.run(
+                archive_batch(
+                    file=file,
+                    model=model,
+                    dest=dest,
+                    concurrency=concurrency,
+                    refresh=refresh,
+                    on_data_removed=on_data_removed,
+                    deadline=deadline,
+                    return_state=True,
+                )
+            )
         summary = state.result(raise_on_failure=False, _sync=True)
         if isinstance(summary, BaseException):
             raise summary
@@ -179,7 +234,7 @@ def settings() -> None:
 
 def _mount_emulator() -> None:
     try:
-        from archiver.emulator.cli import emulator_command
+        from emulator.cli import emulator_command
     except ImportError:  # pragma: no cover - emulator is part of the package
         return
     app.command("emulator", help="Serve the Replicate emulator (offline API + delivery).")(
@@ -189,7 +244,7 @@ def _mount_emulator() -> None:
 
 _mount_emulator()
 
-from flows.demo import demo
+from flows.demo import demo  # noqa: E402 - after the emulator command, for --help order
 
 app.command("demo", help="The main job end to end, offline, on the built-in emulator.")(demo)
 

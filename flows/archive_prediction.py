@@ -23,9 +23,12 @@ from tasks.generate import generate
 # form, and (enforce_parameter_schema) the API rejects bad values before a run exists. The model
 # pattern is in the schema only, so in-process calls still get ModelRef.parse's own error.
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9]+)?$"
-ModelParam = Annotated[str, Field(
-    json_schema_extra={"pattern": MODEL_PATTERN, "examples": ["black-forest-labs/flux-schnell"]}
-)]
+ModelParam = Annotated[
+    str,
+    Field(
+        json_schema_extra={"pattern": MODEL_PATTERN, "examples": ["black-forest-labs/flux-schnell"]}
+    ),
+]
 DeadlineParam = Annotated[float, Field(ge=1, le=86400)] | None
 
 

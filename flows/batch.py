@@ -70,8 +70,13 @@ async def archive_batch(
             runtime.api.before_create = limiter
         progress = BatchProgress(len(items), current_progress())
         runtime.progress = progress
-        runner = BatchRunner.of(runtime, concurrency=concurrency, refresh=refresh,
-                                on_data_removed=on_data_removed, deadline=deadline)
+        runner = BatchRunner.of(
+            runtime,
+            concurrency=concurrency,
+            refresh=refresh,
+            on_data_removed=on_data_removed,
+            deadline=deadline,
+        )
         async with _progress_artifact(progress):
             chunks = chunked(items)
             outcomes = await asyncio.gather(
@@ -116,8 +121,12 @@ async def prefect_create_limiter(settings: Settings) -> CreateLimiter | None:
         if not await _ensure_limit(settings):
             return None
     except Exception as exc:  # noqa: BLE001 - any failure here means: limit in-process
-        logger.warning("create rate limit stays in-process: cannot use Prefect's global "
-                       "concurrency limit %r: %s", settings.create_limit_name, exc)
+        logger.warning(
+            "create rate limit stays in-process: cannot use Prefect's global "
+            "concurrency limit %r: %s",
+            settings.create_limit_name,
+            exc,
+        )
         return None
     return PrefectRateLimit(settings.create_limit_name, fallback, logger.warning)
 
@@ -134,24 +143,32 @@ async def _ensure_limit(settings: Settings) -> bool:
             limit = await client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             with contextlib.suppress(ObjectAlreadyExists):  # another run created it just now
-                await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(
-                    name=name,
-                    limit=settings.create_burst_size,
-                    slot_decay_per_second=settings.create_rate_per_minute / 60.0,
-                    active=True,
-                ))
+                await client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(
+                        name=name,
+                        limit=settings.create_burst_size,
+                        slot_decay_per_second=settings.create_rate_per_minute / 60.0,
+                        active=True,
+                    )
+                )
             return True
     if not limit.slot_decay_per_second or not limit.active:
         get_run_logger().warning(
             "global concurrency limit %r is inactive or has no slot decay: the create rate "
-            "limit stays in-process", name)
+            "limit stays in-process",
+            name,
+        )
         return False
     wanted = (settings.create_burst_size, settings.create_rate_per_minute / 60.0)
     if (limit.limit, limit.slot_decay_per_second) != wanted:
         get_run_logger().info(
             "creates are limited by the existing global concurrency limit %r (limit %d, decay "
-            "%g/s), not by this run's settings (%d, %g/s)", name, limit.limit,
-            limit.slot_decay_per_second, *wanted)
+            "%g/s), not by this run's settings (%d, %g/s)",
+            name,
+            limit.limit,
+            limit.slot_decay_per_second,
+            *wanted,
+        )
     return True
 
 
@@ -162,8 +179,9 @@ class PrefectRateLimit:
     creates costs a few API calls instead of one serialized call each.
     """
 
-    def __init__(self, name: str, fallback: TokenBucket,
-                 warn: Callable[..., Any], max_batch: int = 50) -> None:
+    def __init__(
+        self, name: str, fallback: TokenBucket, warn: Callable[..., Any], max_batch: int = 50
+    ) -> None:
         self.name = name
         self.fallback = fallback
         self.max_batch = max(1, min(max_batch, fallback.burst))
@@ -246,13 +264,16 @@ async def _progress_artifact(progress: BatchProgress):
 async def _update(artifact_id: Any, snapshot: dict[str, int]) -> None:
     percent = 100.0 * snapshot["finished"] / snapshot["total"] if snapshot["total"] else 100.0
     with contextlib.suppress(Exception):  # progress is best effort; never fail the batch
-        await aupdate_progress_artifact(artifact_id, progress=percent,
-                                        description=_progress_text(snapshot))
+        await aupdate_progress_artifact(
+            artifact_id, progress=percent, description=_progress_text(snapshot)
+        )
 
 
 def _progress_text(s: dict[str, int]) -> str:
-    return (f"{s['finished']}/{s['total']} items ({s['archived']} archived, {s['cached']} "
-            f"cached, {s['failed']} failed); {s['files']} files, {s['bytes']:,} bytes downloaded")
+    return (
+        f"{s['finished']}/{s['total']} items ({s['archived']} archived, {s['cached']} "
+        f"cached, {s['failed']} failed); {s['files']} files, {s['bytes']:,} bytes downloaded"
+    )
 
 
 async def _publish(summary: BatchSummary) -> None:
@@ -260,23 +281,52 @@ async def _publish(summary: BatchSummary) -> None:
     artifact linking every archived file."""
     table: list[dict[str, Any]] = []
     for item in summary.items:
-        base = {"item": item.index, "line": item.line, "model": item.model or "",
-                "outcome": item.outcome, "prediction_id": item.prediction_id or ""}
+        base = {
+            "item": item.index,
+            "line": item.line,
+            "model": item.model or "",
+            "outcome": item.outcome,
+            "prediction_id": item.prediction_id or "",
+        }
         if not item.files:
-            table.append({**base, "file": "", "size": 0, "sha256": "",
-                          "url": item.manifest_url or "", "error": item.error or ""})
+            table.append(
+                {
+                    **base,
+                    "file": "",
+                    "size": 0,
+                    "sha256": "",
+                    "url": item.manifest_url or "",
+                    "error": item.error or "",
+                }
+            )
         for f in item.files:
-            table.append({**base, "file": f.path, "size": f.size, "sha256": f.sha256,
-                          "url": f.url, "error": ""})
+            table.append(
+                {
+                    **base,
+                    "file": f.path,
+                    "size": f.size,
+                    "sha256": f.sha256,
+                    "url": f.url,
+                    "error": "",
+                }
+            )
     rows = ["| item | outcome | file | size | sha256 |", "| ---: | --- | --- | ---: | --- |"]
     files = [(item, f) for item in summary.items for f in item.files]
     for item, f in files[:MAX_LINKED_FILES]:
-        rows.append(f"| {item.index} | {item.outcome} | [{_md(f.path)}]({_link(f.url)}) | "
-                    f"{f.size:,} | `{f.sha256[:12]}` |")
-    more = (f"\n\n{len(files) - MAX_LINKED_FILES} more file(s) are listed in the table artifact."
-            if len(files) > MAX_LINKED_FILES else "")
-    text = (f"## Archived files\n\n{summary.headline()}; archive `{summary.dest}`\n\n"
-            + "\n".join(rows) + more)
+        rows.append(
+            f"| {item.index} | {item.outcome} | [{_md(f.path)}]({_link(f.url)}) | "
+            f"{f.size:,} | `{f.sha256[:12]}` |"
+        )
+    more = (
+        f"\n\n{len(files) - MAX_LINKED_FILES} more file(s) are listed in the table artifact."
+        if len(files) > MAX_LINKED_FILES
+        else ""
+    )
+    text = (
+        f"## Archived files\n\n{summary.headline()}; archive `{summary.dest}`\n\n"
+        + "\n".join(rows)
+        + more
+    )
     # One after the other: concurrent writes contend for a SQLite-backed server's lock.
     await acreate_table_artifact(table=table, description=summary.headline())
     await acreate_markdown_artifact(markdown=text, description="archived files")

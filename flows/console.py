@@ -98,11 +98,16 @@ def print_summary(summaries: Iterable[RunSummary]) -> None:
     for summary in summaries:
         for item in summary.files:
             table.add_row(item.path, f"{item.size:,}", item.sha256[:12])
-        how = "from cache, 0 new predictions" if summary.cached else (
-            f"{summary.predictions_created} new prediction(s), {summary.refetches} re-fetch(es)"
+        how = (
+            "from cache, 0 new predictions"
+            if summary.cached
+            else (
+                f"{summary.predictions_created} new prediction(s), {summary.refetches} re-fetch(es)"
+            )
         )
-        notes.append(f"{summary.model} {summary.prediction_id}: {how}; manifest "
-                     f"{summary.manifest_url}")
+        notes.append(
+            f"{summary.model} {summary.prediction_id}: {how}; manifest {summary.manifest_url}"
+        )
     console.print(table)
     for note in notes:
         console.print(note)
@@ -117,8 +122,14 @@ def print_batch_summary(summary: BatchSummary) -> None:
     styles = {"archived": "green", "cached": "cyan", "failed": "bold red"}
     for item in summary.items:
         detail = escape(item.error) if item.error else f"{sum(f.size for f in item.files):,}"
-        table.add_row(str(item.index), str(item.line), escape(item.model or ""),
-                      f"[{styles[item.outcome]}]{item.outcome}[/]", item.prediction_id or "",
-                      str(len(item.files)), detail)
+        table.add_row(
+            str(item.index),
+            str(item.line),
+            escape(item.model or ""),
+            f"[{styles[item.outcome]}]{item.outcome}[/]",
+            item.prediction_id or "",
+            str(len(item.files)),
+            detail,
+        )
     console.print(table)
     console.print(f"{summary.headline()}; archive {summary.dest}")

@@ -20,8 +20,8 @@ def demo(
     processing_seconds: float = typer.Option(1.0, help="Simulated model time"),
 ) -> None:
     """Run one prediction through the pipeline on the emulator, then again from cache."""
-    from archiver.emulator import Emulator
     from archiver.progress import use_progress
+    from emulator import Emulator
     from flows.__main__ import _quiet_prefect_console
     from flows.archive_prediction import archive_prediction
     from flows.console import RichProgress, print_summary, stderr

@@ -28,8 +28,9 @@ def cancel_in_flight(flow: Any, flow_run: Any, state: Any) -> None:
         return
 
     async def go() -> None:
-        runtime = Runtime.build(flow_settings(), dest=params.get("dest"),
-                                storage_options=params.get("storage_options"))
+        runtime = Runtime.build(
+            flow_settings(), dest=params.get("dest"), storage_options=params.get("storage_options")
+        )
         try:
             await cancel_recorded(request, api=runtime.api, cache=runtime.cache)
         finally:

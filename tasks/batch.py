@@ -19,8 +19,13 @@ from archiver.runtime import Runtime
 from .retry import retry_transient
 
 
-@task(name="read-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 4],
-      retry_condition_fn=retry_transient)
+@task(
+    name="read-batch",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 4],
+    retry_condition_fn=retry_transient,
+)
 async def read_batch(runtime: Runtime, file: str, model: str | None) -> list[BatchItem]:
     options = runtime.settings.storage_options
     items = await asyncio.to_thread(load_batch, file, default_model=model, storage_options=options)
@@ -36,6 +41,10 @@ async def archive_items(runner: BatchRunner, items: list[BatchItem]) -> list[Ite
         if result.outcome == "failed":
             logger.warning("item %d (line %d) failed: %s", result.index, result.line, result.error)
     outcomes = [r.outcome for r in results]
-    logger.info("%d archived, %d cached, %d failed", outcomes.count("archived"),
-                outcomes.count("cached"), outcomes.count("failed"))
+    logger.info(
+        "%d archived, %d cached, %d failed",
+        outcomes.count("archived"),
+        outcomes.count("cached"),
+        outcomes.count("failed"),
+    )
     return results

@@ -19,6 +19,9 @@ async def download(runtime: Runtime, prediction: Prediction) -> Staged:
     total = sum(f.size for f in staged.files)
     get_run_logger().info(
         "staged %d file(s), %d bytes, of %s (%d re-fetch(es))",
-        len(staged.files), total, prediction.id, staged.refetches,
+        len(staged.files),
+        total,
+        prediction.id,
+        staged.refetches,
     )
     return staged

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def emulator():
     """A fresh emulator with fast model times, served over real HTTP on 127.0.0.1."""
-    from archiver.emulator import Emulator
+    from emulator import Emulator
 
     with Emulator(processing_seconds=0.05) as emu:
         yield emu
@@ -76,7 +76,13 @@ def cli(prefect_harness, archive_env, tmp_path):
         full_env = {**os.environ, "PREFECT_API_URL": prefect_harness, **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", "flows", *args],
-            cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120, check=False, **kwargs,
+            cwd=ROOT,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            **kwargs,
         )
 
     return run

@@ -40,8 +40,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.25) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25
+) -> Any:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -55,11 +56,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
     """This process's environment without Prefect, Replicate or archiver settings, plus ours."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "REPLICATE_", "ARCHIVER_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "REPLICATE_", "ARCHIVER_"))
+    }
     home.mkdir(parents=True, exist_ok=True)
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-               PYTHONUNBUFFERED="1")
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PYTHONUNBUFFERED="1",
+    )
     env.update(extra)
     return env
 
@@ -139,8 +147,14 @@ class Process:
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.cwd, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.args,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     @property
     def alive(self) -> bool:
@@ -176,9 +190,12 @@ class PrefectServer:
         }
         if database_url:
             extra["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
-        self.process = Process([PREFECT, "server", "start"],
-                               clean_env(workdir / "server-home", **extra), workdir,
-                               workdir / "server.log")
+        self.process = Process(
+            [PREFECT, "server", "start"],
+            clean_env(workdir / "server-home", **extra),
+            workdir,
+            workdir / "server.log",
+        )
 
     @property
     def url(self) -> str:
@@ -209,15 +226,25 @@ class PrefectServer:
         """Environment for a client process (CLI, worker) of this server."""
         return clean_env(home, PREFECT_API_URL=self.api_url, **extra)
 
-    def run(self, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """A command from the project root against this server; raises with its output."""
         full_env = {**self.env(self.workdir / "cli-home"), **(env or {})}
-        result = subprocess.run(list(args), env=full_env, cwd=ROOT, capture_output=True,
-                                text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            list(args),
+            env=full_env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)} exited {result.returncode}:\n"
-                               f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"{' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
         return result
 
     def client(self) -> Any:
@@ -237,9 +264,24 @@ class Worker(Process):
         workdir.mkdir(parents=True, exist_ok=True)
         full_env = server.env(workdir / "home", **env)
         full_env.setdefault("ARCHIVER_STAGING_DIR", str(workdir / "staging"))
-        super().__init__([PREFECT, "worker", "start", "--pool", POOL, "--type", "process",
-                          "--name", name, "--limit", str(limit)],
-                         full_env, workdir, workdir / "worker.log")
+        super().__init__(
+            [
+                PREFECT,
+                "worker",
+                "start",
+                "--pool",
+                POOL,
+                "--type",
+                "process",
+                "--name",
+                name,
+                "--limit",
+                str(limit),
+            ],
+            full_env,
+            workdir,
+            workdir / "worker.log",
+        )
 
 
 # -- the stack --------------------------------------------------------------------------------
@@ -275,6 +317,7 @@ class Stack:
 
     def wait_for_runs(self, ids: list[Any], timeout: float = 90) -> list[Any]:
         """The flow runs once all are in a final state (fails with the logs on timeout)."""
+
         def finished() -> list[Any] | None:
             with self.client() as client:
                 runs = [client.read_flow_run(i) for i in ids]
@@ -295,8 +338,11 @@ class Stack:
         )
         from prefect.client.schemas.objects import StateType
 
-        busy = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
-            any_=[StateType.PENDING, StateType.RUNNING])))
+        busy = FlowRunFilter(
+            state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])
+            )
+        )
 
         def idle() -> bool:
             with self.client() as client:
@@ -307,15 +353,23 @@ class Stack:
 
 def manifests(archive: Path) -> list[dict[str, Any]]:
     """Every manifest.json under `archive` (skipping the .archiver bookkeeping directory)."""
-    return [json.loads(p.read_text()) for p in sorted(archive.rglob("manifest.json"))
-            if ".archiver" not in p.parts]
+    return [
+        json.loads(p.read_text())
+        for p in sorted(archive.rglob("manifest.json"))
+        if ".archiver" not in p.parts
+    ]
 
 
 @contextlib.contextmanager
-def prefect_stack(workdir: Path, *, database_url: str | None = None, workers: int = 2,
-                  processing_seconds: float = 0.2) -> Iterator[Stack]:
+def prefect_stack(
+    workdir: Path,
+    *,
+    database_url: str | None = None,
+    workers: int = 2,
+    processing_seconds: float = 0.2,
+) -> Iterator[Stack]:
     """Server, pool, Secret block, `prefect deploy --all` and `workers` workers, torn down after."""
-    from archiver.emulator import Emulator
+    from emulator import Emulator
 
     with contextlib.ExitStack() as stack:
         emulator = stack.enter_context(Emulator(processing_seconds=processing_seconds))
@@ -323,11 +377,17 @@ def prefect_stack(workdir: Path, *, database_url: str | None = None, workers: in
         stack.callback(server.stop)
         server.start()
         # `make pool` and `make secret`, side by side (both only need the server).
-        pool = subprocess.Popen([PREFECT, "work-pool", "create", POOL, "--type", "process",
-                                 "--overwrite"], env=server.env(workdir / "cli-home"), cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        secret = server.run(sys.executable, "-m", "deployments", "secret",
-                            env={"REPLICATE_API_TOKEN": TOKEN})
+        pool = subprocess.Popen(
+            [PREFECT, "work-pool", "create", POOL, "--type", "process", "--overwrite"],
+            env=server.env(workdir / "cli-home"),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        secret = server.run(
+            sys.executable, "-m", "deployments", "secret", env={"REPLICATE_API_TOKEN": TOKEN}
+        )
         if TOKEN in secret.stdout + secret.stderr:
             raise RuntimeError("`python -m deployments secret` printed the token")
         out, _ = pool.communicate(timeout=120)
@@ -359,8 +419,11 @@ def prefect_stack(workdir: Path, *, database_url: str | None = None, workers: in
                 result.deployment_ids[f"{flow.name}/{deployment.name}"] = deployment.id
 
             def online() -> bool:
-                names = {w.name for w in client.read_workers_for_work_pool(POOL)
-                         if w.status is not None and w.status.value == "ONLINE"}
+                names = {
+                    w.name
+                    for w in client.read_workers_for_work_pool(POOL)
+                    if w.status is not None and w.status.value == "ONLINE"
+                }
                 return names >= {w.name for w in started}
 
             try:
@@ -368,4 +431,3 @@ def prefect_stack(workdir: Path, *, database_url: str | None = None, workers: in
             except TimeoutError as exc:
                 raise RuntimeError(f"{exc}\n{result.logs()}") from None
         yield result
-

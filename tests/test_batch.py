@@ -17,12 +17,15 @@ def _run_batch(file, **kwargs):
 
 
 def test_every_format_archives_each_record_with_its_own_model(
-        prefect_harness, archive_env, emulator, tmp_path):
+    prefect_harness, archive_env, emulator, tmp_path
+):
     """JSONL, CSV and JSON-list files archive every record; {"model", "input"} picks the model."""
     jsonl = tmp_path / "mixed.jsonl"
     jsonl.write_text(
-        json.dumps({"prompt": "default model", "seed": 1}) + "\n"
-        + json.dumps({"model": "emulator/mixed", "input": {"prompt": "own model"}}) + "\n"
+        json.dumps({"prompt": "default model", "seed": 1})
+        + "\n"
+        + json.dumps({"model": "emulator/mixed", "input": {"prompt": "own model"}})
+        + "\n"
     )
     csv = tmp_path / "prompts.csv"
     csv.write_text("prompt,seed,num_outputs\ncsv one,1,2\ncsv two,2,1\n")
@@ -30,8 +33,10 @@ def test_every_format_archives_each_record_with_its_own_model(
     listed.write_text(json.dumps([{"prompt": "listed"}]))
     state, first = _run_batch(jsonl, model=MODEL, dest=str(archive_env))
     assert state.is_completed()
-    assert [(i.model, i.outcome) for i in first.items] == [(MODEL, "archived"),
-                                                           ("emulator/mixed", "archived")]
+    assert [(i.model, i.outcome) for i in first.items] == [
+        (MODEL, "archived"),
+        ("emulator/mixed", "archived"),
+    ]
     assert len(first.items[1].files) == 3
     assert all(f.path.startswith("emulator/mixed/") for f in first.items[1].files)
     _, second = _run_batch(csv, model=MODEL, dest=str(archive_env))
@@ -46,13 +51,17 @@ def test_every_format_archives_each_record_with_its_own_model(
 
 
 def test_a_failing_item_does_not_stop_the_others_and_fails_the_run(
-        prefect_harness, archive_env, emulator, tmp_path):
+    prefect_harness, archive_env, emulator, tmp_path
+):
     """An input the model rejects and a record without a model fail alone; the run ends Failed."""
     batch = tmp_path / "some-bad.jsonl"
     batch.write_text(
-        json.dumps({"prompt": "good one"}) + "\n"
-        + json.dumps({"model": "emulator/large-file", "input": {"size_bytes": -1}}) + "\n"
-        + json.dumps({"prompt": "good two"}) + "\n"
+        json.dumps({"prompt": "good one"})
+        + "\n"
+        + json.dumps({"model": "emulator/large-file", "input": {"size_bytes": -1}})
+        + "\n"
+        + json.dumps({"prompt": "good two"})
+        + "\n"
     )
     state, summary = _run_batch(batch, model=MODEL, dest=str(archive_env), concurrency=2)
     assert state.is_failed() and "1 failed" in state.message
@@ -62,7 +71,8 @@ def test_a_failing_item_does_not_stop_the_others_and_fails_the_run(
 
 
 def test_rerun_skips_what_is_archived_and_retries_what_failed(
-        prefect_harness, archive_env, emulator, tmp_path):
+    prefect_harness, archive_env, emulator, tmp_path
+):
     """The same file again pays nothing for archived items and one prediction per failed item."""
     batch = tmp_path / "resume.jsonl"
     batch.write_text("".join(json.dumps({"prompt": f"resume {i}"}) + "\n" for i in range(4)))
@@ -82,24 +92,31 @@ def test_rerun_skips_what_is_archived_and_retries_what_failed(
 
 
 def test_progress_table_and_link_artifacts_are_published(
-        prefect_harness, archive_env, emulator, tmp_path):
+    prefect_harness, archive_env, emulator, tmp_path
+):
     """After a batch run its flow run holds a 100% progress artifact, a table of the archived
     files with their URLs, and a markdown artifact linking them."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     fs = fsspec.filesystem("memory")
-    fs.pipe("/batch-artifacts/prompts.jsonl",
-            b'{"prompt": "artifact a", "num_outputs": 2}\n{"prompt": "artifact b"}\n')
-    state, summary = _run_batch("memory://batch-artifacts/prompts.jsonl", model=MODEL,
-                                dest=str(archive_env))
+    fs.pipe(
+        "/batch-artifacts/prompts.jsonl",
+        b'{"prompt": "artifact a", "num_outputs": 2}\n{"prompt": "artifact b"}\n',
+    )
+    state, summary = _run_batch(
+        "memory://batch-artifacts/prompts.jsonl", model=MODEL, dest=str(archive_env)
+    )
     assert summary.counts["archived"] == 2
     flow_run_id = state.state_details.flow_run_id
 
     async def read():
         async with get_client() as client:
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+                )
+            )
 
     artifacts = {a.type: a for a in asyncio.run(read())}
     assert set(artifacts) >= {"progress", "table", "markdown"}

@@ -42,15 +42,21 @@ def test_csv_columns_are_input_keys_parsed_like_dash_i_values():
     """Cells parse as JSON when they can (numbers, booleans, lists), else text; empty cells drop."""
     text = 'prompt,seed,upscale,tags\n"a cat, sitting",7,true,"[1, 2]"\nplain,,,\n'
     items = parse_batch(text, name="prompts.csv", default_model="acme/m")
-    assert items[0].input == {"prompt": "a cat, sitting", "seed": 7, "upscale": True,
-                              "tags": [1, 2]}
+    assert items[0].input == {
+        "prompt": "a cat, sitting",
+        "seed": 7,
+        "upscale": True,
+        "tags": [1, 2],
+    }
     assert items[1].input == {"prompt": "plain"} and items[1].line == 3
 
 
 def test_csv_rows_with_extra_cells_fail_alone_and_bad_headers_fail_the_file():
     """Too many cells is that row's error; a nameless or repeated column rejects the file."""
     items = parse_batch("a,b\n1,2\n1,2,3\n", name="x.csv", default_model="acme/m")
-    assert items[0].error is None and items[1].error == "line 3: 3 values for the 2 columns of line 1"
+    assert (
+        items[0].error is None and items[1].error == "line 3: 3 values for the 2 columns of line 1"
+    )
     with pytest.raises(ConfigurationError, match="x.csv line 1: column 'a' appears twice"):
         parse_batch("a,a\n1,2\n", name="x.csv", default_model="acme/m")
 

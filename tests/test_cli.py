@@ -14,8 +14,17 @@ MODEL = "black-forest-labs/flux-schnell"
 
 def test_run_prints_a_json_summary_and_exits_0(cli, archive_env):
     """--json prints one JSON document on stdout with every archived file."""
-    result = cli("run", MODEL, "-i", "prompt=json please", "-i", "num_outputs=2",
-                 "--dest", str(archive_env), "--json")
+    result = cli(
+        "run",
+        MODEL,
+        "-i",
+        "prompt=json please",
+        "-i",
+        "num_outputs=2",
+        "--dest",
+        str(archive_env),
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert len(summary["files"]) == 2 and summary["cached"] is False
@@ -42,8 +51,17 @@ def test_token_never_reaches_output_archive_or_prefect_home(cli, archive_env, em
     """After a run (with a re-fetch) the token is in no output, archived file or Prefect file."""
     emulator.set_faults(first_urls_expired=True)
     home = tmp_path / "prefect-home"
-    result = cli("run", MODEL, "-i", "prompt=secret safe", "--dest", str(archive_env), "--json",
-                 "--debug", env={"PREFECT_HOME": str(home)})
+    result = cli(
+        "run",
+        MODEL,
+        "-i",
+        "prompt=secret safe",
+        "--dest",
+        str(archive_env),
+        "--json",
+        "--debug",
+        env={"PREFECT_HOME": str(home)},
+    )
     assert result.returncode == 0, result.stderr
     assert TOKEN not in result.stdout and TOKEN not in result.stderr
     for root in (archive_env, home, tmp_path / "cache"):
@@ -57,9 +75,22 @@ def test_interrupt_cancels_the_running_prediction(archive_env, emulator, prefect
     emulator.set_faults(processing_seconds=60)
     env = {**os.environ, "PREFECT_API_URL": prefect_harness}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows", "run", MODEL, "-i", "prompt=interrupt me",
-         "--dest", str(archive_env)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "flows",
+            "run",
+            MODEL,
+            "-i",
+            "prompt=interrupt me",
+            "--dest",
+            str(archive_env),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60

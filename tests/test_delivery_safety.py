@@ -26,8 +26,11 @@ def test_hostile_file_names_stay_inside_the_prediction_directory(run_flow, archi
         assert "/" not in name and "\\" not in name and not name.startswith(".")
         assert all(ord(c) >= 32 for c in name)
         assert (directory / name).is_file()
-    stray = [p for p in archive_env.rglob("*") if p.is_file()
-             and directory not in p.parents and ".archiver" not in p.parts]
+    stray = [
+        p
+        for p in archive_env.rglob("*")
+        if p.is_file() and directory not in p.parents and ".archiver" not in p.parts
+    ]
     assert stray == []
 
 

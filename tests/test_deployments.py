@@ -48,8 +48,11 @@ def assert_archived(stack, inputs: list[dict]) -> None:
 
 
 def assert_completed(stack, runs) -> None:
-    bad = [(r.name, r.state.type.value, r.state.message) for r in runs
-           if r.state.type.value != "COMPLETED"]
+    bad = [
+        (r.name, r.state.type.value, r.state.message)
+        for r in runs
+        if r.state.type.value != "COMPLETED"
+    ]
     assert not bad, f"{bad}\n{stack.logs()}"
 
 
@@ -122,8 +125,9 @@ def test_runs_spread_over_both_workers_and_archive_every_file(stack):
     stack.wait_idle()
     tag = uuid.uuid4().hex[:8]
     inputs = [{"prompt": f"spread {tag} {i}", "seed": i, "num_outputs": 1 + i} for i in range(2)]
-    created = [stack.run_deployment(ON_DEMAND, {"model": MODEL, "input": value})
-               for value in inputs]
+    created = [
+        stack.run_deployment(ON_DEMAND, {"model": MODEL, "input": value}) for value in inputs
+    ]
     runs = stack.wait_for_runs([r.id for r in created])
     assert_completed(stack, runs)
     # Each worker stamps the runs it submits with its name (a flow run label).
@@ -142,8 +146,9 @@ def test_same_input_on_two_workers_at_once_pays_for_one_prediction(stack):
     before = stack.emulator.stats().creates_accepted
     stack.emulator.set_faults(processing_seconds=8)  # both runs are in flight together
     try:
-        created = [stack.run_deployment(ON_DEMAND, {"model": MODEL, "input": value})
-                   for _ in range(2)]
+        created = [
+            stack.run_deployment(ON_DEMAND, {"model": MODEL, "input": value}) for _ in range(2)
+        ]
         runs = stack.wait_for_runs([r.id for r in created], timeout=120)
     finally:
         stack.emulator.set_faults(processing_seconds=0.2)
@@ -177,8 +182,10 @@ def test_a_schedule_fires_and_the_batch_archives_its_prompts_file(stack, tmp_pat
     nightly = stack.deployment_ids[NIGHTLY]
     with stack.client() as client:
         [schedule] = client.create_deployment_schedules(
-            nightly, [(IntervalSchedule(interval=timedelta(seconds=3)), True)],
-            max_scheduled_runs=1, parameters={"file": str(prompts)},
+            nightly,
+            [(IntervalSchedule(interval=timedelta(seconds=3)), True)],
+            max_scheduled_runs=1,
+            parameters={"file": str(prompts)},
         )
     completed = FlowRunFilter(
         deployment_id=FlowRunFilterDeploymentId(any_=[nightly]),

@@ -44,8 +44,9 @@ def test_served_deployments_match_the_yaml():
 
 def test_the_nightly_sample_prompts_file_is_a_valid_batch():
     spec = next(s for s in load_specs() if s.name == "nightly")
-    items = load_batch(str(PROJECT_DIR / spec.parameters["file"]),
-                       default_model=spec.parameters["model"])
+    items = load_batch(
+        str(PROJECT_DIR / spec.parameters["file"]), default_model=spec.parameters["model"]
+    )
     assert len(items) >= 2 and all(item.error is None for item in items)
 
 

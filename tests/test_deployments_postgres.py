@@ -28,9 +28,10 @@ def pg_stack(tmp_path_factory):
     reason = postgres_unavailable()
     if reason:
         pytest.skip(reason)
-    with fresh_postgres_database() as url, prefect_stack(
-        tmp_path_factory.mktemp("prefect-postgres"), database_url=url
-    ) as stack:
+    with (
+        fresh_postgres_database() as url,
+        prefect_stack(tmp_path_factory.mktemp("prefect-postgres"), database_url=url) as stack,
+    ):
         yield stack
 
 
@@ -39,8 +40,7 @@ async def _count_flow_runs(url: str, ids: list) -> int:
 
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
-        return await conn.fetchval("SELECT count(*) FROM flow_run WHERE id = ANY($1::uuid[])",
-                                   ids)
+        return await conn.fetchval("SELECT count(*) FROM flow_run WHERE id = ANY($1::uuid[])", ids)
     finally:
         await conn.close()
 
@@ -48,8 +48,10 @@ async def _count_flow_runs(url: str, ids: list) -> int:
 def test_postgres_backed_server_runs_deployments_on_two_workers(pg_stack):
     tag = uuid.uuid4().hex[:8]
     inputs = [{"prompt": f"postgres {tag} {i}", "seed": i} for i in range(2)]
-    created = [pg_stack.run_deployment("archive-prediction/on-demand",
-                                       {"model": MODEL, "input": value}) for value in inputs]
+    created = [
+        pg_stack.run_deployment("archive-prediction/on-demand", {"model": MODEL, "input": value})
+        for value in inputs
+    ]
     runs = pg_stack.wait_for_runs([r.id for r in created], timeout=120)
     assert all(r.state.type.value == "COMPLETED" for r in runs), pg_stack.logs()
     assert {r.labels.get("prefect.worker.name") for r in runs} == {"worker-1", "worker-2"}

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from archiver.emulator import Emulator
+from emulator import Emulator
 from tests.conftest import AUTH
 
 

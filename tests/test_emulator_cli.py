@@ -1,4 +1,4 @@
-"""The emulator CLI (typer command, ``python -m archiver.emulator``) and import hygiene."""
+"""The emulator CLI (typer command, ``python -m emulator``) and import hygiene."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from archiver.emulator import Faults
-from archiver.emulator.cli import emulator_command
+from emulator import Faults
+from emulator.cli import emulator_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def test_invalid_fault_flag_value_is_a_usage_error():
 def start_cli(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "archiver.emulator", "--port", "0", *args],
+        [sys.executable, "-m", "emulator", "--port", "0", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -80,7 +80,7 @@ def wait_until_serving(base_url: str) -> None:
 
 
 def test_module_runs_prints_exports_and_stops_on_ctrl_c():
-    """python -m archiver.emulator prints eval-able exports, serves with the flags, exits on SIGINT."""
+    """python -m emulator prints eval-able exports, serves with the flags, exits on SIGINT."""
     proc, exports = start_cli(
         "--processing-seconds",
         "0.05",
@@ -120,7 +120,7 @@ def test_emulator_does_not_import_prefect_or_typer():
     """Importing and running the emulator package pulls in neither prefect nor typer."""
     code = (
         "import sys\n"
-        "from archiver.emulator import Emulator\n"
+        "from emulator import Emulator\n"
         "with Emulator(processing_seconds=0.01):\n"
         "    pass\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'typer'))\n"

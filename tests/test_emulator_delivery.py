@@ -8,7 +8,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import pytest
 
-from archiver.emulator import HOSTILE_NAMES, Emulator
+from emulator import HOSTILE_NAMES, Emulator
 from tests.conftest import AUTH
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import httpx
 import pytest
 
-from archiver.emulator import COUNTERS, Emulator, Faults
+from emulator import COUNTERS, Emulator, Faults
 from tests.conftest import AUTH
 
 

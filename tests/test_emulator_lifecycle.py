@@ -11,7 +11,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from archiver.emulator import Emulator, version_id
+from emulator import Emulator, version_id
 from tests.conftest import AUTH
 
 
@@ -23,8 +23,6 @@ def served(**faults) -> Iterator[tuple[Emulator, httpx.Client]]:
 
 
 TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
-
-
 
 
 def create(

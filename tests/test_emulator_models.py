@@ -9,8 +9,8 @@ import json
 import httpx
 from PIL import Image
 
-from archiver.emulator import BUILTIN_MODELS, large_file_chunks, version_id
-from archiver.emulator.files import BLOCK_SIZE
+from emulator import BUILTIN_MODELS, large_file_chunks, version_id
+from emulator.files import BLOCK_SIZE
 
 
 def run(api: httpx.Client, model: str, **input_) -> dict:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from archiver.emulator.parsing import parse_duration, parse_prefer_wait, split_version
-from archiver.emulator.signing import UrlSigner, quote_name
+from emulator.parsing import parse_duration, parse_prefer_wait, split_version
+from emulator.signing import UrlSigner, quote_name
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pytest
 import replicate
 from replicate.exceptions import ModelError, ReplicateError
 
-from archiver.emulator import Emulator, version_id
+from emulator import Emulator, version_id
 from tests.conftest import AUTH
 
 

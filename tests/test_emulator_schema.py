@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import jsonschema
 import pytest
 
-from archiver.emulator.openapi import load_schema, nullable_to_jsonschema, response_schema, validate
+from emulator.openapi import load_schema, nullable_to_jsonschema, response_schema, validate
 
 PREDICTION = "schemas_prediction_response"
-SHARED_SCHEMA = Path("/work/shared/replicate-openapi.json")
 #: The schema documents problem bodies only as ``{"detail": string}`` (e.g. files 404).
 PROBLEM = response_schema("/files/{file_id}", "get", "404", "application/problem+json")
 RFC7807 = {
@@ -26,8 +24,6 @@ RFC7807 = {
 }
 
 
-
-
 def check_problem(response: httpx.Response, status: int) -> None:
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -37,11 +33,15 @@ def check_problem(response: httpx.Response, status: int) -> None:
 
 
 def test_schema_copy_ships_with_the_package():
-    """The packaged schema loads relative to the module and matches the shared original."""
+    """The packaged schema loads from the installed package and is Replicate's official one."""
+    from importlib.resources import files
+
+    packaged = files("emulator").joinpath("replicate-openapi.json")
+    assert packaged.is_file(), "emulator/replicate-openapi.json is missing from the package"
     schema = load_schema()
+    assert schema == json.loads(packaged.read_text())
     assert schema["openapi"].startswith("3.") and "/predictions" in schema["paths"]
-    if SHARED_SCHEMA.exists():
-        assert schema == json.loads(SHARED_SCHEMA.read_text())
+    assert "schemas_prediction_response" in schema["components"]["schemas"]
 
 
 def test_nullable_is_converted_to_null_unions():

@@ -36,6 +36,7 @@ def test_transport_errors_are_transient():
 
 def test_storage_codes_classify():
     """NoSuchBucket is permanent; a refused endpoint is transient."""
+
     class ClientError(Exception):
         response = {"Error": {"Code": "NoSuchBucket"}}
 
@@ -54,8 +55,9 @@ def test_only_transient_errors_are_retried():
 def test_messages_never_carry_secrets_or_signatures():
     """Registered secrets, bearer tokens and signed query strings are scrubbed from messages."""
     register_secret("r8_supersecret")
-    message = str(errors.ArchiverError(
-        "boom r8_supersecret Bearer abc123\nhttps://h/x.png?expires=1&sig=ff"))
+    message = str(
+        errors.ArchiverError("boom r8_supersecret Bearer abc123\nhttps://h/x.png?expires=1&sig=ff")
+    )
     assert "r8_supersecret" not in message and "abc123" not in message and "sig=" not in message
     assert "\n" not in message
     assert redact("nothing to hide") == "nothing to hide"

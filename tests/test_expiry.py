@@ -30,7 +30,7 @@ def test_truncated_then_expired_download(run_flow, emulator):
     summary = run_flow("emulator/large-file", {"size_bytes": 2_000_000, "seed": 5})
     import hashlib
 
-    from archiver.emulator import large_file_chunks
+    from emulator import large_file_chunks
 
     expected = hashlib.sha256(b"".join(large_file_chunks(5, 0, 2_000_000))).hexdigest()
     assert summary.files[0].sha256 == expected and summary.refetches >= 1

@@ -10,8 +10,13 @@ from archiver.inputs import load_input_json, parse_options, parse_pairs
 
 def test_values_are_json_when_valid_else_text():
     """-i num=4 is a number, flags are booleans, lists parse, free text stays text."""
-    assert parse_pairs(["n=4", "ok=true", "xs=[1,2]", "prompt=a cat", "q=\"4\""]) == {
-        "n": 4, "ok": True, "xs": [1, 2], "prompt": "a cat", "q": "4"}
+    assert parse_pairs(["n=4", "ok=true", "xs=[1,2]", "prompt=a cat", 'q="4"']) == {
+        "n": 4,
+        "ok": True,
+        "xs": [1, 2],
+        "prompt": "a cat",
+        "q": "4",
+    }
 
 
 def test_at_path_sends_the_file_inline(tmp_path):
@@ -38,4 +43,7 @@ def test_bad_pairs_and_files_are_one_line_errors(tmp_path):
 def test_storage_options_parse_like_inputs():
     """--storage-option values get JSON parsing (numbers, booleans)."""
     assert parse_options(["endpoint_url=http://x:1", "anon=false", "secret=0123"]) == {
-        "endpoint_url": "http://x:1", "anon": False, "secret": "0123"}
+        "endpoint_url": "http://x:1",
+        "anon": False,
+        "secret": "0123",
+    }

@@ -13,7 +13,10 @@ def test_files_found_anywhere_in_the_output_tree():
     output = {"image": f"{D}/a.png", "caption": "hello", "files": [f"{D}/b.png", f"{D}/c.png"]}
     files = file_outputs(output)
     assert [(f.pointer, f.name) for f in files] == [
-        ("/image", "a.png"), ("/files/0", "b.png"), ("/files/1", "c.png")]
+        ("/image", "a.png"),
+        ("/files/0", "b.png"),
+        ("/files/1", "c.png"),
+    ]
     assert url_at(output, "/files/1") == f"{D}/c.png"
 
 
@@ -25,8 +28,17 @@ def test_single_string_output_is_one_file_and_text_lists_are_none():
 
 @pytest.mark.parametrize(
     "raw",
-    ["../../etc/passwd.png", "a/b\\c.png", "evil\nname.png", "nul\x00.png", "..", ".", "",
-     "manifest.json", ".hidden"],
+    [
+        "../../etc/passwd.png",
+        "a/b\\c.png",
+        "evil\nname.png",
+        "nul\x00.png",
+        "..",
+        ".",
+        "",
+        "manifest.json",
+        ".hidden",
+    ],
 )
 def test_hostile_names_cannot_escape_or_collide(raw):
     """No separators, control characters, dot-names, or our own reserved names survive."""
@@ -48,8 +60,10 @@ def test_names_are_unique_and_bounded():
 def test_manifest_output_replaces_urls_with_archived_paths():
     """The manifest keeps non-file output and points file positions at archived paths."""
     output = {"image": f"{D}/a.png", "caption": "hi"}
-    assert replace_files(output, {"/image": "x/a.png"}) == {"image": {"file": "x/a.png"},
-                                                             "caption": "hi"}
+    assert replace_files(output, {"/image": "x/a.png"}) == {
+        "image": {"file": "x/a.png"},
+        "caption": "hi",
+    }
 
 
 def test_allow_list_defaults_to_replicate_delivery_https():
@@ -57,8 +71,11 @@ def test_allow_list_defaults_to_replicate_delivery_https():
     allow = HostAllowList("replicate.delivery,*.replicate.delivery")
     allow.check("https://replicate.delivery/x/a.png")
     allow.check("https://pbxt.replicate.delivery/x/a.png")
-    for url in ("https://evil.example/a.png", "http://replicate.delivery/a.png",
-                "https://replicate.delivery.evil.example/a.png"):
+    for url in (
+        "https://evil.example/a.png",
+        "http://replicate.delivery/a.png",
+        "https://replicate.delivery.evil.example/a.png",
+    ):
         with pytest.raises(HostNotAllowed):
             allow.check(url)
 

@@ -38,10 +38,15 @@ def test_outputs_are_archived_with_a_manifest_written_last(run_flow, archive_env
 def test_single_file_text_and_mixed_outputs(run_flow, archive_env):
     """A bare URL is one file; text stays in the manifest; mixed outputs keep both."""
     single = _manifest(run_flow("emulator/single-file", {"prompt": "x"}))
-    assert [f.pointer for f in single.files] == [""] and single.output == {"file": single.files[0].path}
+    assert [f.pointer for f in single.files] == [""] and single.output == {
+        "file": single.files[0].path
+    }
     text = _manifest(run_flow("emulator/text", {"prompt": "hello"}))
-    assert text.files == [] and isinstance(text.output, list) and all(
-        isinstance(word, str) for word in text.output)
+    assert (
+        text.files == []
+        and isinstance(text.output, list)
+        and all(isinstance(word, str) for word in text.output)
+    )
     mixed = _manifest(run_flow("emulator/mixed", {"prompt": "y"}))
     assert isinstance(mixed.output["caption"], str) and len(mixed.files) == 3
 
@@ -80,8 +85,10 @@ def test_deleted_archive_with_removed_outputs_pays_once_more(run_flow, archive_e
     shutil.rmtree(archive_env / "black-forest-labs")
     emulator.set_faults(retention_seconds=0.01)
     time.sleep(0.05)
-    gone = httpx.get(f"{emulator.base_url}/v1/predictions/{first.prediction_id}",
-                     headers={"Authorization": "Bearer t"}).json()
+    gone = httpx.get(
+        f"{emulator.base_url}/v1/predictions/{first.prediction_id}",
+        headers={"Authorization": "Bearer t"},
+    ).json()
     assert gone["data_removed"] is True
     emulator.set_faults(retention_seconds=3600)
     second = run_flow(MODEL, {"prompt": "gone"})
@@ -105,8 +112,7 @@ def test_staging_is_cleaned_after_the_manifest(run_flow, archive_env, tmp_path):
     assert not any(p.is_file() for p in (tmp_path / "staging").rglob("*"))
 
 
-def test_download_starts_while_processing_once_all_files_are_out(run_flow, emulator,
-                                                                  monkeypatch):
+def test_download_starts_while_processing_once_all_files_are_out(run_flow, emulator, monkeypatch):
     """Files published before the prediction finishes are fetched at once; the manifest still
     records the final succeeded state."""
     import threading
@@ -114,16 +120,21 @@ def test_download_starts_while_processing_once_all_files_are_out(run_flow, emula
     monkeypatch.setenv("ARCHIVER_WAIT_SECONDS", "1")
     emulator.set_faults(finalize_seconds=2)
     result = {}
-    thread = threading.Thread(target=lambda: result.setdefault(
-        "summary", run_flow(MODEL, {"prompt": "early", "num_outputs": 2})))
+    thread = threading.Thread(
+        target=lambda: result.setdefault(
+            "summary", run_flow(MODEL, {"prompt": "early", "num_outputs": 2})
+        )
+    )
     thread.start()
     seen = None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and seen is None:
         if len([d for d in emulator.stats().downloads if d["status"] == 200]) == 2:
             prediction_id = emulator.stats().created_ids[0]
-            seen = httpx.get(f"{emulator.base_url}/v1/predictions/{prediction_id}",
-                             headers={"Authorization": "Bearer t"}).json()["status"]
+            seen = httpx.get(
+                f"{emulator.base_url}/v1/predictions/{prediction_id}",
+                headers={"Authorization": "Bearer t"},
+            ).json()["status"]
         time.sleep(0.02)
     thread.join(60)
     assert seen == "processing", "both files were downloaded before the prediction finished"

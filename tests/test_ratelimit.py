@@ -130,7 +130,8 @@ def test_in_process_limit_spaces_creates_over_real_http(archive_env, emulator):
 
 
 def test_flow_creates_a_decaying_global_limit_and_creates_through_it(
-        prefect_harness, archive_env, emulator, tmp_path, monkeypatch):
+    prefect_harness, archive_env, emulator, tmp_path, monkeypatch
+):
     """With a Prefect server, the batch flow creates the named limit (limit = burst, decay =
     rate/60) and its creates are spaced by it."""
     from prefect.client.orchestration import get_client
@@ -143,8 +144,9 @@ def test_flow_creates_a_decaying_global_limit_and_creates_through_it(
     monkeypatch.setenv("ARCHIVER_CREATE_BURST", "1")
     batch = tmp_path / "three.jsonl"
     batch.write_text("".join(json.dumps({"prompt": f"gcl {i}"}) + "\n" for i in range(3)))
-    summary = asyncio.run(archive_batch(file=str(batch), model=MODEL, dest=str(archive_env),
-                                        concurrency=3))
+    summary = asyncio.run(
+        archive_batch(file=str(batch), model=MODEL, dest=str(archive_env), concurrency=3)
+    )
 
     async def read_limit():
         async with get_client() as client:

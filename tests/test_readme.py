@@ -10,4 +10,5 @@ def test_configuration_table_matches_the_settings():
     start = readme.index("<!-- settings-table -->\n") + len("<!-- settings-table -->\n")
     end = readme.index("<!-- /settings-table -->")
     assert readme[start:end].strip() == settings_table().strip(), (
-        "regenerate with: python -m flows settings")
+        "regenerate with: python -m flows settings"
+    )

@@ -23,9 +23,15 @@ def _crashed_run(archive_env, input: dict, state: str) -> str:
         try:
             since = datetime.now(UTC)
             prediction = await runtime.api.create(request)
-            runtime.cache.put(CacheRecord(
-                key=request.cache_key, model=str(request.model), state=state, since=since,
-                prediction_id=prediction.id if state == "pending" else None))
+            runtime.cache.put(
+                CacheRecord(
+                    key=request.cache_key,
+                    model=str(request.model),
+                    state=state,
+                    since=since,
+                    prediction_id=prediction.id if state == "pending" else None,
+                )
+            )
             return prediction.id
         finally:
             await runtime.aclose()
@@ -49,8 +55,9 @@ def test_crash_between_intent_and_answer_is_recovered(run_flow, archive_env, emu
     assert emulator.stats().creates_accepted == 1
 
 
-def test_staged_files_are_archived_without_downloading_again(run_flow, archive_env, emulator,
-                                                            monkeypatch):
+def test_staged_files_are_archived_without_downloading_again(
+    run_flow, archive_env, emulator, monkeypatch
+):
     """If archiving failed after a full download, the rerun archives from staging."""
     from archiver import pipeline
 

@@ -195,10 +195,14 @@ def test_cli_to_s3_keeps_the_secret_out(
     env = {"ARCHIVER_CACHE_URL": ""}  # the default: the cache in <dest>/.archiver/cache
     if credentials == "storage-options":
         args += [
-            "--storage-option", f"endpoint_url={server.endpoint_url}",
-            "--storage-option", f"key={server.key}",
-            "--storage-option", f"secret={server.secret}",
-            "--storage-option", f"region={server.region}",
+            "--storage-option",
+            f"endpoint_url={server.endpoint_url}",
+            "--storage-option",
+            f"key={server.key}",
+            "--storage-option",
+            f"secret={server.secret}",
+            "--storage-option",
+            f"region={server.region}",
         ]
     else:
         env.update(
@@ -267,13 +271,16 @@ def test_store_down_keeps_staging_and_rerun_archives_it(
     assert isinstance(failure, errors.StorageUnavailable), repr(failure)
     assert "\n" not in str(failure) and seaweedfs_s3.secret not in str(failure)
     [archive_run] = [
-        run for run in asyncio.run(_task_runs(prefect_harness, flow_run_id))
+        run
+        for run in asyncio.run(_task_runs(prefect_harness, flow_run_id))
         if run.name.startswith("archive")
     ]
     assert archive_run.state.is_failed() and archive_run.run_count == 2  # 1 retry, then gave up
     [prediction_id] = emulator.stats().created_ids
     assert sorted(p.name for p in (staging / prediction_id).iterdir()) == [
-        "out-0.png", "out-1.png", "staged.json"
+        "out-0.png",
+        "out-1.png",
+        "staged.json",
     ]
     downloads = len(emulator.stats().downloads)
     assert downloads == 2
@@ -322,16 +329,15 @@ def test_archive_task_retries_through_a_store_restart(
     monkeypatch.setattr(pipeline, "archive_staged", archive_staged)
     try:
         with _progress(_AfterDownload(stop_store)):
-            flow_run_id, summary = _flow_state(
-                run_flow, MODEL, {"prompt": "restart"}, dest=s3_dest
-            )
+            flow_run_id, summary = _flow_state(run_flow, MODEL, {"prompt": "restart"}, dest=s3_dest)
     finally:
         seaweedfs_s3.start()
     assert not isinstance(summary, BaseException), repr(summary)
     assert attempts[0] == "StorageUnavailable" and attempts[-1] == "ok"
     assert set(attempts[:-1]) == {"StorageUnavailable"}
     [archive_run] = [
-        run for run in asyncio.run(_task_runs(prefect_harness, flow_run_id))
+        run
+        for run in asyncio.run(_task_runs(prefect_harness, flow_run_id))
         if run.name.startswith("archive")
     ]
     assert archive_run.state.is_completed() and archive_run.run_count == len(attempts) >= 2
@@ -373,7 +379,9 @@ def test_memory_destination_full_run(run_flow, emulator, monkeypatch):
     root = f"archive-{uuid.uuid4().hex[:8]}"
     fs = fsspec.filesystem("memory")
     try:
-        summary = run_flow(MODEL, {"prompt": "in memory", "num_outputs": 2}, dest=f"memory://{root}")
+        summary = run_flow(
+            MODEL, {"prompt": "in memory", "num_outputs": 2}, dest=f"memory://{root}"
+        )
         assert summary.manifest_url.startswith(f"memory://{root}/")
         manifest = Manifest.from_json(fs.cat_file(summary.manifest_url))
         assert len(manifest.files) == 2
@@ -419,14 +427,17 @@ def test_aws_credentials_block_supplies_s3_credentials(
     assert run.parameters["dest"] == dest and not run.parameters.get("storage_options")
     manifest_key = summary.manifest_url.removeprefix(f"s3://{seaweedfs_bucket}/")
     manifest = _get(server, seaweedfs_bucket, manifest_key)
-    _assert_secret_kept(server.secret, json.dumps(run.parameters), manifest.decode(),
-                        json.dumps(records))
+    _assert_secret_kept(
+        server.secret, json.dumps(run.parameters), manifest.decode(), json.dumps(records)
+    )
 
     from flows.settings import flow_settings
 
     monkeypatch.setenv("ARCHIVER_STORAGE_OPTIONS", '{"region": "eu-west-3"}')
     assert flow_settings().storage_options == {  # explicit storage options win over the block
-        "key": server.key, "secret": server.secret, "region": "eu-west-3",
+        "key": server.key,
+        "secret": server.secret,
+        "region": "eu-west-3",
         "endpoint_url": server.endpoint_url,
     }
     monkeypatch.setenv("ARCHIVER_AWS_CREDENTIALS_BLOCK", f"{name}-missing")

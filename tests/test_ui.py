@@ -34,15 +34,18 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"no Chromium at {CHROMIUM}: `make test-ui` installs Debian's chromium "
-                    "package with apt-get (it could not be installed here)")
+        pytest.skip(
+            f"no Chromium at {CHROMIUM}: `make test-ui` installs Debian's chromium "
+            "package with apt-get (it could not be installed here)"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("the playwright package is not installed (pip install -e '.[dev]')")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
         yield browser
         browser.close()
 
@@ -78,8 +81,9 @@ def open_custom_run_form(page, stack) -> None:
 
 def parameter(page, name: str):
     """The form block of one parameter (label `name` or `name (Optional)`)."""
-    label = page.locator(".schema-form-property__label",
-                         has_text=re.compile(rf"^{re.escape(name)}( \(Optional\))?$"))
+    label = page.locator(
+        ".schema-form-property__label", has_text=re.compile(rf"^{re.escape(name)}( \(Optional\))?$")
+    )
     return page.locator(".schema-form-property").filter(has=label)
 
 
@@ -91,8 +95,7 @@ def test_custom_run_from_the_ui_completes_on_a_worker(stack, page):
     open_custom_run_form(page, stack)
 
     # A proper form: one field per parameter, with its description and widget.
-    for name in ("model", "input", "dest", "deployment", "refresh", "on_data_removed",
-                 "deadline"):
+    for name in ("model", "input", "dest", "deployment", "refresh", "on_data_removed", "deadline"):
         expect(parameter(page, name)).to_have_count(1)
     expect(parameter(page, "model")).to_contain_text("owner/name:version")
     expect(parameter(page, "on_data_removed")).to_contain_text("fail")
@@ -111,8 +114,9 @@ def test_custom_run_from_the_ui_completes_on_a_worker(stack, page):
     page.wait_for_url(re.compile(r"/runs/flow-run/[0-9a-f-]+"))
     run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
     try:
-        expect(page.locator(".state-badge").first).to_have_text(re.compile("Completed"),
-                                                                 timeout=120_000)
+        expect(page.locator(".state-badge").first).to_have_text(
+            re.compile("Completed"), timeout=120_000
+        )
     except AssertionError:
         shot(page, "flow-run-not-completed")
         raise AssertionError(f"the flow run did not complete in the UI\n{stack.logs()}") from None
@@ -129,6 +133,7 @@ def test_the_form_refuses_a_bad_model_before_a_run_exists(stack, page):
     from playwright.sync_api import expect
 
     open_custom_run_form(page, stack)
+
     def manual_runs() -> int:  # the scheduler may add cron runs meanwhile: not ours to count
         with stack.client() as client:
             return sum(1 for run in client.read_flow_runs() if not run.auto_scheduled)
@@ -136,9 +141,9 @@ def test_the_form_refuses_a_bad_model_before_a_run_exists(stack, page):
     before = manual_runs()
     parameter(page, "model").locator("textarea").fill("not a model")
     page.get_by_role("button", name="Submit").click()
-    expect(page.get_by_text(re.compile("(does not match|must match|pattern)", re.IGNORECASE)).first
-           ).to_be_visible(timeout=30_000)
+    expect(
+        page.get_by_text(re.compile("(does not match|must match|pattern)", re.IGNORECASE)).first
+    ).to_be_visible(timeout=30_000)
     shot(page, "custom-run-bad-model")
     assert "/run" in page.url  # still on the form
     assert manual_runs() == before
-

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from archiver.emulator.faults import FaultBox
-from archiver.emulator.files import FileRef
-from archiver.emulator.models import COG_VERSION, VERSION_CREATED_AT, ModelSpec, version_id
-from archiver.emulator.signing import UrlSigner, delivery_path
-from archiver.emulator.state import Prediction
+from emulator.faults import FaultBox
+from emulator.files import FileRef
+from emulator.models import COG_VERSION, VERSION_CREATED_AT, ModelSpec, version_id
+from emulator.signing import UrlSigner, delivery_path
+from emulator.state import Prediction
 
 
 def iso(timestamp: float) -> str:

@@ -4,11 +4,11 @@ Prefect-free on purpose.  Start it with ``with Emulator(processing_seconds=0.05)
 and point the real ``replicate`` client at ``emu.base_url`` (``REPLICATE_BASE_URL``).
 """
 
-from archiver.emulator.faults import COUNTERS, Faults
-from archiver.emulator.files import large_file_chunks
-from archiver.emulator.models import BUILTIN_MODELS, DEMO_MODEL, HOSTILE_NAMES, version_id
-from archiver.emulator.server import Emulator
-from archiver.emulator.stats import Stats
+from emulator.faults import COUNTERS, Faults
+from emulator.files import large_file_chunks
+from emulator.models import BUILTIN_MODELS, DEMO_MODEL, HOSTILE_NAMES, version_id
+from emulator.server import Emulator
+from emulator.stats import Stats
 
 __all__ = [
     "BUILTIN_MODELS",

@@ -1,8 +1,8 @@
 """Command line: run the emulator in the foreground until Ctrl-C.
 
 Mount it on a typer app with ``app.command("emulator")(emulator_command)``, or run
-``python -m archiver.emulator``.  The first lines printed are shell ``export``s, so
-``eval "$(python -m archiver.emulator | head -3)"`` style set-ups work.
+``python -m emulator``.  The first lines printed are shell ``export``s, so
+``eval "$(python -m emulator | head -3)"`` style set-ups work.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Optional
 import typer
 import uvicorn
 
-from archiver.emulator.app import Backend, build_app
-from archiver.emulator.faults import FaultBox, Faults
-from archiver.emulator.server import public_host, url_host
+from emulator.app import Backend, build_app
+from emulator.faults import FaultBox, Faults
+from emulator.server import public_host, url_host
 
 _D = Faults()
 
@@ -108,5 +108,5 @@ def emulator_command(
 
 
 def main() -> None:
-    """Entry point of ``python -m archiver.emulator``."""
+    """Entry point of ``python -m emulator``."""
     typer.run(emulator_command)

@@ -13,10 +13,10 @@ import struct
 from typing import Any
 from urllib.parse import parse_qs
 
-from archiver.emulator.faults import FaultBox
-from archiver.emulator.signing import DELIVERY_PREFIX, UrlSigner, quote_name
-from archiver.emulator.state import Store
-from archiver.emulator.stats import StatsRecorder
+from emulator.faults import FaultBox
+from emulator.signing import DELIVERY_PREFIX, UrlSigner, quote_name
+from emulator.state import Store
+from emulator.stats import StatsRecorder
 
 Scope = dict[str, Any]
 

@@ -12,9 +12,9 @@ from typing import Any, Self
 
 import uvicorn
 
-from archiver.emulator.app import Backend, build_app
-from archiver.emulator.faults import FaultBox, Faults
-from archiver.emulator.stats import Stats
+from emulator.app import Backend, build_app
+from emulator.faults import FaultBox, Faults
+from emulator.stats import Stats
 
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from archiver.emulator.faults import FaultBox
-from archiver.emulator.files import OutputFile
-from archiver.emulator.models import BUILTIN_MODELS, ModelSpec, version_id
+from emulator.faults import FaultBox
+from emulator.files import OutputFile
+from emulator.models import BUILTIN_MODELS, ModelSpec, version_id
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"

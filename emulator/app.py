@@ -12,14 +12,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from archiver.emulator import views
-from archiver.emulator.delivery import Delivery
-from archiver.emulator.faults import FaultBox
-from archiver.emulator.models import DEMO_MODEL, InputError, resolve_model, version_id
-from archiver.emulator.parsing import parse_duration, parse_prefer_wait, split_version
-from archiver.emulator.signing import UrlSigner
-from archiver.emulator.state import Prediction, Store
-from archiver.emulator.stats import Stats, StatsRecorder
+from emulator import views
+from emulator.delivery import Delivery
+from emulator.faults import FaultBox
+from emulator.models import DEMO_MODEL, InputError, resolve_model, version_id
+from emulator.parsing import parse_duration, parse_prefer_wait, split_version
+from emulator.signing import UrlSigner
+from emulator.state import Prediction, Store
+from emulator.stats import Stats, StatsRecorder
 
 TRANSPORT_KEY = "emulator.transport"
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from archiver.emulator.files import FileRef, OutputFile
-from archiver.emulator.images import render_png
+from emulator.files import FileRef, OutputFile
+from emulator.images import render_png
 
 DEMO_MODEL = "emulator/image"
 VERSION_CREATED_AT = "2024-01-01T00:00:00.000000Z"
