@@ -4,15 +4,23 @@ and the environment a pipeline run reads."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# A PREFECT_HOME of this session's own: several checkouts or sessions on one machine never share
+# Prefect's database, profiles or lock files. Removed when the session ends.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="archiver-tests-prefect-home-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 
 # Fixtures that start real S3 servers (moto, SeaweedFS) live in their own plugin module.
 pytest_plugins = ["tests.s3_fixtures"]
