@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install demo test lint test-ui bench emulator server worker deploy serve clean
+.PHONY: install demo test test-fast lint test-ui bench emulator server worker deploy serve clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ LINTED := archiver emulator flows tasks deployments tests benchmarks
 
 test: install chromium lint
 	$(PY) -m pytest -q
+
+# The inner loop: everything that needs no server but the emulator (no Prefect API, S3, browser).
+test-fast: install lint
+	$(PY) -m pytest -q -m "not prefect and not server and not s3 and not ui"
 
 lint: install  ## ruff format and ruff check (also part of make test)
 	$(VENV)/bin/ruff format --check -q $(LINTED)

@@ -26,6 +26,23 @@ atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 pytest_plugins = ["tests.s3_fixtures"]
 
 TOKEN = "r8_test_token_must_never_leak_0123456789"
+
+# Tiers: `make test-fast` deselects every test that needs a server other than the emulator
+# (a Prefect API, an S3 server, a browser); they are marked here from the fixtures they use.
+_FIXTURE_MARKERS = {
+    "prefect_harness": "prefect",
+    "moto_s3": "s3",
+    "seaweedfs_s3": "s3",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in _FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, marker))
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
