@@ -16,7 +16,7 @@
         ├── OutputsRemoved ........ Replicate already deleted the outputs (data_removed)
         ├── HostNotAllowed ........ an output URL points outside the delivery allow-list
         ├── IntegrityError ........ size or sha256 disagrees with what was downloaded
-        ├── StorageError .......... the store refused for good (no bucket, access denied)
+        ├── StorageError .......... the store refused for good (no bucket, access denied, full)
         └── ConfigurationError .... bad settings or command-line input
 
 Every message is one line, and none of them ever contains the API token: `redact()` removes
@@ -25,6 +25,7 @@ it (and signed query strings) before a message leaves this module.
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Mapping
 
@@ -51,6 +52,7 @@ __all__ = [
     "UrlExpired",
     "api_error",
     "redact",
+    "storage_code",
     "storage_error",
 ]
 
@@ -222,15 +224,35 @@ STORAGE_CODES: Mapping[str, type[ArchiverError]] = {
 }
 
 _TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError)
+# botocore exceptions meaning the credential setup is wrong: permanent, unlike other botocore
+# errors, which are treated as a store that may come back.
+_CREDENTIAL_ERRORS = frozenset(
+    {"NoCredentialsError", "PartialCredentialsError", "ProfileNotFound", "InvalidConfigError"}
+)
+# The device is full (or the quota spent): an immediate retry cannot help; freeing space can.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def storage_error(exc: BaseException, what: str) -> ArchiverError:
-    """Translate an error from fsspec / s3fs / botocore / the OS into our exception."""
+    """Translate an error from fsspec / s3fs / botocore / the OS into our exception.
+
+    The one translation of storage errors: `archiver.storage` applies it at its boundary.
+    """
     if isinstance(exc, ArchiverError):
         return exc
-    code = _storage_code(exc)
+    for cause in _chain(exc):
+        kind = type(cause)
+        if kind.__name__ in _CREDENTIAL_ERRORS and kind.__module__.startswith("botocore"):
+            return ConfigurationError(f"{what}: S3 credentials: {cause}")
+    code = storage_code(exc)
+    if code == "NoSuchBucket":
+        return StorageError(f"{what}: the bucket does not exist ({exc})")
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        return StorageError(
+            f"{what}: no space left on the device (disk full); free space, then rerun"
+        )
     message = f"{what}: {type(exc).__name__}: {exc}"
-    if code in STORAGE_CODES:
+    if code is not None and code in STORAGE_CODES:
         return STORAGE_CODES[code](message)
     module = type(exc).__module__ or ""
     if isinstance(exc, _TRANSIENT_OS_ERRORS) or module.startswith(("aiohttp", "botocore")):
@@ -246,16 +268,22 @@ def storage_error(exc: BaseException, what: str) -> ArchiverError:
     return StorageError(message)
 
 
-def _storage_code(exc: BaseException) -> str | None:
+def storage_code(exc: BaseException) -> str | None:
     """The S3 error code inside a botocore ClientError (possibly wrapped by s3fs), if any."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        response = getattr(current, "response", None)
+    for cause in _chain(exc):
+        response = getattr(cause, "response", None)
         if isinstance(response, dict):
             code = response.get("Error", {}).get("Code")
             if code:
                 return str(code)
-        current = current.__cause__ or current.__context__
     return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and its causes / contexts, outermost first, each once."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
+from .storage import StorageOptions
 
 MAX_INLINE_FILE = 100 * 2**20
-# Storage options whose values are always text, even when they look like numbers.
-_TEXT_OPTIONS = ("key", "secret", "token", "password", "endpoint", "url", "profile", "region")
 
 
 def parse_value(text: str) -> Any:
@@ -68,13 +67,11 @@ def load_input_json(source: str | None) -> dict[str, Any]:
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
-    """`--storage-option K=V` pairs (values parsed like -i values, no files)."""
-    options: dict[str, Any] = {}
+    """`--storage-option K=V` pairs, parsed by `StorageOptions.parse` (its secrets registered)."""
+    raw: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigurationError(f"--storage-option expects KEY=VALUE, got {pair!r}")
-        key = key.strip()
-        text_only = any(word in key.lower() for word in _TEXT_OPTIONS)
-        options[key] = value if text_only else parse_value(value)
-    return options
+        raw[key.strip()] = value
+    return StorageOptions.parse(raw).to_dict()

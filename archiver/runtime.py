@@ -21,12 +21,11 @@ from .progress import NullProgress, ProgressSink
 from .ratelimit import CreateLimiter, LimitedTransport, TokenBucket
 from .replicate_api import ReplicateAPI
 from .settings import Settings
-from .storage import Destination, open_destination
+from .storage import Destination, StorageOptions, open_destination
 
 USER_AGENT = f"replicate-archiver/{__version__}"
 API_CONNECTIONS = 1024  # API requests open at once (creates hold theirs during Prefer: wait)
 DELIVERY_STREAMS = 16  # delivery downloads open at once, over all predictions of a runtime
-_SECRET_OPTION_WORDS = ("secret", "password", "token", "key", "credential", "session")
 
 
 @dataclass
@@ -57,10 +56,8 @@ class Runtime:
         an in-process token bucket at `settings.create_rate_per_minute`."""
         token = settings.token()
         register_secret(token)
-        options = {**settings.storage_options, **(storage_options or {})}
-        for name, value in options.items():
-            if any(word in name.lower() for word in _SECRET_OPTION_WORDS):
-                register_secret(str(value))
+        # Parsed once (their secrets registered for redaction), then shared by both stores.
+        options = StorageOptions.parse({**settings.storage_options, **(storage_options or {})})
         destination = open_destination(dest or settings.dest, options)
         cache_store = (
             open_destination(settings.cache_url, options)

@@ -119,7 +119,7 @@ class FailingSource:
 @pytest.fixture
 def fail_source_after(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[FailingSource]]:
     """Arm `archiver.storage` so the next source file fails (or runs `action`) after N bytes."""
-    from archiver import storage
+    from archiver.storage import atomic
 
     def arm(after: int, action: Callable[[], Any] | None = None) -> list[FailingSource]:
         opened: list[FailingSource] = []
@@ -131,7 +131,7 @@ def fail_source_after(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[Fai
             opened.append(source)
             return source
 
-        monkeypatch.setattr(storage, "_open_source", open_failing)
+        monkeypatch.setattr(atomic, "_open_source", open_failing)
         return opened
 
     return arm

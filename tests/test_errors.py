@@ -1,6 +1,11 @@
 """The exception tree: translation tables, rate-limit waits, redaction."""
 
+import errno
+import os
+
 import httpx
+import pytest
+from botocore.exceptions import NoCredentialsError
 
 from archiver import errors
 from archiver.errors import (
@@ -61,3 +66,19 @@ def test_messages_never_carry_secrets_or_signatures():
     assert "r8_supersecret" not in message and "abc123" not in message and "sig=" not in message
     assert "\n" not in message
     assert redact("nothing to hide") == "nothing to hide"
+
+
+def test_storage_credentials_and_disk_full_translate_in_the_one_function():
+    """storage_error itself makes missing S3 credentials a ConfigurationError and a full disk
+    (ENOSPC from the kernel's /dev/full) a permanent one-line StorageError naming the path."""
+    wrapped = OSError("wrapped")
+    wrapped.__cause__ = NoCredentialsError()
+    assert isinstance(storage_error(wrapped, "reading s3://b/x"), errors.ConfigurationError)
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    with pytest.raises(OSError) as caught, open("/dev/full", "wb", buffering=0) as full:
+        full.write(b"x")
+    assert caught.value.errno == errno.ENOSPC
+    translated = storage_error(caught.value, "storing /data/archive/out.bin")
+    assert isinstance(translated, StorageError)
+    assert str(translated).startswith("storing /data/archive/out.bin: no space left")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def test_local_move_across_devices_copies_and_keeps_source_on_failure(
     src, _ = _file(tmp_path / "src.bin", 2 * MiB)
     dest = open_destination(str(tmp_path / "archive"))
     target = dest.path("out.bin")
-    monkeypatch.setattr(storage, "_rename_into_place", lambda *a: False)
+    monkeypatch.setattr(storage.atomic, "_rename_into_place", lambda *a: False)
     fail_source_after(MiB)
     with pytest.raises(errors.StorageError):
         storage.put_file_atomic(dest, src, target, move=True)
@@ -220,3 +221,35 @@ def test_link_places_a_hard_link_and_keeps_the_source(tmp_path):
     target = tmp_path / "archive" / "p" / "a.bin"
     assert source.exists() and target.read_bytes() == b"x" * 1000
     assert target.stat().st_ino == source.stat().st_ino
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs mounted under tmp_path (needs root, else the test is skipped)."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_disk_full_is_a_one_line_storage_error_naming_the_path(tmp_path, tiny_disk):
+    """A write that fills the disk (ENOSPC) raises a one-line StorageError naming the path, and
+    leaves the previous version whole and no temp file behind."""
+    dest = open_destination(str(tiny_disk / "archive"))
+    target = dest.path("p", "out.bin")
+    storage.write_bytes_atomic(dest, target, b"previous version")
+    src, _ = _file(tmp_path / "src.bin", 3 * MiB)
+    with pytest.raises(errors.StorageError) as caught:
+        storage.put_file_atomic(dest, src, target)
+    message = str(caught.value)
+    assert "disk full" in message and target in message and "\n" not in message
+    assert not isinstance(caught.value, errors.TransientError)  # a retry right away cannot help
+    assert Path(target).read_bytes() == b"previous version"
+    assert _litter(tiny_disk) == []
