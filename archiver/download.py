@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 import httpx
 from pydantic import BaseModel
 
+from .datauri import DataUri, decode, is_data_uri, write_atomic
 from .errors import (
     ArchiverError,
     DownloadInterrupted,
@@ -31,7 +32,6 @@ from .errors import (
     UrlExpired,
     from_httpx,
 )
-from .datauri import DataUri, decode, is_data_uri, write_atomic
 from .outputs import HostAllowList, OutputFile, file_outputs, public_url, url_at
 from .prediction import Prediction
 from .progress import NullProgress, ProgressSink
