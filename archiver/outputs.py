@@ -17,7 +17,7 @@ from .errors import ConfigurationError, HostNotAllowed
 MAX_NAME_BYTES = 200
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
 _RESERVED = {"manifest.json", "staged.json"}
-_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S*$")
+_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
 
 
 @dataclass(frozen=True)
