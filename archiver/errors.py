@@ -123,7 +123,7 @@ class OutputsRemoved(PermanentError):
 
 
 class HostNotAllowed(PermanentError):
-    """An output URL names a host outside the delivery allow-list."""
+    """An output URL is not a delivery URL we may fetch: host, scheme or credentials."""
 
 
 class InvalidOutput(PermanentError):
