@@ -5,7 +5,7 @@ Each file streams in chunks (sha256 and size computed on the way, Content-Length
 whole set. A URL the delivery host refuses (401/403/404/410) or a stream that breaks re-fetches
 the prediction for freshly signed URLs (one re-fetch shared by all files that need it) and tries
 that file again. Delivery requests never carry the API token, and only allow-listed hosts are
-contacted.
+contacted. `data:` URI outputs are decoded (within a size bound) and staged without a request.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import BaseModel
 
+from .datauri import DataUri, decode, is_data_uri, write_atomic
 from .errors import (
     ArchiverError,
     DownloadInterrupted,
@@ -32,7 +32,7 @@ from .errors import (
     UrlExpired,
     from_httpx,
 )
-from .outputs import HostAllowList, OutputFile, file_outputs, url_at
+from .outputs import HostAllowList, OutputFile, file_outputs, public_url, url_at
 from .prediction import Prediction
 from .progress import NullProgress, ProgressSink
 from .replicate_api import ReplicateAPI
@@ -74,11 +74,12 @@ class DownloadOptions:
     chunk_size: int = 2**20
     backoff: float = 0.5
     progress: ProgressSink = field(default_factory=NullProgress)
+    max_data_uri_bytes: int = 8 * 2**20
 
 
 def strip_query(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    """The URL as recorded: without userinfo, query string or fragment (see `public_url`)."""
+    return public_url(url)
 
 
 def staging_directory(staging_root: Path, prediction_id: str) -> Path:
@@ -124,13 +125,21 @@ async def download_outputs(
     if not prediction.outputs_available:
         await refresher.refresh(0)  # raises OutputsRemoved when they are gone
     files = file_outputs(refresher.current.output)
-    for item in files:
-        allow.check(item.url)  # all of them, before a single request is made
+    inline: dict[str, DataUri] = {}  # data: URIs, decoded: staged from memory, never fetched
+    for item in files:  # all of them, before a single request is made
+        if is_data_uri(item.url):
+            what = f"output {item.pointer or '/'} ({item.name})"
+            inline[item.pointer] = decode(item.url, max_bytes=options.max_data_uri_bytes, what=what)
+        else:
+            allow.check(item.url)
     directory = staging_directory(staging_root, prediction.id)
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     limit = asyncio.Semaphore(options.concurrency)
 
     async def one(item: OutputFile) -> StagedFile:
+        if item.pointer in inline:
+            uri = inline[item.pointer]
+            return await asyncio.to_thread(_stage_inline, item, uri, directory, options.progress)
         async with limit:
             return await _download_file(item, directory, http, refresher, options)
 
@@ -296,3 +305,21 @@ def _write_and_hash(sink: BinaryIO, digest: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
         sink.write(chunk)
         digest.update(chunk)
+
+
+def _stage_inline(
+    item: OutputFile, uri: DataUri, directory: Path, progress: ProgressSink
+) -> StagedFile:
+    """Stage a decoded `data:` URI output as a whole file (its source: the header only)."""
+    progress.file_started(item.name, len(uri.data))
+    write_atomic(uri.data, directory / item.name)
+    progress.bytes_done(len(uri.data))
+    progress.file_done(item.name)
+    return StagedFile(
+        name=item.name,
+        pointer=item.pointer,
+        size=len(uri.data),
+        sha256=uri.sha256,
+        content_type=uri.content_type,
+        source_url=uri.source,
+    )

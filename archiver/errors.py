@@ -15,12 +15,15 @@
         ├── PredictionAborted ..... terminated before it started (deadline passed)
         ├── OutputsRemoved ........ Replicate already deleted the outputs (data_removed)
         ├── HostNotAllowed ........ an output URL points outside the delivery allow-list
+        │                           (other host or scheme, ftp:// file://..., user:pass@)
+        ├── InvalidOutput ......... a data: URI output is malformed or over its size bound
         ├── IntegrityError ........ size or sha256 disagrees with what was downloaded
         ├── StorageError .......... the store refused for good (no bucket, access denied, full)
         └── ConfigurationError .... bad settings or command-line input
 
 Every message is one line, and none of them ever contains the API token: `redact()` removes
-it (and signed query strings) before a message leaves this module.
+it (and signed query strings, URL userinfo, data: URI payloads) before a message leaves this
+module.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "DownloadInterrupted",
     "HostNotAllowed",
     "IntegrityError",
+    "InvalidOutput",
     "InvalidRequest",
     "OutputsRemoved",
     "PermanentError",
@@ -121,7 +125,11 @@ class OutputsRemoved(PermanentError):
 
 
 class HostNotAllowed(PermanentError):
-    """An output URL names a host outside the delivery allow-list."""
+    """An output URL is not a delivery URL we may fetch: host, scheme or credentials."""
+
+
+class InvalidOutput(PermanentError):
+    """An output value cannot be archived as it is: a bad or oversized `data:` URI."""
 
 
 class IntegrityError(PermanentError):
@@ -140,7 +148,9 @@ class ConfigurationError(PermanentError):
 
 _SECRETS: set[str] = set()
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
-_SIGNED_QUERY = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
+_SIGNED_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?'\"]+)\?[^\s'\"]*")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"]*@")
+_DATA_PAYLOAD = re.compile(r"(?i)\b(data:[\w!#$&^.+/;=-]*),[^\s'\"]+")
 
 
 def register_secret(value: str | None) -> None:
@@ -150,10 +160,13 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    """Remove registered secrets, bearer tokens and URL query strings (signatures) from text."""
+    """Remove registered secrets, bearer tokens, URL userinfo and query strings (signatures)
+    and data: URI payloads from text."""
     for secret in _SECRETS:
         text = text.replace(secret, "***")
     text = _BEARER.sub(r"\1***", text)
+    text = _USERINFO.sub(r"\1", text)
+    text = _DATA_PAYLOAD.sub(r"\1,...", text)
     return _SIGNED_QUERY.sub(r"\1", text)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from . import __version__
+from .outputs import public_url
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -21,8 +22,17 @@ class ArchivedFile(BaseModel):
     size: int
     sha256: str
     content_type: str | None = None
-    source_url: str = Field(description="Where it was downloaded from, without the query string.")
+    source_url: str = Field(
+        description="Where it was downloaded from, without userinfo or query string; for a "
+        "data: URI its header only (data:image/png;base64)."
+    )
     pointer: str = Field(description="Position of the file in the prediction's output tree.")
+
+    @field_validator("source_url")
+    @classmethod
+    def _public(cls, value: str) -> str:
+        """Never credentials, signatures or inline payloads in a manifest."""
+        return public_url(value)
 
 
 class Manifest(BaseModel):

@@ -9,13 +9,15 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+from .datauri import extension, is_data_uri, media_type, source_of
 from .errors import ConfigurationError, HostNotAllowed
 
 MAX_NAME_BYTES = 200
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
 _RESERVED = {"manifest.json", "staged.json"}
+_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
 
 
 @dataclass(frozen=True)
@@ -28,15 +30,39 @@ class OutputFile:
 
 
 def is_file_url(value: Any) -> bool:
+    """An output value archived as a file: an http(s) URL with a path, or a `data:` URI."""
+    if is_data_uri(value):
+        return True
     if not isinstance(value, str) or not value.startswith(("https://", "http://")):
         return False
     parts = urlsplit(value)
     return bool(parts.netloc) and parts.path not in ("", "/")
 
 
+def is_foreign_url(value: Any) -> bool:
+    """A string that is a `scheme://...` URL of another scheme (ftp, file, s3...): never text,
+    never fetched, an error."""
+    if not isinstance(value, str) or not _URL_LIKE.match(value):
+        return False
+    return urlsplit(value).scheme.lower() not in ("http", "https")
+
+
+def public_url(url: str) -> str:
+    """A URL as it may be recorded or logged: no userinfo, query or fragment; a `data:` URI as
+    its header only (`data:image/png;base64`)."""
+    if is_data_uri(url):
+        return source_of(url)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def iter_urls(output: Any, pointer: str = "") -> Iterator[tuple[str, str]]:
-    """Every (pointer, url) in an output tree, depth first, in output order."""
-    if is_file_url(output):
+    """Every (pointer, url) in an output tree, depth first, in output order: file URLs, data:
+    URIs, and URLs of other schemes (which `HostAllowList.check` refuses)."""
+    if is_file_url(output) or is_foreign_url(output):
         yield pointer, output
     elif isinstance(output, list):
         for index, item in enumerate(output):
@@ -51,7 +77,11 @@ def file_outputs(output: Any) -> list[OutputFile]:
     taken: set[str] = set()
     files = []
     for index, (pointer, url) in enumerate(iter_urls(output)):
-        name = unique_name(safe_name(url_basename(url), fallback=f"output-{index}"), taken)
+        if is_data_uri(url):
+            raw = f"output-{index}{extension(media_type(url)[0])}"
+        else:
+            raw = url_basename(url)
+        name = unique_name(safe_name(raw, fallback=f"output-{index}"), taken)
         taken.add(name.lower())
         files.append(OutputFile(pointer, url, name))
     return files
@@ -156,8 +186,18 @@ class HostAllowList:
     def check(self, url: str) -> None:
         """Raise `HostNotAllowed` unless `url` may be fetched."""
         parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https"):
+            raise HostNotAllowed(
+                f"output URL scheme {parts.scheme.lower()}:// is not allowed (only https "
+                "delivery URLs, or data: URIs); nothing was fetched or archived"
+            )
         host = (parts.hostname or "").lower()
-        shown = f"{parts.scheme}://{parts.netloc}"
+        shown = public_url(f"{parts.scheme}://{parts.netloc}")
+        if "@" in parts.netloc:
+            raise HostNotAllowed(
+                f"output URL {shown} carries credentials (user:password@); refused, "
+                "nothing was fetched from it"
+            )
         if not host or not self._listed(host, parts.port):
             raise HostNotAllowed(
                 f"output URL host {shown} is not in REPLICATE_DELIVERY_HOSTS "

@@ -118,6 +118,7 @@ class Runtime:
             concurrency=s.download_concurrency,
             attempts=s.download_attempts,
             chunk_size=s.chunk_size,
+            max_data_uri_bytes=s.max_data_uri_bytes,
             progress=self.progress,
         )
 

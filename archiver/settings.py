@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     chunk_size: int = Field(
         default=1 * MiB, ge=4096, le=64 * MiB, description="Bytes read per chunk while streaming."
     )
+    max_data_uri_bytes: int = Field(
+        default=8 * MiB,
+        ge=1,
+        le=64 * MiB,
+        description="Largest `data:` URI output decoded and archived as a file (bytes after "
+        "decoding); a larger one fails the run naming the output.",
+    )
     part_size: int = Field(
         default=8 * MiB,
         ge=5 * MiB,

@@ -67,6 +67,9 @@ def emulator_command(
     output_host: Optional[str] = typer.Option(_D.output_host, help="host[:port] for output URLs."),  # noqa: UP045
     hostile_filenames: bool = typer.Option(_D.hostile_filenames, help="Hostile output file names."),
     page_size: int = typer.Option(_D.page_size, help="Predictions per list page."),
+    data_uri_outputs: bool = typer.Option(
+        _D.data_uri_outputs, help="File outputs inline as data: URIs."
+    ),
 ) -> None:
     """Run the Replicate API emulator in the foreground (Ctrl-C to stop)."""
     try:
@@ -91,6 +94,7 @@ def emulator_command(
             output_host=output_host,
             hostile_filenames=hostile_filenames,
             page_size=page_size,
+            data_uri_outputs=data_uri_outputs,
         )
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -35,7 +35,7 @@ _FLOATS = (
     "url_ttl_seconds",
     "retention_seconds",
 )
-_BOOLS = ("first_urls_expired", "hostile_filenames")
+_BOOLS = ("first_urls_expired", "hostile_filenames", "data_uri_outputs")
 _INTS = (*COUNTERS, "retry_after_seconds", "page_size")
 
 
@@ -65,6 +65,8 @@ class Faults:
     output_host: str | None = None
     hostile_filenames: bool = False
     page_size: int = 100
+    #: File outputs come back inline as ``data:<type>;base64,...`` URIs (Replicate's sync API).
+    data_uri_outputs: bool = False
 
     def __post_init__(self) -> None:
         for name in _FLOATS:

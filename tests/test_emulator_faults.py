@@ -117,3 +117,24 @@ def test_runtime_change_applies_to_running_emulator(emulator):
     assert api.get(f"/v1/predictions/{pred['id']}").status_code == 503
     assert api.get(f"/v1/predictions/{pred['id']}").status_code == 200
     api.close()
+
+
+def test_data_uri_outputs_inline_the_real_file_bytes(emulator, api, http):
+    """With data_uri_outputs (PATCH) file outputs are data:<type>;base64 URIs of the same bytes
+    the delivery URLs serve; text outputs are unchanged."""
+    import base64
+
+    pred = api.post(
+        "/v1/models/a/b/predictions",
+        json={"input": {"num_outputs": 2}},
+        headers={"Prefer": "wait=10"},
+    ).json()
+    assert pred["status"] == "succeeded"
+    urls = api.get(f"/v1/predictions/{pred['id']}").json()["output"]
+    httpx.patch(f"{emulator.base_url}/_emulator/faults", json={"data_uri_outputs": True})
+    inline = api.get(f"/v1/predictions/{pred['id']}").json()["output"]
+    assert len(inline) == len(urls) == 2
+    for uri, url in zip(inline, urls, strict=True):
+        head, _, payload = uri.partition(",")
+        assert head == "data:image/png;base64"
+        assert base64.b64decode(payload) == http.get(url).content

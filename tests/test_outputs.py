@@ -3,7 +3,15 @@
 import pytest
 
 from archiver.errors import HostNotAllowed
-from archiver.outputs import HostAllowList, file_outputs, replace_files, safe_name, url_at
+from archiver.manifest import ArchivedFile
+from archiver.outputs import (
+    HostAllowList,
+    file_outputs,
+    public_url,
+    replace_files,
+    safe_name,
+    url_at,
+)
 
 D = "https://replicate.delivery/xezq/abc"
 
@@ -88,3 +96,63 @@ def test_plain_http_only_for_listed_loopback_hosts():
         allow.check("http://example.com/a.png")
     with pytest.raises(HostNotAllowed):
         allow.check("http://localhost:8080/a.png")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://replicate.delivery/x/a.png?sig=abc",
+        "file:///etc/passwd",
+        "s3://bucket/key.png",
+        "FTP://host/a.png",
+    ],
+)
+def test_urls_of_other_schemes_are_refused_not_kept_as_text(url):
+    """A scheme:// string other than http(s) is a file position that the allow-list refuses,
+    in one line naming the scheme and without the URL's query string."""
+    allow = HostAllowList("replicate.delivery")
+    files = file_outputs({"image": url, "caption": "a cat"})
+    assert [f.pointer for f in files] == ["/image"]
+    with pytest.raises(HostNotAllowed, match=url.split(":")[0].lower() + "://") as caught:
+        allow.check(files[0].url)
+    assert "sig=" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_plain_text_and_captions_stay_text():
+    """Words, captions, sentences holding a URL and 'data: x' captions are not files."""
+    output = ["Hello", "see https://example.com/a.png here", "data: 3, 4", "ratio 16:9", "a://"]
+    assert file_outputs(output) == []
+
+
+def test_urls_with_credentials_are_refused_without_showing_them():
+    """user:pass@ in an output URL is refused even on an allowed host; the error omits it."""
+    allow = HostAllowList("replicate.delivery,127.0.0.1")
+    for url in ("https://alice:s3cr3t@replicate.delivery/a.png", "http://alice@127.0.0.1:9/a.png"):
+        with pytest.raises(HostNotAllowed, match="credentials") as caught:
+            allow.check(url)
+        assert "alice" not in str(caught.value) and "s3cr3t" not in str(caught.value)
+
+
+def test_recorded_urls_carry_no_userinfo_query_or_payload():
+    """public_url and the manifest drop user:pass@, ?sig=... and a data: URI's payload."""
+    assert public_url("https://u:p@replicate.delivery:443/x/a.png?sig=1#f") == (
+        "https://replicate.delivery:443/x/a.png"
+    )
+    assert public_url("data:image/png;base64,iVBORw0KGgo=") == "data:image/png;base64"
+    item = ArchivedFile(
+        name="a.png",
+        path="d/a.png",
+        size=1,
+        sha256="0" * 64,
+        source_url="http://user:pass@127.0.0.1:8080/a.png?sig=secret",
+        pointer="",
+    )
+    assert item.source_url == "http://127.0.0.1:8080/a.png"
+
+
+def test_data_uri_outputs_are_files_named_by_type():
+    """data: URIs are files named output-N.<ext> from their media type, counted in order."""
+    png = "data:image/png;base64,iVBORw0KGgo="
+    files = file_outputs([f"{D}/a.png", png, "data:,hello", png])
+    assert [f.name for f in files] == ["a.png", "output-1.png", "output-2.txt", "output-3.png"]
+    assert url_at([f"{D}/a.png", png], "/1") == png
