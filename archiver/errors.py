@@ -65,6 +65,10 @@ class ArchiverError(Exception):
 class TransientError(ArchiverError):
     """The same operation may succeed if tried again later."""
 
+    #: Set when a retry loop gave up on this error (`archiver.retry.given_up`): no outer
+    #: layer (a Prefect task retry, a batch item retry) may run the same request again.
+    exhausted: bool = False
+
 
 class PermanentError(ArchiverError):
     """Retrying cannot help; report and stop."""

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.states import get_state_exception
+
 from archiver.retry import should_retry
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect `retry_condition_fn`: retry only when the task failed with a transient error."""
-    error = state.data if isinstance(state.data, BaseException) else None
-    if error is None:
-        try:
-            state.result(raise_on_failure=True, _sync=True)
-        except BaseException as exc:  # noqa: BLE001 - we classify, never swallow
-            error = exc
+    """Prefect `retry_condition_fn`: retry only a transient error no request retry gave up on."""
+    error = state.data if isinstance(state.data, BaseException) else get_state_exception(state)
     return should_retry(error)

@@ -434,7 +434,8 @@ def test_aws_credentials_block_supplies_s3_credentials(
     from flows.settings import flow_settings
 
     monkeypatch.setenv("ARCHIVER_STORAGE_OPTIONS", '{"region": "eu-west-3"}')
-    assert flow_settings().storage_options == {  # explicit storage options win over the block
+    settings = asyncio.run(flow_settings())
+    assert settings.storage_options == {  # explicit storage options win over the block
         "key": server.key,
         "secret": server.secret,
         "region": "eu-west-3",
