@@ -236,6 +236,8 @@ def storage_error(exc: BaseException, what: str) -> ArchiverError:
     message = f"{what}: {type(exc).__name__}: {exc}"
     if code in STORAGE_CODES:
         return STORAGE_CODES[code](message)
+    if code is not None and code.isdigit() and (int(code) >= 500 or int(code) in (408, 429)):
+        return StorageUnavailable(message)  # a bare HTTP status, no S3 error body: may pass
     module = type(exc).__module__ or ""
     if isinstance(exc, _TRANSIENT_OS_ERRORS) or module.startswith(("aiohttp", "botocore")):
         # Endpoint unreachable, connection reset, read timeout: the store may come back.
