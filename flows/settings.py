@@ -22,7 +22,7 @@ async def flow_settings() -> Settings:
     if settings.api_token is None and settings.token_secret_block:
         from prefect.blocks.system import Secret
 
-        secret = await Secret.aload(settings.token_secret_block)
+        secret: Secret[str] = await Secret.aload(settings.token_secret_block)
         token = secret.get()
         settings = settings.model_copy(update={"api_token": SecretStr(token)})
     if settings.aws_credentials_block:
@@ -45,7 +45,7 @@ async def aws_block_storage_options(name: str) -> dict[str, Any]:
             "pip install 'replicate-archiver[aws]'"
         ) from exc
     try:
-        block = await AwsCredentials.aload(name)
+        block: AwsCredentials = await AwsCredentials.aload(name)
     except ValueError as exc:
         raise ConfigurationError(f"cannot load AwsCredentials block {name!r}: {exc}") from exc
     if block.assume_role_arn:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from archiver.batch import run_batch
 from archiver.batchfile import BatchItem
@@ -91,12 +92,12 @@ def down_host():
 
 
 def _url(server: ThreadingHTTPServer) -> str:
-    host, port = server.server_address[:2]
-    return f"http://{host}:{port}"
+    port = server.server_address[1]
+    return f"http://127.0.0.1:{port}"
 
 
 def _api(base_url: str, sleep: Sleeps, **kwargs) -> ReplicateAPI:
-    settings = Settings(api_token="r8_test_token", base_url=base_url)
+    settings = Settings(api_token=SecretStr("r8_test_token"), base_url=base_url)
     return ReplicateAPI(
         api_client(settings, settings.token()),
         wait_seconds=1,
