@@ -413,7 +413,7 @@ def test_aws_credentials_block_supplies_s3_credentials(
         aws_secret_access_key=server.secret,
         region_name=server.region,
         aws_client_parameters={"endpoint_url": server.endpoint_url},
-    ).save(name, _sync=True)
+    ).save(name)  # sync context: the sync variant
     monkeypatch.setenv("ARCHIVER_AWS_CREDENTIALS_BLOCK", name)
     monkeypatch.delenv("ARCHIVER_CACHE_URL")
     dest = f"s3://{seaweedfs_bucket}/from-block"
