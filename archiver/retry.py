@@ -4,8 +4,8 @@ Why a small loop of our own, not stamina, tenacity or Prefect's task retries: th
 Prefect-free (batch items run without a task each), the loop must run code *between* attempts
 (find a lost create before paying again, re-sign expired delivery URLs), honour a 429's
 `Retry-After`, take an injected `sleep` so tests never wait, and mark the error it gives up on
-so no outer layer retries it again. That is `retry_call`, about 30 lines; a library would wrap
-the same 30 lines in its own vocabulary and add a dependency. Prefect's task retries remain,
+so no outer layer retries it again. That is `retry_call`, about 20 lines; with a library the
+hooks would be the same code in its vocabulary, plus a dependency. Prefect's task retries remain,
 driven by the `step` policy below and by the same `should_retry` predicate.
 
 One rule keeps counts from multiplying: **every request is retried in exactly one place**.
@@ -22,7 +22,7 @@ One rule keeps counts from multiplying: **every request is retried in exactly on
   prediction once; a download finds its staging intact), never a request that gave up.
 
 Worst case per step against a host that fails every request, with the default settings
-(`A` = attempts; delays start at `ARCHIVER_RETRY_DELAY` 0.5 s, double, cap at
+(delays start at `ARCHIVER_RETRY_DELAY` 0.5 s, double, cap at
 `ARCHIVER_RETRY_MAX_DELAY` 30 s, +-10 % jitter; a 429 waits its `Retry-After`, at most
 `ARCHIVER_MAX_RATE_LIMIT_WAIT`). `tests/test_retry_bounds.py` drives such a host and asserts
 these counts:
