@@ -1,9 +1,10 @@
 """Run many prediction requests through one `Runtime`, concurrently, each failing on its own.
 
 `BatchRunner` bounds how many items are in flight (created and not yet archived) with one
-semaphore shared by every chunk of the batch, retries an item's transient errors with the
-settings' retry policy, and turns any other error into that item's `failed` outcome: one item
-never stops the others. Items already archived are cache hits (0 new predictions), so running
+semaphore shared by every chunk of the batch, retries each step of an item with the settings'
+`step` policy (as Prefect task retries do in a flow: only transient errors no request retry
+gave up on), and turns any other error into that item's `failed` outcome: one item never stops
+the others. Items already archived are cache hits (0 new predictions), so running
 the same file again only retries what failed. `BatchSummary` is JSON-safe and token-free.
 """
 
@@ -18,10 +19,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, computed_field
 
 from .batchfile import BatchItem
+from .download import Staged
 from .errors import ArchiverError, redact
-from .pipeline import FileSummary, OnDataRemoved, RunSummary, process
+from .generate import Generated
+from .manifest import Manifest
+from .pipeline import (
+    FileSummary,
+    OnDataRemoved,
+    RunSummary,
+    Steps,
+    archive_step,
+    download_step,
+    generate_step,
+    process,
+)
+from .prediction import Prediction, PredictionRequest
 from .progress import NullProgress, ProgressSink
-from .retry import RetryPolicy, should_retry
+from .retry import RetryPolicies, RetryPolicy, Sleep, retry_call
 from .runtime import Runtime
 
 Outcome = Literal["archived", "cached", "failed"]
@@ -136,14 +150,14 @@ class BatchRunner:
     on_data_removed: OnDataRemoved = "fail"
     deadline: float | None = None
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Sleep = asyncio.sleep
     _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def of(cls, runtime: Runtime, **options: Any) -> BatchRunner:
         """A runner whose retry policy comes from the runtime's settings."""
         settings = runtime.settings
-        policy = RetryPolicy(retries=settings.task_retries, first_delay=settings.task_retry_delay)
-        return cls(runtime, policy=policy, **options)
+        return cls(runtime, policy=RetryPolicies.from_settings(settings).step, **options)
 
     async def run_many(self, items: Iterable[BatchItem]) -> list[ItemResult]:
         """Every item, concurrently within the runner's bound; results in the given order."""
@@ -164,22 +178,39 @@ class BatchRunner:
     async def _attempts(self, item: BatchItem) -> ItemResult:
         if item.error is not None:
             return ItemResult.failed(item, item.error)
-        delays = self.policy.delays()
-        for attempt in range(len(delays) + 1):
-            try:
-                request = item.request(self.deadline)
-                summary = await process(
-                    self.runtime,
-                    request,
-                    refresh=self.refresh,
-                    on_data_removed=self.on_data_removed,
-                )
-                return ItemResult.done(item, summary)
-            except Exception as exc:  # noqa: BLE001 - an item's failure is its outcome
-                if attempt >= len(delays) or not should_retry(exc):
-                    return ItemResult.failed(item, exc)
-                await asyncio.sleep(delays[attempt])
-        raise AssertionError("unreachable")
+        try:
+            request = item.request(self.deadline)
+            summary = await process(
+                self.runtime,
+                request,
+                refresh=self.refresh,
+                on_data_removed=self.on_data_removed,
+                steps=self.steps(),
+            )
+        except Exception as exc:  # noqa: BLE001 - an item's failure is its outcome
+            return ItemResult.failed(item, exc)
+        return ItemResult.done(item, summary)
+
+    def steps(self) -> Steps:
+        """The pipeline's steps, each retried with the `step` policy (as a flow's tasks are)."""
+        policy, sleep = self.policy, self.sleep
+
+        async def generate(
+            runtime: Runtime, request: PredictionRequest, refresh: bool
+        ) -> Generated:
+            return await retry_call(
+                policy, lambda: generate_step(runtime, request, refresh), sleep=sleep
+            )
+
+        async def download(runtime: Runtime, prediction: Prediction) -> Staged:
+            return await retry_call(policy, lambda: download_step(runtime, prediction), sleep=sleep)
+
+        async def archive(runtime: Runtime, generated: Generated, staged: Staged) -> Manifest:
+            return await retry_call(
+                policy, lambda: archive_step(runtime, generated, staged), sleep=sleep
+            )
+
+        return Steps(generate=generate, download=download, archive=archive)
 
 
 async def run_batch(

@@ -25,7 +25,6 @@ from pydantic import BaseModel
 
 from .datauri import DataUri, decode, is_data_uri, write_atomic
 from .errors import (
-    ArchiverError,
     DownloadInterrupted,
     OutputsRemoved,
     ServiceUnavailable,
@@ -36,6 +35,7 @@ from .outputs import HostAllowList, OutputFile, file_outputs, public_url, url_at
 from .prediction import Prediction
 from .progress import NullProgress, ProgressSink
 from .replicate_api import ReplicateAPI
+from .retry import RetryPolicy, Sleep, given_up, retry_call, should_retry
 
 EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
 STAGED_MARKER = "staged.json"
@@ -75,6 +75,11 @@ class DownloadOptions:
     backoff: float = 0.5
     progress: ProgressSink = field(default_factory=NullProgress)
     max_data_uri_bytes: int = 8 * 2**20
+    policy: RetryPolicy | None = None  # default: `attempts` tries, `backoff` doubling
+    sleep: Sleep = asyncio.sleep
+
+    def retry_policy(self) -> RetryPolicy:
+        return self.policy or RetryPolicy(self.attempts, self.backoff, 30.0)
 
 
 def strip_query(url: str) -> str:
@@ -198,19 +203,34 @@ async def _download_file(
     refresher: _Refresher,
     options: DownloadOptions,
 ) -> StagedFile:
-    url, generation = item.url, 0
-    last: ArchiverError | None = None
-    for attempt in range(options.attempts):
-        try:
-            return await _stream_to_file(item, url, directory, http, refresher.allow, options)
-        except (UrlExpired, DownloadInterrupted) as exc:
-            last = exc
-            if attempt + 1 < options.attempts:
-                url, generation = await refresher.fresh_url(item, generation)
-        except ServiceUnavailable as exc:
-            last = exc
-            await asyncio.sleep(options.backoff * 2**attempt)
-    raise DownloadInterrupted(f"{item.name}: gave up after {options.attempts} attempts: {last}")
+    """One file, with the `download_file` policy: a refused URL or a broken stream re-fetches
+    the prediction (fresh URLs) before the next try; a 5xx only waits."""
+    policy = options.retry_policy()
+    url, generation, tries = item.url, 0, 0
+
+    async def attempt() -> StagedFile:
+        nonlocal tries
+        tries += 1
+        return await _stream_to_file(item, url, directory, http, refresher.allow, options)
+
+    def retry_if(exc: BaseException) -> bool:
+        return isinstance(exc, UrlExpired) or should_retry(exc)
+
+    async def before_retry(exc: BaseException) -> None:
+        nonlocal url, generation
+        if isinstance(exc, UrlExpired | DownloadInterrupted):
+            url, generation = await refresher.fresh_url(item, generation)
+
+    try:
+        return await retry_call(
+            policy, attempt, sleep=options.sleep, retry_if=retry_if, before_retry=before_retry
+        )
+    except (UrlExpired, DownloadInterrupted, ServiceUnavailable) as exc:
+        if tries < policy.attempts:
+            raise  # not the download giving up: the re-fetch did, with its own error
+        raise given_up(
+            DownloadInterrupted(f"{item.name}: gave up after {tries} attempts: {exc}")
+        ) from exc
 
 
 async def _stream_to_file(

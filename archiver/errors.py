@@ -71,6 +71,10 @@ class ArchiverError(Exception):
 class TransientError(ArchiverError):
     """The same operation may succeed if tried again later."""
 
+    #: Set when a retry loop gave up on this error (`archiver.retry.given_up`): no outer
+    #: layer (a Prefect task retry, a batch item retry) may run the same request again.
+    exhausted: bool = False
+
 
 class PermanentError(ArchiverError):
     """Retrying cannot help; report and stop."""
@@ -267,6 +271,8 @@ def storage_error(exc: BaseException, what: str) -> ArchiverError:
     message = f"{what}: {type(exc).__name__}: {exc}"
     if code is not None and code in STORAGE_CODES:
         return STORAGE_CODES[code](message)
+    if code is not None and code.isdigit() and (int(code) >= 500 or int(code) in (408, 429)):
+        return StorageUnavailable(message)  # a bare HTTP status, no S3 error body: may pass
     module = type(exc).__module__ or ""
     if isinstance(exc, _TRANSIENT_OS_ERRORS) or module.startswith(("aiohttp", "botocore")):
         # Endpoint unreachable, connection reset, read timeout: the store may come back.

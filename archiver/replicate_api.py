@@ -1,9 +1,10 @@
 """The Replicate API layer: create (paying at most once), get, cancel, wait, find a lost create.
 
-It drives the official `replicate` client's HTTP transport (its auth, base URL and its retries of
-idempotent GETs on 429/503/504) but parses answers itself: the client cannot parse an `aborted`
-prediction, drops `Prefer: wait` on some paths and has no `Cancel-After`. Every foreign error is
-translated here, once, into `archiver.errors`.
+It talks to the API through an `httpx.AsyncClient` it is given (base URL, bearer token and
+User-Agent set, no transport retries: see `archiver.runtime`), parses answers itself (the
+replicate client cannot parse an `aborted` prediction and has no `Cancel-After`), and retries
+each request with its policy from `archiver.retry`, once. Every foreign error is translated
+here, once, into `archiver.errors`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import replicate
 
 from .errors import (
     ArchiverError,
@@ -23,46 +23,52 @@ from .errors import (
     PredictionAborted,
     PredictionCanceled,
     PredictionFailed,
-    RateLimited,
     ServiceUnavailable,
-    TransientError,
     api_error,
     from_httpx,
 )
 from .prediction import Prediction, PredictionRequest
+from .retry import RetryPolicies, Sleep, retry_call
 
 # Transport errors after which the server may or may not have acted on a POST.
-_UNCERTAIN = (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.WriteError)
+_UNCERTAIN = (
+    httpx.ReadError,
+    httpx.ReadTimeout,
+    httpx.RemoteProtocolError,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+)
 
 
 class ReplicateAPI:
-    """Replicate predictions through a `replicate.Client` (built once, passed in)."""
+    """Replicate predictions through an `httpx.AsyncClient` on the API (built once, passed in)."""
 
     def __init__(
         self,
-        client: replicate.Client,
+        http: httpx.AsyncClient,
         *,
         wait_seconds: int = 60,
         poll_interval: float = 0.5,
-        create_attempts: int = 6,
-        max_rate_limit_wait: float = 120,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        policies: RetryPolicies | None = None,
+        sleep: Sleep = asyncio.sleep,
         before_create: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.client = client
+        self.http = http
         self.before_create = before_create  # the create rate limiter, awaited before each POST
         self.wait_seconds = wait_seconds
         self.poll_interval = poll_interval
-        self.create_attempts = create_attempts
-        self.max_rate_limit_wait = max_rate_limit_wait
+        self.policies = policies or RetryPolicies()
         self._sleep = sleep
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
     # -- raw calls ----------------------------------------------------------------------------
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
-        """One HTTP call through the replicate client's transport; errors translated."""
+        """One HTTP request, no retry; errors translated."""
         try:
-            response = await self.client._async_client.request(method, url, **kwargs)
+            response = await self.http.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
             raise from_httpx(exc, f"{method} {url}") from exc
         if response.status_code >= 400:
@@ -72,59 +78,62 @@ class ReplicateAPI:
         except ValueError as exc:
             raise ServiceUnavailable(f"{method} {url}: answer is not JSON") from exc
 
+    async def _read(self, method: str, url: str) -> dict[str, Any]:
+        """An idempotent request, retried with the `api_get` policy."""
+        return await retry_call(
+            self.policies.api_get, lambda: self._call(method, url), sleep=self._sleep
+        )
+
     async def get(self, prediction_id: str) -> Prediction:
         return Prediction.model_validate(
-            await self._call("GET", f"/v1/predictions/{prediction_id}")
+            await self._read("GET", f"/v1/predictions/{prediction_id}")
         )
 
     async def cancel(self, prediction_id: str) -> Prediction:
         path = f"/v1/predictions/{prediction_id}/cancel"
-        return Prediction.model_validate(await self._call("POST", path))
+        return Prediction.model_validate(await self._read("POST", path))
 
     # -- create -------------------------------------------------------------------------------
 
-    async def create(self, request: PredictionRequest) -> Prediction:
+    async def create(
+        self, request: PredictionRequest, *, fence: Callable[[], Awaitable[None]] | None = None
+    ) -> Prediction:
         """Create the prediction, paying at most once.
 
         A 429 waits as the API asks and tries again (nothing was created). A lost answer
         (connection dropped after sending, 5xx) looks for the prediction among recent ones
-        before trying again, so one request never becomes two predictions.
+        before trying again, so one request never becomes two predictions; if that lookup
+        gives up, so does the create. `fence` (the key lock's check that we still hold it) is
+        awaited right before each POST.
         """
         path, body = _create_target(request)
         headers = {"Prefer": f"wait={self.wait_seconds}"}
         if request.deadline:
             headers["Cancel-After"] = f"{request.deadline:g}s"
         timeout = httpx.Timeout(10.0, read=self.wait_seconds + 10.0)
-        last: ArchiverError | None = None
-        for _ in range(self.create_attempts):
+
+        async def attempt() -> Prediction:
             if self.before_create is not None:
                 await self.before_create()
+            if fence is not None:
+                await fence()
             sent_at = datetime.now(UTC)
             try:
                 data = await self._post_create(path, body, headers, timeout)
-                return Prediction.model_validate(data)
-            except RateLimited as exc:
-                last = exc
-                await self._sleep(min(exc.retry_after, self.max_rate_limit_wait))
-            except _LostAnswer as exc:
-                last = exc.error
+            except _LostAnswer as lost:
                 found = await self.find_created(request, since=sent_at)
                 if found is not None:
                     return found
-                await self._sleep(self.poll_interval)
-            except ServiceUnavailable as exc:  # nothing reached the server: safe to try again
-                last = exc
-                await self._sleep(self.poll_interval)
-        assert last is not None
-        raise last
+                raise lost.error from lost
+            return Prediction.model_validate(data)
+
+        return await retry_call(self.policies.create, attempt, sleep=self._sleep)
 
     async def _post_create(
         self, path: str, body: dict[str, Any], headers: dict[str, str], timeout: httpx.Timeout
     ) -> dict[str, Any]:
         try:
-            response = await self.client._async_client.post(
-                path, json=body, headers=headers, timeout=timeout
-            )
+            response = await self.http.post(path, json=body, headers=headers, timeout=timeout)
         except _UNCERTAIN as exc:
             raise _LostAnswer(from_httpx(exc, f"POST {path}")) from exc
         except httpx.HTTPError as exc:
@@ -141,16 +150,8 @@ class ReplicateAPI:
         """The most recent prediction created from `request` at or after `since`, if any."""
         cutoff = since - timedelta(seconds=slack)
         url: str | None = "/v1/predictions"
-        failures = 0
         while url:
-            try:
-                page = await self._call("GET", url)
-            except TransientError:
-                failures += 1
-                if failures >= self.create_attempts:
-                    raise
-                await self._sleep(self.poll_interval)
-                continue
+            page = await self._read("GET", url)
             for item in page.get("results", []):
                 prediction = Prediction.model_validate(item)
                 if prediction.created_at and prediction.created_at < cutoff:
@@ -167,17 +168,19 @@ class ReplicateAPI:
     ) -> Prediction:
         """Poll until the prediction is terminal (or, with `early`, its files are all out).
 
-        `TimeoutError` after `timeout` seconds.
+        `TimeoutError` after `timeout` seconds; the last error after `wait_poll.attempts`
+        consecutive failed polls.
         """
         give_up = time.monotonic() + timeout
+        path = f"/v1/predictions/{prediction.id}"
         while not (prediction.terminal or (early and prediction.files_ready_early)):
             if time.monotonic() >= give_up:
                 raise TimeoutError(f"prediction {prediction.id} still {prediction.status}")
             await self._sleep(self.poll_interval)
-            try:
-                prediction = await self.get(prediction.id)
-            except TransientError:
-                continue
+            data = await retry_call(
+                self.policies.wait_poll, lambda: self._call("GET", path), sleep=self._sleep
+            )
+            prediction = Prediction.model_validate(data)
         return prediction
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import replicate
 
 from . import __version__
 from .cache import PredictionCache
@@ -20,6 +19,7 @@ from .outputs import HostAllowList
 from .progress import NullProgress, ProgressSink
 from .ratelimit import CreateLimiter, LimitedTransport, TokenBucket
 from .replicate_api import ReplicateAPI
+from .retry import RetryPolicies
 from .settings import Settings
 from .storage import Destination, StorageOptions, open_destination
 
@@ -73,22 +73,13 @@ class Runtime:
                 else Path.home() / ".cache/replicate-archiver/staging"
             )
         )
-        # httpx's default pool (100 connections, 10 s pool timeout) would queue, then fail,
-        # creates beyond 100 in flight: each one holds its connection for `Prefer: wait`.
-        # Spread over 16 small pools: httpcore's upkeep per request grows with a pool's size.
-        client = replicate.Client(
-            api_token=token,
-            base_url=settings.base_url,
-            transport=LimitedTransport(_api_pool, API_CONNECTIONS, shards=16),
-        )
         return cls(
             settings=settings,
             api=ReplicateAPI(
-                client,
+                api_client(settings, token),
                 wait_seconds=settings.wait_seconds,
                 poll_interval=settings.poll_interval,
-                create_attempts=settings.create_attempts,
-                max_rate_limit_wait=settings.max_rate_limit_wait,
+                policies=RetryPolicies.from_settings(settings),
                 before_create=before_create
                 or TokenBucket.per_minute(
                     settings.create_rate_per_minute, settings.create_burst_size
@@ -117,6 +108,7 @@ class Runtime:
         return DownloadOptions(
             concurrency=s.download_concurrency,
             attempts=s.download_attempts,
+            policy=RetryPolicies.from_settings(s).download_file,
             chunk_size=s.chunk_size,
             max_data_uri_bytes=s.max_data_uri_bytes,
             progress=self.progress,
@@ -124,18 +116,37 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.http.aclose()
-        await self.api.client._async_client.aclose()
+        await self.api.aclose()
+
+
+def api_client(settings: Settings, token: str | None) -> httpx.AsyncClient:
+    """The HTTP client for the Replicate API: the replicate client's conventions (base URL
+    without /v1, `Authorization: Bearer <token>`), our User-Agent, and no transport retries
+    (every retry is `archiver.retry`'s). The token is sent to `base_url` only."""
+    headers = {"User-Agent": USER_AGENT}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.AsyncClient(
+        base_url=settings.base_url,
+        headers=headers,
+        timeout=httpx.Timeout(settings.http_timeout, connect=10.0, pool=None),
+        follow_redirects=False,
+        # httpx's default pool (100 connections, 10 s pool timeout) would queue, then fail,
+        # creates beyond 100 in flight: each one holds its connection for `Prefer: wait`.
+        # Spread over 16 small pools: httpcore's upkeep per request grows with a pool's size.
+        transport=LimitedTransport(_api_pool, API_CONNECTIONS, shards=16),
+    )
 
 
 def _api_pool(connections: int) -> httpx.AsyncHTTPTransport:
     # Few idle connections: httpcore asks each idle one's socket for news on every request.
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=4)
-    return httpx.AsyncHTTPTransport(verify=_tls_context(), limits=limits)
+    return httpx.AsyncHTTPTransport(verify=_tls_context(), limits=limits, retries=0)
 
 
 def _delivery_pool(connections: int) -> httpx.AsyncHTTPTransport:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncHTTPTransport(verify=_tls_context(), limits=limits)
+    return httpx.AsyncHTTPTransport(verify=_tls_context(), limits=limits, retries=0)
 
 
 @functools.cache

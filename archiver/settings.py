@@ -94,7 +94,11 @@ class Settings(BaseSettings):
         description="Give up waiting for a prediction after this many seconds (it is canceled).",
     )
     create_attempts: int = Field(
-        default=6, ge=1, le=50, description="Tries of one create through 429s and lost responses."
+        default=6,
+        ge=1,
+        le=50,
+        description="Tries (POSTs) of one create through 429s, connection errors and "
+        "lost answers (each looked up before trying again).",
     )
     max_rate_limit_wait: float = Field(
         default=120, ge=0, le=3600, description="Longest single wait honoured after a 429."
@@ -128,7 +132,8 @@ class Settings(BaseSettings):
         default=5,
         ge=1,
         le=50,
-        description="Tries per file, re-fetching the prediction between them.",
+        description="Tries (delivery requests) per file, re-fetching the prediction between "
+        "them when its URLs expired or a stream broke.",
     )
     chunk_size: int = Field(
         default=1 * MiB, ge=4096, le=64 * MiB, description="Bytes read per chunk while streaming."
@@ -155,10 +160,41 @@ class Settings(BaseSettings):
         default=60, gt=0, le=3600, description="Seconds without progress before an HTTP read fails."
     )
     task_retries: int = Field(
-        default=3, ge=0, le=20, description="Prefect task retries for transient errors."
+        default=3,
+        ge=0,
+        le=20,
+        description="Retries of a whole step (generate, download, archive: Prefect task retries "
+        "in flows) after a transient error no request retry handled, i.e. a store outage.",
     )
     task_retry_delay: float = Field(
-        default=2, ge=0, le=600, description="First retry delay in seconds; doubles each retry."
+        default=2,
+        ge=0,
+        le=600,
+        description="First step retry delay in seconds; doubles each retry.",
+    )
+    api_attempts: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="Tries of one API read (a prediction, a list page, a cancel) through 5xx, "
+        "429 and connection errors.",
+    )
+    wait_failures: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="Consecutive failed polls after which waiting for a prediction gives up "
+        "(the prediction keeps running; a rerun resumes it).",
+    )
+    retry_delay: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="First wait before retrying an API or delivery request, in seconds; doubles "
+        "each retry (+-10% jitter) up to ARCHIVER_RETRY_MAX_DELAY.",
+    )
+    retry_max_delay: float = Field(
+        default=30, ge=0, le=600, description="Longest wait between two tries of a request."
     )
 
     @field_validator("storage_options", mode="before")

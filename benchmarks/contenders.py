@@ -218,7 +218,7 @@ def pipeline(config: dict[str, Any]) -> dict[str, Any]:
             if target.suffix == ".txt"
             else profiler.output_html()
         )
-    summary = state.result(raise_on_failure=False, _sync=True)
+    summary = state.result(raise_on_failure=False)  # sync context: the sync variant
     if isinstance(summary, BaseException):
         raise summary
     safety = []

@@ -197,8 +197,9 @@ def batch(
         _quiet_prefect_console(debug)
         with RichProgress(enabled=not as_json, predictions=len(items)) as progress:
             use_progress(progress)
-            state = asyncio.run(
-                archive_batch(
+
+            async def run_batch() -> Any:
+                state = await archive_batch(
                     file=file,
                     model=model,
                     dest=dest,
@@ -208,8 +209,9 @@ def batch(
                     deadline=deadline,
                     return_state=True,
                 )
-            )
-        summary = state.result(raise_on_failure=False, _sync=True)
+                return await state.aresult(raise_on_failure=False)
+
+            summary = asyncio.run(run_batch())
         if isinstance(summary, BaseException):
             raise summary
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary

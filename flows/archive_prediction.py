@@ -10,7 +10,7 @@ from pydantic import Field
 from archiver.pipeline import OnDataRemoved, RunSummary, Steps, process
 from archiver.prediction import ModelRef, PredictionRequest
 from archiver.progress import current_progress
-from archiver.retry import RetryPolicy
+from archiver.retry import RetryPolicies
 from archiver.runtime import Runtime
 from archiver.settings import Settings
 from flows.hooks import cancel_in_flight
@@ -34,7 +34,7 @@ DeadlineParam = Annotated[float, Field(ge=1, le=86400)] | None
 
 def task_steps(settings: Settings) -> Steps:
     """The pipeline's steps as Prefect tasks, with the retry policy from settings."""
-    policy = RetryPolicy(retries=settings.task_retries, first_delay=settings.task_retry_delay)
+    policy = RetryPolicies.from_settings(settings).step  # store outages only: see archiver.retry
     options = {"retries": policy.retries, "retry_delay_seconds": policy.delays()}
     return Steps(
         generate=generate.with_options(**options),
@@ -73,7 +73,7 @@ async def archive_prediction(
         storage_options: Non-secret fsspec options (endpoint_url, region...); credentials
             belong in the worker's environment, never in parameters.
     """
-    settings = flow_settings()
+    settings = await flow_settings()
     runtime = Runtime.build(
         settings, dest=dest, storage_options=storage_options, progress=current_progress()
     )

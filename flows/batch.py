@@ -60,7 +60,7 @@ async def archive_batch(
         on_data_removed: If Replicate already removed an item's outputs: fail, or rerun once.
         deadline: Seconds after which Replicate cancels each prediction (Cancel-After).
     """
-    settings = flow_settings()
+    settings = await flow_settings()
     runtime = Runtime.build(settings, dest=dest)  # creates limited in-process until...
     try:
         limiter, items = await asyncio.gather(

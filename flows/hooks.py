@@ -29,7 +29,9 @@ def cancel_in_flight(flow: Any, flow_run: Any, state: Any) -> None:
 
     async def go() -> None:
         runtime = Runtime.build(
-            flow_settings(), dest=params.get("dest"), storage_options=params.get("storage_options")
+            await flow_settings(),
+            dest=params.get("dest"),
+            storage_options=params.get("storage_options"),
         )
         try:
             await cancel_recorded(request, api=runtime.api, cache=runtime.cache)

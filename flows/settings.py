@@ -14,16 +14,19 @@ from archiver.errors import ConfigurationError
 from archiver.settings import Settings
 
 
-def flow_settings() -> Settings:
-    """`Settings()` from the environment; the token and S3 credentials from blocks if configured."""
+async def flow_settings() -> Settings:
+    """`Settings()` from the environment; the token and S3 credentials from blocks if configured.
+
+    Async: flows call it on their event loop, where Prefect's public block API is `aload`."""
     settings = Settings()
     if settings.api_token is None and settings.token_secret_block:
         from prefect.blocks.system import Secret
 
-        token = Secret.load(settings.token_secret_block, _sync=True).get()
+        secret: Secret[str] = await Secret.aload(settings.token_secret_block)
+        token = secret.get()
         settings = settings.model_copy(update={"api_token": SecretStr(token)})
     if settings.aws_credentials_block:
-        block_options = aws_block_storage_options(settings.aws_credentials_block)
+        block_options = await aws_block_storage_options(settings.aws_credentials_block)
         # Explicit ARCHIVER_STORAGE_OPTIONS win over the block; the flow's own (non-secret)
         # storage_options parameter wins over both in Runtime.build.
         settings = settings.model_copy(
@@ -32,7 +35,7 @@ def flow_settings() -> Settings:
     return settings
 
 
-def aws_block_storage_options(name: str) -> dict[str, Any]:
+async def aws_block_storage_options(name: str) -> dict[str, Any]:
     """s3fs storage options from the prefect-aws `AwsCredentials` block called `name`."""
     try:
         from prefect_aws import AwsCredentials
@@ -42,7 +45,7 @@ def aws_block_storage_options(name: str) -> dict[str, Any]:
             "pip install 'replicate-archiver[aws]'"
         ) from exc
     try:
-        block = AwsCredentials.load(name, _sync=True)
+        block: AwsCredentials = await AwsCredentials.aload(name)
     except ValueError as exc:
         raise ConfigurationError(f"cannot load AwsCredentials block {name!r}: {exc}") from exc
     if block.assume_role_arn:

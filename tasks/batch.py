@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from archiver.batch import BatchRunner, ItemResult
 from archiver.batchfile import BatchItem, load_batch
+from archiver.retry import READ_BATCH
 from archiver.runtime import Runtime
 
 from .retry import retry_transient
@@ -22,8 +23,8 @@ from .retry import retry_transient
 @task(
     name="read-batch",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[1, 4],
+    retries=READ_BATCH.retries,
+    retry_delay_seconds=READ_BATCH.delays(),
     retry_condition_fn=retry_transient,
 )
 async def read_batch(runtime: Runtime, file: str, model: str | None) -> list[BatchItem]:

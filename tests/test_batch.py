@@ -13,7 +13,7 @@ def _run_batch(file, **kwargs):
     from flows.batch import archive_batch
 
     state = asyncio.run(archive_batch(file=str(file), return_state=True, **kwargs))
-    return state, state.result(raise_on_failure=False, _sync=True)
+    return state, state.result(raise_on_failure=False)  # sync context: the sync variant
 
 
 def test_every_format_archives_each_record_with_its_own_model(

@@ -54,7 +54,7 @@ def test_only_transient_errors_are_retried():
     assert should_retry(ServiceUnavailable("x"))
     assert not should_retry(InvalidRequest("x"))
     assert not should_retry(ValueError("bug"))
-    assert RetryPolicy(retries=4, first_delay=1, max_delay=5).delays() == [1, 2, 4, 5]
+    assert RetryPolicy(attempts=5, first_delay=1, max_delay=5).delays() == [1, 2, 4, 5]
 
 
 def test_messages_never_carry_secrets_or_signatures():

@@ -48,3 +48,16 @@ def test_retry_condition_is_a_plain_function():
 
     for task in (generate, download, archive):
         assert inspect.isfunction(task.retry_condition_fn)
+
+
+def test_retry_condition_refuses_errors_a_retry_loop_gave_up_on():
+    """Prefect re-runs a step for a fresh transient error, never for one a request loop gave up on."""
+    from prefect.states import Failed
+
+    from archiver.errors import ServiceUnavailable
+    from archiver.retry import given_up
+    from tasks.retry import retry_transient
+
+    assert retry_transient(None, None, Failed(data=StorageUnavailable("store down (test)")))
+    assert not retry_transient(None, None, Failed(data=given_up(ServiceUnavailable("api down"))))
+    assert not retry_transient(None, None, Failed(message="no exception attached"))

@@ -413,7 +413,7 @@ def test_aws_credentials_block_supplies_s3_credentials(
         aws_secret_access_key=server.secret,
         region_name=server.region,
         aws_client_parameters={"endpoint_url": server.endpoint_url},
-    ).save(name, _sync=True)
+    ).save(name)  # sync context: the sync variant
     monkeypatch.setenv("ARCHIVER_AWS_CREDENTIALS_BLOCK", name)
     monkeypatch.delenv("ARCHIVER_CACHE_URL")
     dest = f"s3://{seaweedfs_bucket}/from-block"
@@ -434,7 +434,8 @@ def test_aws_credentials_block_supplies_s3_credentials(
     from flows.settings import flow_settings
 
     monkeypatch.setenv("ARCHIVER_STORAGE_OPTIONS", '{"region": "eu-west-3"}')
-    assert flow_settings().storage_options == {  # explicit storage options win over the block
+    settings = asyncio.run(flow_settings())
+    assert settings.storage_options == {  # explicit storage options win over the block
         "key": server.key,
         "secret": server.secret,
         "region": "eu-west-3",

@@ -49,12 +49,12 @@ def test_s3_options_are_coerced_and_bounded(aws_env):
     assert fs.secret == "0123" and fs.anon is False
     assert fs.client_kwargs["region_name"] == "eu-west-3"
     assert fs.config_kwargs["connect_timeout"] == 7 and fs.config_kwargs["read_timeout"] == 30
-    assert fs.config_kwargs["retries"] == {"total_max_attempts": 2, "mode": "standard"}
-    assert fs.retries == 2
+    assert fs.config_kwargs["retries"] == {"total_max_attempts": 1, "mode": "standard"}
+    assert fs.retries == 1
     custom = open_destination(
-        "s3://bucket", {"retries": "1", "config_kwargs.retries": '{"max_attempts": 0}'}
+        "s3://bucket", {"retries": "2", "config_kwargs.retries": '{"max_attempts": 0}'}
     )
-    assert custom.fs.retries == 1
+    assert custom.fs.retries == 2
     assert custom.fs.config_kwargs["retries"] == {"max_attempts": 0, "mode": "standard"}
 
 

@@ -22,8 +22,9 @@ __all__ = ["Destination", "is_memory", "is_s3", "open_destination"]
 # StorageUnavailable in seconds, and the caller's own retries take it from there.
 S3_CONNECT_TIMEOUT = 3
 S3_READ_TIMEOUT = 30
-S3_BOTOCORE_ATTEMPTS = 2  # total attempts per request inside botocore ("standard" mode)
-S3_FS_RETRIES = 2  # attempts per request in s3fs's own retry loop, around botocore's
+# One attempt each: store requests are retried by the step policy only (archiver/retry.py).
+S3_BOTOCORE_ATTEMPTS = 1  # total attempts per request inside botocore ("standard" mode)
+S3_FS_RETRIES = 1  # attempts per request in s3fs's own retry loop, around botocore's
 
 
 @dataclass(frozen=True)
