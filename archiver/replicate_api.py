@@ -83,7 +83,11 @@ class ReplicateAPI:
 
     # -- create -------------------------------------------------------------------------------
 
-    async def create(self, request: PredictionRequest) -> Prediction:
+    async def create(
+        self,
+        request: PredictionRequest,
+        fence: Callable[[], Awaitable[None]] | None = None,
+    ) -> Prediction:
         """Create the prediction, paying at most once.
 
         A 429 waits as the API asks and tries again (nothing was created). A lost answer
@@ -99,6 +103,8 @@ class ReplicateAPI:
         for _ in range(self.create_attempts):
             if self.before_create is not None:
                 await self.before_create()
+            if fence is not None:  # e.g. the lock's check that it is still ours: raises if not
+                await fence()
             sent_at = datetime.now(UTC)
             try:
                 data = await self._post_create(path, body, headers, timeout)
