@@ -67,6 +67,9 @@ def emulator_command(
     output_host: Optional[str] = typer.Option(_D.output_host, help="host[:port] for output URLs."),  # noqa: UP045
     hostile_filenames: bool = typer.Option(_D.hostile_filenames, help="Hostile output file names."),
     page_size: int = typer.Option(_D.page_size, help="Predictions per list page."),
+    delivery_bytes_per_second: float = typer.Option(
+        _D.delivery_bytes_per_second, help="Bandwidth of each download (0: unlimited)."
+    ),
 ) -> None:
     """Run the Replicate API emulator in the foreground (Ctrl-C to stop)."""
     try:
@@ -91,6 +94,7 @@ def emulator_command(
             output_host=output_host,
             hostile_filenames=hostile_filenames,
             page_size=page_size,
+            delivery_bytes_per_second=delivery_bytes_per_second,
         )
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
