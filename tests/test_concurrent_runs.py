@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = "emulator/large-file"
 SIZE = 2 * 2**20
 RATE = 1_000_000  # bytes per second per download: one 2 MiB file takes about 2 s
+SLOW_RATE = 250_000  # about 8 s: later runs start (a Python process each) well inside it
 DEADLINE = 120.0
 
 RUN_SCRIPT = """
@@ -81,7 +82,7 @@ def _finish(procs: list[subprocess.Popen[str]]) -> list[dict]:
     for proc in procs:
         out, err = proc.communicate(timeout=DEADLINE)
         assert proc.returncode == 0, err[-2000:]
-        summaries.append(json.loads(out.strip().splitlines()[-1]))
+        summaries.append(json.loads(out))
     return summaries
 
 
@@ -138,7 +139,7 @@ def test_identical_runs_staggered_into_the_download_archive_once(
     archive_env, emulator, tmp_path, runs
 ):
     """Runs started while the first one is downloading wait for it, then report it cached."""
-    emulator.set_faults(delivery_bytes_per_second=RATE)
+    emulator.set_faults(delivery_bytes_per_second=SLOW_RATE)
     seed = 200 + runs
     first = _start_script(archive_env, _input(seed))
     _wait_for(lambda: _download_began(tmp_path / "staging"), "the first download to begin")
@@ -152,7 +153,7 @@ def test_identical_cli_runs_staggered_into_the_download_archive_once(
     prefect_harness, archive_env, emulator, tmp_path
 ):
     """Two `python -m flows run` processes of one input, the second mid-download: one archive."""
-    emulator.set_faults(delivery_bytes_per_second=RATE)
+    emulator.set_faults(delivery_bytes_per_second=SLOW_RATE)
     seed = 300
     env = {**os.environ, "PREFECT_API_URL": prefect_harness, "PYTHONPATH": str(ROOT)}
     args = [
