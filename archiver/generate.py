@@ -75,7 +75,10 @@ async def generate(
                 return Cached(record=record, manifest=manifest)
             prediction = await _resumable(api, request, record)
             if prediction is not None:
-                record = cache.put(record.model_copy(update={"prediction_id": prediction.id}))
+                if record.prediction_id != prediction.id:  # found after a lost create: record it
+                    # (never rewrite an unchanged record: a run archiving this prediction right
+                    # now, under its prediction lock, may be marking it archived)
+                    record = cache.put(record.model_copy(update={"prediction_id": prediction.id}))
                 created = False
             else:
                 record, prediction = await _create(api, cache, request, record, lease)

@@ -236,3 +236,32 @@ def test_staged_files_are_read_only(archive_env, emulator, tmp_path):
 
     asyncio.run(run())
     assert modes and all(not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) for mode in modes)
+
+
+def test_stray_temp_files_are_removed_before_the_manifest(archive_env, emulator):
+    """Temp files an interrupted writer left in a prediction's directory are gone once archived."""
+    from archiver.archive import prediction_directory
+    from archiver.pipeline import archive_step
+
+    request = PredictionRequest(ModelRef.parse(MODEL), _input(600, outputs=1))
+    planted: list[Path] = []
+
+    async def archive(runtime, ready, staged):
+        directory = prediction_directory(runtime.settings.path_template, staged.prediction)
+        stray = Path(runtime.dest.path(directory)) / ".blob-0.bin.tmp-0123456789ab"
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(b"half a file")
+        planted.append(stray)
+        return await archive_step(runtime, ready, staged)
+
+    async def run():
+        runtime = Runtime.build(Settings(), dest=str(archive_env))
+        try:
+            return await process(runtime, request, steps=Steps(archive=archive))
+        finally:
+            await runtime.aclose()
+
+    summary = asyncio.run(run())
+    assert planted and not planted[0].exists()
+    directory = (archive_env / summary.files[0].path).parent
+    assert sorted(p.name for p in directory.iterdir()) == ["blob-0.bin", "manifest.json"]
