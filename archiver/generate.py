@@ -198,6 +198,7 @@ async def cancel_recorded(
     record = cache.get(request.cache_key)
     if record is None or record.state == "archived":
         return None
+    prediction: Prediction | None
     if record.prediction_id:
         prediction = await api.get(record.prediction_id)
     else:
