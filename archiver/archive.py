@@ -96,7 +96,7 @@ def archive_staged(
         cache_key=cache_key,
         directory=directory,
     )
-    remove_stray_temps(dest, directory)
+    remove_stray_temps(dest, directory, keep={f.name for f in files})
     write_bytes_atomic(dest, dest.path(f"{directory}/{MANIFEST_NAME}"), manifest.to_json())
     return manifest
 
@@ -106,11 +106,13 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and ".tmp-" in name
 
 
-def remove_stray_temps(dest: Destination, directory: str) -> None:
-    """Remove temp files an interrupted writer left in a prediction's directory (best effort).
+def remove_stray_temps(dest: Destination, directory: str, *, keep: set[str]) -> None:
+    """Remove temp files an interrupted writer left in a prediction's directory (best effort),
+    never a name in `keep` (the outputs; safe names never start with a dot anyway).
 
     Only safe while holding the prediction's lock: no writer of ours is at work there."""
     with contextlib.suppress(Exception):
         for path in dest.fs.ls(dest.path(directory), detail=False):
-            if is_temp_name(posixpath.basename(str(path).rstrip("/"))):
+            name = posixpath.basename(str(path).rstrip("/"))
+            if is_temp_name(name) and name not in keep:
                 remove(dest, str(path))
