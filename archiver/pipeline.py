@@ -161,9 +161,11 @@ async def process(
     except OutputsRemoved:
         if on_data_removed != "rerun":
             raise
-    generated = await steps.generate(runtime, request, True)
-    if isinstance(generated, Cached):  # pragma: no cover - refresh never answers from the cache
-        return RunSummary.of(runtime, generated.manifest, cached=True, created=0, refetches=0)
+    # Not `refresh`: the record's prediction can no longer deliver, so generate pays for a new
+    # one, unless a concurrent run of this input already did (then it is resumed, or cached).
+    generated = await steps.generate(runtime, request, False)
+    if isinstance(generated, Cached):
+        return RunSummary.of(runtime, generated.manifest, cached=True, created=created, refetches=0)
     return await _deliver(runtime, steps, generated, created + int(generated.created))
 
 
