@@ -1,7 +1,21 @@
-"""Write staged files and their manifest into the archive, atomically, manifest last."""
+"""Write staged files and their manifest into the archive, atomically, manifest last.
+
+Storage only: the prediction handed in is already final (see `pipeline.download_step`), and the
+caller holds the prediction's lock, so nobody else writes this prediction's archive meanwhile.
+
+Hard link or copy? On a local archive on the staging's device every file is hard-linked (no
+copy of possibly gigabytes), and that is safe because staged files are immutable: each download
+attempt writes a temp file of its own, created exclusively, fsynced, made read-only and renamed
+into staging; nothing in the archiver ever opens a staged (or archived) path for writing, so a
+later attempt can only replace a name, never the bytes the archive's link points to. Every file
+is verified (size and sha256 read back) against what was measured while downloading before the
+manifest is written, and staging is dropped afterwards, leaving the archive the only link.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import posixpath
 from datetime import UTC, datetime
 
 from .download import Staged
@@ -9,7 +23,7 @@ from .errors import ConfigurationError
 from .manifest import MANIFEST_NAME, ArchivedFile, Manifest
 from .outputs import replace_files
 from .prediction import Prediction
-from .storage import Destination, put_file_atomic, verify_stored, write_bytes_atomic
+from .storage import Destination, put_file_atomic, remove, verify_stored, write_bytes_atomic
 
 
 def prediction_directory(template: str, prediction: Prediction) -> str:
@@ -49,8 +63,9 @@ def archive_staged(
     for item in staged.files:
         relative = f"{directory}/{item.name}"
         target = dest.path(relative)
-        # A hard link when staging sits on the same local device (no copy); staging stays whole
-        # until the manifest is written, so a failed archive can always be retried from it.
+        # A hard link when staging sits on the same local device (no copy; safe because staged
+        # files are immutable, see the module docstring); staging stays whole until the
+        # manifest is written, so a failed archive can always be retried from it.
         put_file_atomic(dest, staged.path_of(item), target, part_size=part_size, link=True)
         verify_stored(dest, target, size=item.size, sha256=item.sha256, read_back=read_back)
         files.append(
@@ -81,5 +96,26 @@ def archive_staged(
         cache_key=cache_key,
         directory=directory,
     )
+    remove_stray_temps(dest, directory, keep={f.name for f in files})
     write_bytes_atomic(dest, dest.path(f"{directory}/{MANIFEST_NAME}"), manifest.to_json())
     return manifest
+
+
+def is_temp_name(name: str) -> bool:
+    """A temp sibling of an atomic write (`.<name>.tmp-<random>`), never a real output name."""
+    return name.startswith(".") and ".tmp-" in name
+
+
+def remove_stray_temps(dest: Destination, directory: str, *, keep: set[str]) -> None:
+    """Remove temp files an interrupted writer left in a prediction's directory (best effort),
+    never a name in `keep` (the outputs; safe names never start with a dot anyway).
+
+    Only safe while holding the prediction's lock: no writer of ours is at work there. S3 is
+    written in place by multipart uploads (no temp names): no listing is spent there."""
+    if dest.url.startswith(("s3://", "s3a://")):
+        return
+    with contextlib.suppress(Exception):
+        for path in dest.fs.ls(dest.path(directory), detail=False):
+            name = posixpath.basename(str(path).rstrip("/"))
+            if is_temp_name(name) and name not in keep:
+                remove(dest, str(path))

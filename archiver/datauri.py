@@ -13,6 +13,7 @@ import hashlib
 import mimetypes
 import os
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
@@ -113,13 +114,15 @@ def decode(uri: str, *, max_bytes: int, what: str) -> DataUri:
 
 
 def write_atomic(data: bytes, target: Path) -> None:
-    """Write `data` to `target` through `<target>.part`, flushed to disk, then renamed."""
-    part = target.with_name(f"{target.name}.part")
+    """Write `data` to `target` through a temp name of this call's own (never a shared path
+    opened for writing), flushed to disk, made read-only, then renamed into place."""
+    part = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
     try:
-        with part.open("wb") as sink:
+        with part.open("xb") as sink:
             sink.write(data)
             sink.flush()
             os.fsync(sink.fileno())
+        os.chmod(part, 0o444)
         os.replace(part, target)
     except BaseException:
         part.unlink(missing_ok=True)

@@ -1,8 +1,12 @@
 """Download every output file of a succeeded prediction into local staging, at once.
 
 Each file streams in chunks (sha256 and size computed on the way, Content-Length checked) into
-`<staging>/<prediction id>/<name>.part`, renamed to `<name>` when whole; `staged.json` marks the
-whole set. A URL the delivery host refuses (401/403/404/410) or a stream that breaks re-fetches
+a temp file of that attempt's own (`<staging>/<prediction id>/.<name>.tmp-<random>`, created
+exclusively: no attempt ever opens a path another one writes), which is fsynced, made read-only
+and renamed to `<name>` when whole. A staged file is therefore immutable: a later attempt only
+ever replaces the name, never the bytes behind it. `staged.json` (written atomically) records the
+whole set with every file's size and sha256, and an earlier staging is reused only when every
+file still hashes to what was recorded; otherwise it is discarded and downloaded again. A URL the delivery host refuses (401/403/404/410) or a stream that breaks re-fetches
 the prediction for freshly signed URLs (one re-fetch shared by all files that need it) and tries
 that file again. Delivery requests never carry the API token, and only allow-listed hosts are
 contacted. `data:` URI outputs are decoded (within a size bound) and staged without a request.
@@ -15,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +97,8 @@ def staging_directory(staging_root: Path, prediction_id: str) -> Path:
 
 
 def load_staged(staging_root: Path, prediction: Prediction) -> Staged | None:
-    """A complete earlier download of this prediction, if its staging is intact."""
+    """A complete earlier download of this prediction, if every file still has the size and
+    sha256 recorded while it was downloaded. A staging that fails the check is discarded."""
     directory = staging_directory(staging_root, prediction.id)
     try:
         data = json.loads((directory / STAGED_MARKER).read_text())
@@ -100,10 +106,44 @@ def load_staged(staging_root: Path, prediction: Prediction) -> Staged | None:
     except (OSError, ValueError):
         return None
     for item in staged.files:
-        path = staged.path_of(item)
-        if not path.is_file() or path.stat().st_size != item.size:
+        if not _intact(staged.path_of(item), item):
+            discard_staging(staging_root, prediction.id)
             return None
     return staged
+
+
+def _intact(path: Path, item: StagedFile) -> bool:
+    """The file at `path` has exactly the size and sha256 measured while it was received."""
+    try:
+        if not path.is_file() or path.stat().st_size != item.size:
+            return False
+        digest = hashlib.sha256()
+        with path.open("rb") as source:
+            while chunk := source.read(2**20):
+                digest.update(chunk)
+    except OSError:
+        return False
+    return digest.hexdigest() == item.sha256
+
+
+def _write_marker(directory: Path, staged: Staged) -> None:
+    """Write `staged.json` all or nothing: a temp file of our own, fsynced, renamed."""
+    marker = staged.model_dump(mode="json", exclude={"prediction"})
+    temp = _temp_path(directory, STAGED_MARKER)
+    try:
+        with temp.open("x") as out:
+            out.write(json.dumps(marker, indent=1))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, directory / STAGED_MARKER)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _temp_path(directory: Path, name: str) -> Path:
+    """A hidden name beside `name` that no other attempt, thread or process can share."""
+    return directory / f".{name}.tmp-{uuid.uuid4().hex}"
 
 
 def discard_staging(staging_root: Path, prediction_id: str) -> None:
@@ -155,8 +195,7 @@ async def download_outputs(
         files=staged_files,
         refetches=refresher.refetches,
     )
-    marker = staged.model_dump(mode="json", exclude={"prediction"})
-    await asyncio.to_thread((directory / STAGED_MARKER).write_text, json.dumps(marker, indent=1))
+    await asyncio.to_thread(_write_marker, directory, staged)
     return staged
 
 
@@ -241,7 +280,7 @@ async def _stream_to_file(
     allow: HostAllowList,
     options: DownloadOptions,
 ) -> StagedFile:
-    part = directory / f"{item.name}.part"
+    part = _temp_path(directory, item.name)  # this attempt's own: never shared, never reused
     try:
         for _ in range(MAX_REDIRECTS + 1):
             async with http.stream("GET", url) as response:
@@ -250,7 +289,7 @@ async def _stream_to_file(
                     allow.check(url)
                     continue
                 _check_status(item, response)
-                size, digest = await _receive(response, part, options)
+                size, digest = await _receive(response, part, options, name=item.name)
                 content_type = response.headers.get("content-type")
                 break
         else:
@@ -263,7 +302,12 @@ async def _stream_to_file(
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    os.replace(part, directory / item.name)
+    try:  # read-only from here on: nothing may change bytes the archive may hard-link
+        os.chmod(part, 0o444)
+        os.replace(part, directory / item.name)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     options.progress.file_done(item.name)
     return StagedFile(
         name=item.name,
@@ -284,13 +328,14 @@ def _check_status(item: OutputFile, response: httpx.Response) -> None:
 
 
 async def _receive(
-    response: httpx.Response, part: Path, options: DownloadOptions
+    response: httpx.Response, part: Path, options: DownloadOptions, *, name: str | None = None
 ) -> tuple[int, str]:
-    """Write the body to `part`, hashing as it goes; check it against Content-Length."""
+    """Write the body to `part` (a new file: it must not exist), hashing as it goes; fsync it;
+    check it against Content-Length. `name` is the file's name for progress reports."""
     declared = response.headers.get("content-length")
     encoded = response.headers.get("content-encoding", "identity") != "identity"
     expected = int(declared) if declared and declared.isdigit() and not encoded else None
-    options.progress.file_started(part.name.removesuffix(".part"), expected)
+    options.progress.file_started(name or part.name, expected)
     digest = hashlib.sha256()
     size = 0
     # Writing and hashing happen in worker threads of their own, about `chunk_size` bytes at a
@@ -298,7 +343,7 @@ async def _receive(
     # buffers) and the data path never queues behind the fsyncs of cache and manifest writes.
     loop = asyncio.get_running_loop()
     chunks = response.aiter_bytes() if encoded else response.aiter_raw()
-    with await loop.run_in_executor(_WRITERS, part.open, "wb") as sink:
+    with await loop.run_in_executor(_WRITERS, part.open, "xb") as sink:
         batch: list[bytes] = []
         pending = 0
         async for chunk in chunks:
@@ -313,12 +358,18 @@ async def _receive(
             await loop.run_in_executor(_WRITERS, _write_and_hash, sink, digest, batch)
             size += pending
             options.progress.bytes_done(pending)
+        await loop.run_in_executor(_WRITERS, _flush_and_sync, sink)
     if expected is not None and size != expected:
         raise DownloadInterrupted(f"{part.name}: received {size} of {expected} bytes")
     return size, digest.hexdigest()
 
 
 _WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="archiver-download")
+
+
+def _flush_and_sync(sink: BinaryIO) -> None:
+    sink.flush()
+    os.fsync(sink.fileno())
 
 
 def _write_and_hash(sink: BinaryIO, digest: Any, chunks: list[bytes]) -> None:

@@ -5,7 +5,8 @@
     │   ├── RateLimited ........... 429 on create; carries the wait the API asked for
     │   ├── ServiceUnavailable .... 5xx, timeouts, connection errors talking to the API
     │   ├── DownloadInterrupted ... a delivery stream broke or came up short
-    │   └── StorageUnavailable .... the archive store is down or erroring
+    │   ├── StorageUnavailable .... the archive store is down or erroring
+    │   └── LockLost .............. a held lock expired or was taken: stop before acting
     ├── UrlExpired ................ delivery answered 401/403/404/410: re-fetch the prediction
     └── PermanentError ............ retrying cannot help: fail at once with this message
         ├── AuthenticationError ... the API rejected the token
@@ -43,6 +44,7 @@ __all__ = [
     "IntegrityError",
     "InvalidOutput",
     "InvalidRequest",
+    "LockLost",
     "OutputsRemoved",
     "PermanentError",
     "PredictionAborted",
@@ -98,6 +100,10 @@ class DownloadInterrupted(TransientError):
 
 class StorageUnavailable(TransientError):
     """The archive store is unreachable or answered with a retryable error."""
+
+
+class LockLost(TransientError):
+    """A held lock expired or was taken (e.g. Redis unreachable): a retry takes it again."""
 
 
 class UrlExpired(ArchiverError):

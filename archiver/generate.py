@@ -5,7 +5,8 @@ download starts then, and `finalize` waits for the final state before the manife
 
 Under the request's key lock: a cache hit (manifest still in the archive) ends here; a recorded
 prediction that can still deliver is resumed; otherwise an intent record is written, the
-prediction is created, and its id is recorded before the lock is released. Waiting happens
+prediction is created, and its id is recorded before the lock is released. Right before each
+create POST the lock is checked to be still ours (a fencing check: see `locks`). Waiting happens
 outside the lock. If we are interrupted, time out or get cancelled while a prediction we created
 is running, it is cancelled on Replicate.
 """
@@ -18,7 +19,7 @@ from datetime import datetime
 
 from .cache import CacheRecord, PredictionCache
 from .errors import InvalidRequest, PredictionCanceled
-from .locks import FileKeyLock, RedisKeyLock
+from .locks import FileKeyLock, Lease, RedisKeyLock
 from .manifest import Manifest
 from .prediction import Prediction, PredictionRequest
 from .replicate_api import ReplicateAPI, ensure_succeeded
@@ -28,17 +29,29 @@ CANCEL_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
-class Generated:
-    """The outcome of `generate`: a cache hit, or a succeeded prediction."""
+class Cached:
+    """`generate` found the request archived in this dest: nothing to pay, fetch or write."""
 
     record: CacheRecord
-    prediction: Prediction | None = None
-    manifest: Manifest | None = None
-    created: bool = False  # a new prediction was paid for in this call
+    manifest: Manifest
 
-    @property
-    def cached(self) -> bool:
-        return self.manifest is not None
+
+@dataclass(frozen=True)
+class Ready:
+    """`generate` has a prediction whose outputs can be downloaded now.
+
+    `prediction` succeeded, or is still processing with every output file already published
+    (`finalize` waits for its final state before anything is archived). `created`: a new
+    prediction was paid for in this call.
+    """
+
+    record: CacheRecord
+    prediction: Prediction
+    created: bool = False
+
+
+Generated = Cached | Ready
+"""The outcome of `generate`: a cache hit, or a prediction ready to download."""
 
 
 async def generate(
@@ -50,30 +63,33 @@ async def generate(
     dest: Destination,
     refresh: bool = False,
     timeout: float = 3600,
-) -> Generated:
+) -> Cached | Ready:
     """A cache hit or a succeeded prediction for `request` (see the module docstring)."""
     key = request.cache_key
-    async with lock.hold(key):
+    async with lock.hold(key) as lease:
         # Store I/O (fsynced writes) in worker threads: hundreds of runs share one event loop.
         record = await asyncio.to_thread(cache.get, key)
         if record is not None and not refresh:
             manifest = await asyncio.to_thread(cache.archived_manifest, record, dest)
             if manifest is not None:
-                return Generated(record=record, manifest=manifest)
+                return Cached(record=record, manifest=manifest)
             prediction = await _resumable(api, request, record)
             if prediction is not None:
-                record = cache.put(record.model_copy(update={"prediction_id": prediction.id}))
+                if record.prediction_id != prediction.id:  # found after a lost create: record it
+                    # (never rewrite an unchanged record: a run archiving this prediction right
+                    # now, under its prediction lock, may be marking it archived)
+                    record = cache.put(record.model_copy(update={"prediction_id": prediction.id}))
                 created = False
             else:
-                record, prediction = await _create(api, cache, request, record)
+                record, prediction = await _create(api, cache, request, record, lease)
                 created = True
         else:
-            record, prediction = await _create(api, cache, request, record)
+            record, prediction = await _create(api, cache, request, record, lease)
             created = True
     prediction = await _wait(api, prediction, timeout=timeout, cancel_on_exit=created, early=True)
     if not prediction.files_ready_early:
         ensure_succeeded(prediction)
-    return Generated(record=record, prediction=prediction, created=created)
+    return Ready(record=record, prediction=prediction, created=created)
 
 
 async def finalize(api: ReplicateAPI, prediction: Prediction, *, timeout: float) -> Prediction:
@@ -108,6 +124,7 @@ async def _create(
     cache: PredictionCache,
     request: PredictionRequest,
     record: CacheRecord | None,
+    lease: Lease,
 ) -> tuple[CacheRecord, Prediction]:
     intent = CacheRecord(
         key=request.cache_key,
@@ -117,7 +134,7 @@ async def _create(
     )
     await asyncio.to_thread(cache.put, intent)
     try:
-        prediction = await api.create(request)
+        prediction = await api.create(request, fence=lease.ensure_held)
     except (asyncio.CancelledError, KeyboardInterrupt):
         await _cancel_lost_create(api, request, intent.since)
         raise
@@ -181,6 +198,7 @@ async def cancel_recorded(
     record = cache.get(request.cache_key)
     if record is None or record.state == "archived":
         return None
+    prediction: Prediction | None
     if record.prediction_id:
         prediction = await api.get(record.prediction_id)
     else:

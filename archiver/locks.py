@@ -1,26 +1,55 @@
 """Per-key locks that serialise runs of the same request, so two runs pay for one prediction.
 
 `FileKeyLock` (flock) covers processes on one machine; `RedisKeyLock` covers many machines
-sharing one Redis. Both are held only around "look up the cache, create if needed".
+sharing one Redis. Two kinds of key are held: a request's cache key around "look up the cache,
+create if needed", and `prediction-<id>` around "download and archive that prediction".
+
+`hold(key)` yields a `Lease`. Holding never silently ends while its holder works: a flock lasts
+as long as its descriptor is open; a Redis lock carries a TTL (so a dead worker's lock frees
+itself) that a background task renews every third of it. A Redis lease that could not be
+renewed in time, or that Redis no longer knows as ours, is lost: `ensure_held()` then raises
+`LockLost`, and holders call it right before each paid or published step (the create POST, the
+manifest), a fencing check that a second worker cannot have started the same step meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, LockLost
 
 POLL = 0.05
+DEFAULT_TTL = 60.0
+
+
+class Lease(Protocol):
+    """A held lock: `ensure_held()` raises `LockLost` if it may be held by someone else now."""
+
+    key: str
+
+    async def ensure_held(self) -> None: ...
 
 
 class KeyLock(Protocol):
-    def hold(self, key: str) -> asynccontextmanager[None]: ...
+    def hold(self, key: str) -> AbstractAsyncContextManager[Lease]: ...
+
+
+class FileLease:
+    """A flock: held until its descriptor is closed, it never expires."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    async def ensure_held(self) -> None:
+        return None
 
 
 class FileKeyLock:
@@ -30,7 +59,7 @@ class FileKeyLock:
         self.directory = directory
 
     @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
+    async def hold(self, key: str) -> AsyncIterator[FileLease]:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.directory / f"{key}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         try:
@@ -40,15 +69,52 @@ class FileKeyLock:
                     break
                 except BlockingIOError:
                     await asyncio.sleep(POLL)
-            yield
+            yield FileLease(key)
         finally:
             os.close(fd)  # closing the descriptor releases the lock
+
+
+class RedisLease:
+    """A Redis lock kept alive by renewing its TTL every `ttl / 3` seconds while held."""
+
+    def __init__(self, key: str, lock: Any, ttl: float) -> None:
+        self.key = key
+        self._lock = lock
+        self._ttl = ttl
+        self._renewed = time.monotonic()
+        self.lost: str | None = None  # why it was lost, once it was
+
+    async def renew_forever(self) -> None:
+        """Renew until cancelled; mark the lease lost when Redis says it is not ours, or when
+        no renewal succeeded within the TTL (it may have expired and been taken)."""
+        while self.lost is None:
+            await asyncio.sleep(self._ttl / 3)
+            try:
+                await self._lock.reacquire()  # resets the TTL; fails unless we still own it
+                self._renewed = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - classified below, never swallowed silently
+                if _not_owned(exc) or time.monotonic() - self._renewed >= self._ttl:
+                    self.lost = f"{type(exc).__name__}: {exc}"
+
+    async def ensure_held(self) -> None:
+        """Fencing: raise `LockLost` unless Redis confirms, now, that the lock is still ours."""
+        if self.lost is None and time.monotonic() - self._renewed >= self._ttl:
+            self.lost = "not renewed within its TTL"
+        if self.lost is None:
+            try:
+                owned = await self._lock.owned()
+            except Exception as exc:  # noqa: BLE001 - any failure means: not confirmed
+                raise LockLost(f"lock {self.key}: cannot confirm it is held: {exc}") from exc
+            if not owned:
+                self.lost = "Redis no longer holds it for us"
+        if self.lost is not None:
+            raise LockLost(f"lock {self.key} was lost ({self.lost}); stopping before acting")
 
 
 class RedisKeyLock:
     """A Redis lock per key, shared by every worker that uses the same Redis."""
 
-    def __init__(self, url: str, *, ttl: float = 300.0) -> None:
+    def __init__(self, url: str, *, ttl: float = DEFAULT_TTL) -> None:
         try:
             import redis.asyncio as redis
         except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -57,22 +123,32 @@ class RedisKeyLock:
         self.ttl = ttl
 
     @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
+    async def hold(self, key: str) -> AsyncIterator[RedisLease]:
         lock = self.client.lock(f"replicate-archiver:lock:{key}", timeout=self.ttl, sleep=POLL)
         await lock.acquire()
+        lease = RedisLease(key, lock, self.ttl)
+        renewer = asyncio.create_task(lease.renew_forever(), name=f"renew lock {key}")
         try:
-            yield
+            yield lease
         finally:
-            try:
+            renewer.cancel()
+            await asyncio.wait([renewer])  # its end, without swallowing our own cancellation
+            with contextlib.suppress(Exception):  # lost or expired: nothing to release
                 await lock.release()
-            except Exception:  # noqa: BLE001, S110 - expired under us: nothing to release
-                pass
 
 
-def key_lock(lock_url: str | None, default_directory: Path) -> FileKeyLock | RedisKeyLock:
+def _not_owned(exc: BaseException) -> bool:
+    from redis.exceptions import LockError
+
+    return isinstance(exc, LockError)
+
+
+def key_lock(
+    lock_url: str | None, default_directory: Path, *, ttl: float = DEFAULT_TTL
+) -> FileKeyLock | RedisKeyLock:
     """The lock the settings ask for: Redis when `lock_url` is set, else a file lock."""
     if lock_url:
         if not lock_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError(f"lock_url must be a redis:// URL, not {lock_url!r}")
-        return RedisKeyLock(lock_url)
+        return RedisKeyLock(lock_url, ttl=ttl)
     return FileKeyLock(default_directory)

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from .archive import archive_staged
 from .download import Staged, discard_staging, download_outputs
 from .errors import OutputsRemoved
-from .generate import Generated, finalize, generate
+from .generate import Cached, Generated, Ready, finalize, generate
 from .manifest import Manifest
 from .prediction import Prediction, PredictionRequest
 from .runtime import Runtime
@@ -83,6 +83,8 @@ async def generate_step(runtime: Runtime, request: PredictionRequest, refresh: b
 
 
 async def download_step(runtime: Runtime, prediction: Prediction) -> Staged:
+    """Stage every output file, then wait for the prediction's final, succeeded state (files
+    may come out while it still runs): what it returns is ready to archive, storage only."""
     staged = await download_outputs(
         prediction,
         api=runtime.api,
@@ -92,24 +94,27 @@ async def download_step(runtime: Runtime, prediction: Prediction) -> Staged:
         options=runtime.download_options(),
     )
     runtime.progress.prediction_done(prediction.id, "downloaded")
-    return staged
+    final = await finalize(
+        runtime.api, staged.prediction, timeout=runtime.settings.prediction_timeout
+    )
+    return staged.model_copy(update={"prediction": final})
 
 
-async def archive_step(runtime: Runtime, generated: Generated, staged: Staged) -> Manifest:
-    """Wait for the final state if the files came early, archive them, record the cache entry,
-    then drop the staging."""
+async def archive_step(runtime: Runtime, ready: Ready, staged: Staged) -> Manifest:
+    """Archive the staged files and their manifest, record the cache entry, drop the staging.
+
+    Touches storage only (the archive, the cache, the staging): no API call."""
     settings = runtime.settings
-    final = await finalize(runtime.api, staged.prediction, timeout=settings.prediction_timeout)
     manifest = await asyncio.to_thread(
         archive_staged,
-        staged.model_copy(update={"prediction": final}),
+        staged,
         runtime.dest,
-        cache_key=generated.record.key,
+        cache_key=ready.record.key,
         template=settings.path_template,
         part_size=settings.part_size,
         read_back=settings.read_back,
     )
-    await asyncio.to_thread(runtime.cache.mark_archived, generated.record, runtime.dest, manifest)
+    await asyncio.to_thread(runtime.cache.mark_archived, ready.record, runtime.dest, manifest)
     await asyncio.to_thread(discard_staging, runtime.staging, manifest.prediction_id)
     runtime.progress.prediction_done(manifest.prediction_id, "archived")
     return manifest
@@ -121,7 +126,12 @@ class Steps:
 
     generate: Callable[[Runtime, PredictionRequest, bool], Awaitable[Generated]] = generate_step
     download: Callable[[Runtime, Prediction], Awaitable[Staged]] = download_step
-    archive: Callable[[Runtime, Generated, Staged], Awaitable[Manifest]] = archive_step
+    archive: Callable[[Runtime, Ready, Staged], Awaitable[Manifest]] = archive_step
+
+
+def prediction_lock_key(prediction_id: str) -> str:
+    """The lock held by whoever downloads and archives this prediction (see `process`)."""
+    return f"prediction-{prediction_id}"
 
 
 async def process(
@@ -136,20 +146,47 @@ async def process(
 
     A new prediction is paid for only on a cache miss, on `refresh`, or when Replicate already
     removed the outputs and `on_data_removed` is "rerun" (at most once).
+
+    Download and archive of a prediction happen under its own lock (`prediction-<id>`, which
+    never expires while held): two runs of the same input never write the same staging or
+    archive paths at once. The second one, once it holds the lock, finds the manifest the first
+    one wrote and returns it as cached, downloading nothing.
     """
     generated = await steps.generate(runtime, request, refresh)
-    if generated.manifest is not None:
+    if isinstance(generated, Cached):
         return RunSummary.of(runtime, generated.manifest, cached=True, created=0, refetches=0)
     created = int(generated.created)
     try:
-        staged = await steps.download(runtime, generated.prediction)
+        return await _deliver(runtime, steps, generated, created)
     except OutputsRemoved:
         if on_data_removed != "rerun":
             raise
-        generated = await steps.generate(runtime, request, True)
-        created += int(generated.created)
-        staged = await steps.download(runtime, generated.prediction)
-    manifest = await steps.archive(runtime, generated, staged)
+    # Not `refresh`: the record's prediction can no longer deliver, so generate pays for a new
+    # one, unless a concurrent run of this input already did (then it is resumed, or cached).
+    generated = await steps.generate(runtime, request, False)
+    if isinstance(generated, Cached):
+        return RunSummary.of(runtime, generated.manifest, cached=True, created=created, refetches=0)
+    return await _deliver(runtime, steps, generated, created + int(generated.created))
+
+
+async def _deliver(runtime: Runtime, steps: Steps, ready: Ready, created: int) -> RunSummary:
+    """Download and archive `ready.prediction`, alone: under its lock, unless already done."""
+    async with runtime.lock.hold(prediction_lock_key(ready.prediction.id)) as lease:
+        manifest = await asyncio.to_thread(_archived_meanwhile, runtime, ready)
+        if manifest is not None:
+            return RunSummary.of(runtime, manifest, cached=True, created=created, refetches=0)
+        staged = await steps.download(runtime, ready.prediction)
+        await lease.ensure_held()  # fencing: nobody else can be archiving it now
+        manifest = await steps.archive(runtime, ready, staged)
     return RunSummary.of(
         runtime, manifest, cached=False, created=created, refetches=staged.refetches
     )
+
+
+def _archived_meanwhile(runtime: Runtime, ready: Ready) -> Manifest | None:
+    """The manifest of `ready.prediction` in this dest, if a run that held its lock before us
+    archived it (the cache record names it, and the manifest is still there)."""
+    record = runtime.cache.get(ready.record.key)
+    if record is None or record.prediction_id != ready.prediction.id:
+        return None
+    return runtime.cache.archived_manifest(record, runtime.dest)

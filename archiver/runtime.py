@@ -97,7 +97,7 @@ class Runtime:
             ),
             dest=destination,
             cache=PredictionCache(cache_store),
-            lock=key_lock(settings.lock_url, staging.parent / "locks"),
+            lock=key_lock(settings.lock_url, staging.parent / "locks", ttl=settings.lock_ttl),
             staging=staging,
             allow=HostAllowList(settings.delivery_hosts),
             progress=progress or NullProgress(),

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         description="redis://host:port/db to serialise same-input runs across machines. "
         "Default: a file lock, which serialises them across processes on one machine.",
     )
+    lock_ttl: float = Field(
+        default=60,
+        ge=3,
+        le=3600,
+        description="Seconds a Redis lock outlives a worker that died holding it; a live holder "
+        "renews it every third of this, however long its create or download takes.",
+    )
     wait_seconds: int = Field(
         default=10,
         ge=1,

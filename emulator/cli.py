@@ -70,6 +70,9 @@ def emulator_command(
     data_uri_outputs: bool = typer.Option(
         _D.data_uri_outputs, help="File outputs inline as data: URIs."
     ),
+    delivery_bytes_per_second: float = typer.Option(
+        _D.delivery_bytes_per_second, help="Bandwidth of each download (0: unlimited)."
+    ),
 ) -> None:
     """Run the Replicate API emulator in the foreground (Ctrl-C to stop)."""
     try:
@@ -95,6 +98,7 @@ def emulator_command(
             hostile_filenames=hostile_filenames,
             page_size=page_size,
             data_uri_outputs=data_uri_outputs,
+            delivery_bytes_per_second=delivery_bytes_per_second,
         )
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc

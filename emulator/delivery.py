@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -62,6 +63,13 @@ async def _cut(transport: Any, abrupt: bool) -> None:
         transport.close()
     for _ in range(3):  # let the server see the disconnect before the app returns
         await asyncio.sleep(0)
+
+
+def _slices(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """The same bytes in pieces of at most `size` (for paced delivery)."""
+    for chunk in chunks:
+        for offset in range(0, len(chunk), size):
+            yield chunk[offset : offset + size]
 
 
 class Delivery:
@@ -138,6 +146,9 @@ class Delivery:
         cut = cut or ("truncate" if self.faults.take("truncate_downloads") else None)
         limit = (stop - start) // 2 if cut else stop - start
         chunks = file.iter_range(start, start + limit)
+        rate = self.faults.get().delivery_bytes_per_second
+        if rate:
+            chunks = _slices(chunks, max(1, int(rate / 20)))  # 20 paced sends a second
         chunk = next(chunks, b"")
         while True:
             if self.stopping.is_set() or (transport is not None and transport.is_closing()):
@@ -150,6 +161,8 @@ class Delivery:
                 return await send({"type": "http.response.body", "body": chunk})
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             sent += len(chunk)
+            if rate:
+                await asyncio.sleep(len(chunk) / rate)
             if following is None:
                 break
             chunk = following

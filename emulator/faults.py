@@ -34,6 +34,7 @@ _FLOATS = (
     "finalize_seconds",
     "url_ttl_seconds",
     "retention_seconds",
+    "delivery_bytes_per_second",
 )
 _BOOLS = ("first_urls_expired", "hostile_filenames", "data_uri_outputs")
 _INTS = (*COUNTERS, "retry_after_seconds", "page_size")
@@ -67,6 +68,8 @@ class Faults:
     page_size: int = 100
     #: File outputs come back inline as ``data:<type>;base64,...`` URIs (Replicate's sync API).
     data_uri_outputs: bool = False
+    #: Bandwidth of every delivery download in bytes per second (0: as fast as it goes).
+    delivery_bytes_per_second: float = 0.0
 
     def __post_init__(self) -> None:
         for name in _FLOATS:

@@ -1,4 +1,5 @@
-"""Task: stream every output file of a succeeded prediction into local staging, at once."""
+"""Task: stream every output file of a prediction into local staging, at once, and return them
+with the prediction's final, succeeded state."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from archiver.generate import Generated
+from archiver.generate import Cached, Generated
 from archiver.pipeline import generate_step
 from archiver.prediction import PredictionRequest
 from archiver.runtime import Runtime
@@ -17,7 +17,7 @@ from .retry import retry_transient
 async def generate(runtime: Runtime, request: PredictionRequest, refresh: bool) -> Generated:
     result = await generate_step(runtime, request, refresh)
     logger = get_run_logger()
-    if result.manifest is not None:
+    if isinstance(result, Cached):
         logger.info("cache hit: %s already archived (%s)", request.model, result.manifest.path)
     else:
         verb = "created" if result.created else "resumed"
