@@ -67,6 +67,12 @@ def emulator_command(
     output_host: Optional[str] = typer.Option(_D.output_host, help="host[:port] for output URLs."),  # noqa: UP045
     hostile_filenames: bool = typer.Option(_D.hostile_filenames, help="Hostile output file names."),
     page_size: int = typer.Option(_D.page_size, help="Predictions per list page."),
+    webhook_retry_seconds: float = typer.Option(
+        _D.webhook_retry_seconds, help="First wait before a failed webhook is retried (doubles)."
+    ),
+    webhook_secret: Optional[str] = typer.Option(  # noqa: UP045
+        None, help="whsec_ key to sign webhooks with [default: a new random one]."
+    ),
 ) -> None:
     """Run the Replicate API emulator in the foreground (Ctrl-C to stop)."""
     try:
@@ -91,6 +97,7 @@ def emulator_command(
             output_host=output_host,
             hostile_filenames=hostile_filenames,
             page_size=page_size,
+            webhook_retry_seconds=webhook_retry_seconds,
         )
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -101,7 +108,7 @@ def emulator_command(
     print(f"export REPLICATE_DELIVERY_HOSTS={delivery_host}")
     print("export REPLICATE_API_TOKEN=emulator-token")
     sys.stdout.flush()
-    app = build_app(Backend(base_url, FaultBox(faults)))
+    app = build_app(Backend(base_url, FaultBox(faults), webhook_secret=webhook_secret))
     uvicorn.run(
         app, host=host, port=port, log_level="info", lifespan="off", timeout_graceful_shutdown=2
     )

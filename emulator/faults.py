@@ -34,6 +34,7 @@ _FLOATS = (
     "finalize_seconds",
     "url_ttl_seconds",
     "retention_seconds",
+    "webhook_retry_seconds",
 )
 _BOOLS = ("first_urls_expired", "hostile_filenames")
 _INTS = (*COUNTERS, "retry_after_seconds", "page_size")
@@ -65,6 +66,8 @@ class Faults:
     output_host: str | None = None
     hostile_filenames: bool = False
     page_size: int = 100
+    #: First wait before a failed ``completed`` webhook delivery is retried (doubling after).
+    webhook_retry_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         for name in _FLOATS:
