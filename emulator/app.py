@@ -239,6 +239,14 @@ class Backend:
         if not _authorized(request):
             return _unauthenticated()
         self.stats.list_call()
+        if self.faults.take("throttle_lists"):
+            wait = self.faults.get().retry_after_seconds
+            return problem_response(
+                429,
+                "Request was throttled.",
+                f"Request was throttled. Your rate limit resets in ~{wait}s.",
+                headers={"Retry-After": str(wait)},
+            )
         query = request.query_params
         filters = {k: query[k] for k in ("created_after", "created_before", "source") if k in query}
         try:

@@ -67,6 +67,7 @@ def emulator_command(
     output_host: Optional[str] = typer.Option(_D.output_host, help="host[:port] for output URLs."),  # noqa: UP045
     hostile_filenames: bool = typer.Option(_D.hostile_filenames, help="Hostile output file names."),
     page_size: int = typer.Option(_D.page_size, help="Predictions per list page."),
+    throttle_lists: int = typer.Option(_D.throttle_lists, help="Next N list calls answer 429."),
     webhook_retry_seconds: float = typer.Option(
         _D.webhook_retry_seconds, help="First wait before a failed webhook is retried (doubles)."
     ),
@@ -98,6 +99,7 @@ def emulator_command(
             hostile_filenames=hostile_filenames,
             page_size=page_size,
             webhook_retry_seconds=webhook_retry_seconds,
+            throttle_lists=throttle_lists,
         )
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc

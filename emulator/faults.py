@@ -26,6 +26,7 @@ COUNTERS: tuple[str, ...] = (
     "drop_create_responses",
     "fail_predictions",
     "remove_data_after_success",
+    "throttle_lists",
 )
 
 _FLOATS = (
@@ -66,6 +67,8 @@ class Faults:
     output_host: str | None = None
     hostile_filenames: bool = False
     page_size: int = 100
+    #: Next N list requests answer 429 (with ``retry_after_seconds``).
+    throttle_lists: int = 0
     #: First wait before a failed ``completed`` webhook delivery is retried (doubling after).
     webhook_retry_seconds: float = 1.0
 
