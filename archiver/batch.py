@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, computed_field
@@ -135,6 +135,7 @@ class BatchRunner:
     refresh: bool = False
     on_data_removed: OnDataRemoved = "fail"
     deadline: float | None = None
+    webhook: str | None = None  # receiver URL put on every create (`completed` events)
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
@@ -167,7 +168,7 @@ class BatchRunner:
         delays = self.policy.delays()
         for attempt in range(len(delays) + 1):
             try:
-                request = item.request(self.deadline)
+                request = replace(item.request(self.deadline), webhook=self.webhook)
                 summary = await process(
                     self.runtime,
                     request,

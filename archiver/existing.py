@@ -23,6 +23,7 @@ from .errors import (
     ArchiverError,
     InvalidRequest,
     OutputsRemoved,
+    PermanentError,
     PredictionAborted,
     PredictionCanceled,
     PredictionFailed,
@@ -61,6 +62,49 @@ class ExistingResult(BaseModel):
     def lost(self) -> bool:
         """True when a paid result was not archived (removed or failed)."""
         return self.outcome not in SAFE_OUTCOMES
+
+
+class ArchiveReport(BaseModel):
+    """Every prediction asked about and its outcome: JSON-safe and token-free."""
+
+    dest: str
+    predictions: list[ExistingResult]
+
+    def counts(self) -> dict[str, int]:
+        outcomes: list[str] = [p.outcome for p in self.predictions]
+        names = ("archived", "cached", "removed", "failed", "skipped", "pending")
+        return {name: outcomes.count(name) for name in names}
+
+    @property
+    def lost(self) -> list[ExistingResult]:
+        """Predictions that had (or may have had) outputs and were not archived."""
+        return [p for p in self.predictions if p.lost]
+
+    @property
+    def ok(self) -> bool:
+        """True when every prediction that still had outputs was archived."""
+        return not self.lost
+
+    def headline(self) -> str:
+        counts = self.counts()
+        parts = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+        return f"{len(self.predictions)} prediction(s): {parts or 'nothing to do'}"
+
+
+class IncompleteArchive(PermanentError):
+    """Some predictions that had outputs were not archived (a flow run fails with this)."""
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    @classmethod
+    def of(cls, report: ArchiveReport) -> IncompleteArchive:
+        first = report.lost[0]
+        return cls(
+            f"{len(report.lost)} prediction(s) not archived, e.g. {first.prediction_id}: "
+            f"{first.outcome} ({first.error or 'no detail'})"
+        )
 
 
 async def archived_manifest(runtime: Runtime, prediction: Prediction) -> Manifest | None:

@@ -23,10 +23,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import urlencode
 
-from pydantic import BaseModel
-
 from .errors import ConfigurationError, RateLimited, TransientError
-from .existing import ExistingArchiver, ExistingResult
+from .existing import ArchiveReport, ExistingArchiver, ExistingResult
 from .pipeline import Steps
 from .prediction import Prediction
 from .replicate_api import ReplicateAPI
@@ -58,34 +56,12 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class SweepReport(BaseModel):
-    """Every listed prediction and its outcome: JSON-safe and token-free."""
+class SweepReport(ArchiveReport):
+    """Every listed prediction and its outcome, and the window listed."""
 
     created_after: datetime
     created_before: datetime
     source: str
-    dest: str
-    predictions: list[ExistingResult]
-
-    def counts(self) -> dict[str, int]:
-        outcomes = [p.outcome for p in self.predictions]
-        names = ("archived", "cached", "removed", "failed", "skipped", "pending")
-        return {name: outcomes.count(name) for name in names}
-
-    @property
-    def lost(self) -> list[ExistingResult]:
-        """Predictions that had (or may have had) outputs and were not archived."""
-        return [p for p in self.predictions if p.lost]
-
-    @property
-    def ok(self) -> bool:
-        """True when every prediction that still had outputs was archived."""
-        return not self.lost
-
-    def headline(self) -> str:
-        counts = self.counts()
-        parts = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
-        return f"{len(self.predictions)} prediction(s): {parts or 'nothing to do'}"
 
 
 async def list_recent(
