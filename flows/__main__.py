@@ -270,7 +270,7 @@ def _flow_report(flow_call: Any, *, storage_option: list[str], debug: bool, prog
 
     async def go() -> Any:
         state = await flow_call()
-        return await state.result(raise_on_failure=False)
+        return await state.aresult(raise_on_failure=False)
 
     with RichProgress(enabled=progress) as sink:
         use_progress(sink)

@@ -35,7 +35,7 @@ def flow_job(dest: str | None) -> ArchiveJob:
 
     async def job(prediction_id: str) -> str:
         state = await archive_existing(prediction_ids=[prediction_id], dest=dest, return_state=True)
-        report = await state.result(raise_on_failure=False)
+        report = await state.aresult(raise_on_failure=False)
         if isinstance(report, BaseException):
             raise report
         (result,) = report.predictions

@@ -230,3 +230,23 @@ def test_receiver_killed_mid_archive_is_caught_up_by_the_next_sweep(
         (created["id"], "archived")
     ]
     assert len(_manifests(archive_env)) == 1
+
+
+def test_restarted_receiver_resumes_the_job_a_killed_one_accepted(
+    receiver_env, archive_env, emulator
+):
+    """Delivery accepted, receiver killed mid-archive: the next receiver finishes the archive."""
+    emulator.set_faults(fail_downloads=10_000)
+    with receiver(receiver_env, archive_env) as rx:
+        created = _create_with_webhook(emulator, rx.url)
+        _wait_until(lambda: [w["status"] for w in emulator.stats().webhooks] == [202], "2xx")
+        _wait_until(lambda: emulator.stats().downloads, "the archive to start")
+        rx.kill()
+    assert _manifests(archive_env) == []
+    emulator.set_faults(fail_downloads=0)
+    with receiver(receiver_env, archive_env) as rx:
+        _wait_until(lambda: _manifests(archive_env), "the resumed archive")
+        _wait_until(lambda: "archived" in "".join(rx.stderr), "the job to be marked done")
+    manifest = json.loads(_manifests(archive_env)[0].read_text())
+    assert manifest["prediction_id"] == created["id"]
+    assert len(emulator.stats().webhooks) == 1  # no redelivery was needed
