@@ -17,8 +17,8 @@ def test_archive_unknown_id_fails_with_one_line_and_archives_the_others(cli, emu
     good = emulator.add_prediction(age_seconds=30)
     result = cli("archive", "doesnotexist", good["id"], "--dest", str(archive_env), "--json")
     assert result.returncode == 1, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "doesnotexist" in errors[0]
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "doesnotexist" in errors[0], result.stderr
     report = json.loads(result.stdout)
     outcomes = {p["prediction_id"]: p["outcome"] for p in report["predictions"]}
     assert outcomes == {"doesnotexist": "failed", good["id"]: "archived"}
