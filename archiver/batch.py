@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, computed_field
@@ -21,7 +21,7 @@ from pydantic import BaseModel, computed_field
 from .batchfile import BatchItem
 from .download import Staged
 from .errors import ArchiverError, redact
-from .generate import Generated
+from .generate import Generated, Ready
 from .manifest import Manifest
 from .pipeline import (
     FileSummary,
@@ -149,6 +149,7 @@ class BatchRunner:
     refresh: bool = False
     on_data_removed: OnDataRemoved = "fail"
     deadline: float | None = None
+    webhook: str | None = None  # receiver URL put on every create (`completed` events)
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Sleep = asyncio.sleep
     _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
@@ -179,7 +180,7 @@ class BatchRunner:
         if item.error is not None:
             return ItemResult.failed(item, item.error)
         try:
-            request = item.request(self.deadline)
+            request = replace(item.request(self.deadline), webhook=self.webhook)
             summary = await process(
                 self.runtime,
                 request,
@@ -205,9 +206,9 @@ class BatchRunner:
         async def download(runtime: Runtime, prediction: Prediction) -> Staged:
             return await retry_call(policy, lambda: download_step(runtime, prediction), sleep=sleep)
 
-        async def archive(runtime: Runtime, generated: Generated, staged: Staged) -> Manifest:
+        async def archive(runtime: Runtime, ready: Ready, staged: Staged) -> Manifest:
             return await retry_call(
-                policy, lambda: archive_step(runtime, generated, staged), sleep=sleep
+                policy, lambda: archive_step(runtime, ready, staged), sleep=sleep
             )
 
         return Steps(generate=generate, download=download, archive=archive)

@@ -13,13 +13,14 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from .archive import archive_staged
+from .archive import archive_staged, prediction_directory
 from .download import Staged, discard_staging, download_outputs
-from .errors import OutputsRemoved
+from .errors import ArchiverError, OutputsRemoved
 from .generate import Cached, Generated, Ready, finalize, generate
-from .manifest import Manifest
+from .manifest import MANIFEST_NAME, Manifest
 from .prediction import Prediction, PredictionRequest
 from .runtime import Runtime
+from .storage import read_bytes
 
 OnDataRemoved = Literal["fail", "rerun"]
 
@@ -185,8 +186,29 @@ async def _deliver(runtime: Runtime, steps: Steps, ready: Ready, created: int) -
 
 def _archived_meanwhile(runtime: Runtime, ready: Ready) -> Manifest | None:
     """The manifest of `ready.prediction` in this dest, if a run that held its lock before us
-    archived it (the cache record names it, and the manifest is still there)."""
+    archived it (the cache record names it, and the manifest is still there), or another way
+    in (a sweep, a webhook, `archive ID`) did: its manifest sits where the template puts it."""
     record = runtime.cache.get(ready.record.key)
-    if record is None or record.prediction_id != ready.prediction.id:
+    if record is not None and record.prediction_id == ready.prediction.id:
+        manifest = runtime.cache.archived_manifest(record, runtime.dest)
+        if manifest is not None:
+            return manifest
+    return manifest_in_place(runtime, ready.prediction)
+
+
+def manifest_in_place(runtime: Runtime, prediction: Prediction) -> Manifest | None:
+    """The prediction's manifest at the path the template gives it in `runtime.dest`, if any
+    (whichever way in archived it); a corrupt or foreign manifest counts as none."""
+    try:
+        directory = prediction_directory(runtime.settings.path_template, prediction)
+    except ArchiverError:
         return None
-    return runtime.cache.archived_manifest(record, runtime.dest)
+    dest = runtime.dest
+    data = read_bytes(dest, dest.path(f"{directory}/{MANIFEST_NAME}"))
+    if data is None:
+        return None
+    try:
+        manifest = Manifest.from_json(data)
+    except ValueError:
+        return None
+    return manifest if manifest.prediction_id == prediction.id else None

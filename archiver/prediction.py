@@ -66,6 +66,7 @@ class PredictionRequest:
     model: ModelRef
     input: dict[str, Any] = field(default_factory=dict)
     deadline: float | None = None  # seconds, sent as Cancel-After; not part of the cache key
+    webhook: str | None = None  # receiver URL for the `completed` event; not part of the key
 
     @property
     def cache_key(self) -> str:
@@ -104,6 +105,7 @@ class Prediction(BaseModel):
     data_removed: bool = False
     deployment: str | None = None
     urls: dict[str, str] = {}
+    source: str | None = None  # "api" or "web": how it was created
 
     @property
     def terminal(self) -> bool:

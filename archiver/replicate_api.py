@@ -183,6 +183,20 @@ class ReplicateAPI:
             prediction = Prediction.model_validate(data)
         return prediction
 
+    # -- account-wide listing and webhooks (archive what other clients created) -----------------
+
+    async def list_page(self, url: str) -> dict[str, Any]:
+        """One page of `GET /v1/predictions...` (`url` relative, or a `next` link)."""
+        return await self._call("GET", url)
+
+    async def webhook_secret(self) -> str:
+        """The account's `whsec_` webhook signing secret (`GET /v1/webhooks/default/secret`)."""
+        data = await self._call("GET", "/v1/webhooks/default/secret")
+        key = data.get("key")
+        if not isinstance(key, str) or not key:
+            raise ServiceUnavailable("GET /v1/webhooks/default/secret: no key in the answer")
+        return key
+
 
 class _LostAnswer(Exception):
     """A create whose outcome is unknown: the request may have created a prediction."""
@@ -193,6 +207,13 @@ class _LostAnswer(Exception):
 
 
 def _create_target(request: PredictionRequest) -> tuple[str, dict[str, Any]]:
+    path, body = _create_path_body(request)
+    if request.webhook:
+        body = {**body, "webhook": request.webhook, "webhook_events_filter": ["completed"]}
+    return path, body
+
+
+def _create_path_body(request: PredictionRequest) -> tuple[str, dict[str, Any]]:
     ref = request.model
     if ref.deployment:
         return f"/v1/deployments/{ref.owner}/{ref.name}/predictions", {"input": request.input}

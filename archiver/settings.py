@@ -203,6 +203,18 @@ class Settings(BaseSettings):
     retry_max_delay: float = Field(
         default=30, ge=0, le=600, description="Longest wait between two tries of a request."
     )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REPLICATE_WEBHOOK_SECRET", "ARCHIVER_WEBHOOK_SECRET"),
+        description="The account's `whsec_` webhook signing secret for the receiver; unset: "
+        "fetched once from the API with the token.",
+    )
+    webhook_max_body: int = Field(
+        default=4 * MiB,
+        ge=1024,
+        le=64 * MiB,
+        description="Largest webhook delivery body the receiver reads (bytes); larger: 413.",
+    )
 
     @field_validator("storage_options", mode="before")
     @classmethod

@@ -13,13 +13,16 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from emulator import views
+from emulator.clock import Clock, SystemClock
 from emulator.delivery import Delivery
+from emulator.elsewhere import ForeignPrediction
 from emulator.faults import FaultBox
 from emulator.models import DEMO_MODEL, InputError, resolve_model, version_id
-from emulator.parsing import parse_duration, parse_prefer_wait, split_version
+from emulator.parsing import parse_duration, parse_iso_timestamp, parse_prefer_wait, split_version
 from emulator.signing import UrlSigner
 from emulator.state import Prediction, Store
 from emulator.stats import Stats, StatsRecorder
+from emulator.webhooks import WebhookSender, new_secret, parse_events
 
 TRANSPORT_KEY = "emulator.transport"
 
@@ -70,19 +73,31 @@ def _input_problem(problems: list[tuple[str, str]]) -> JSONResponse:
 class Backend:
     """The emulator's shared state plus the route handlers that act on it."""
 
-    def __init__(self, base_url: str, faults: FaultBox) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        faults: FaultBox,
+        clock: Clock | None = None,
+        webhook_secret: str | None = None,
+    ) -> None:
         self.base_url = base_url
         self.faults = faults
+        self.clock: Clock = clock or SystemClock()
         self.stats = StatsRecorder()
-        self.store = Store(faults)
-        self.signer = UrlSigner()
-        self.render = views.Renderer(base_url, self.signer, faults)
+        self.store = Store(faults, self.clock)
+        self.signer = UrlSigner(clock=self.clock)
+        self.render = views.Renderer(base_url, self.signer, faults, self.clock)
         self.stopping = asyncio.Event()
         self.delivery = Delivery(self.store, self.signer, faults, self.stats, self.stopping)
+        self.webhooks = WebhookSender(
+            webhook_secret or new_secret(), self.clock, faults, self.stats, self.render.prediction
+        )
+        self.store.on_event = self.webhooks.notify
 
     def release_waiters(self) -> None:
         """On server shutdown: end ``Prefer: wait`` blocks and running downloads promptly."""
         self.stopping.set()
+        self.webhooks.cancel_all()
 
     def snapshot(self) -> Stats:
         """Current stats, including the number of predictions held."""
@@ -113,6 +128,15 @@ class Backend:
             return _input_problem([("body", "Request body must be a JSON object")])
         if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
             return _input_problem([("input", "Invalid type. Expected: object")])
+        webhook = body.get("webhook")
+        if webhook is not None and not (
+            isinstance(webhook, str) and webhook.startswith(("http://", "https://"))
+        ):
+            return _input_problem([("webhook", "Must be an HTTP(S) URL")])
+        try:
+            events = parse_events(body.get("webhook_events_filter"))
+        except ValueError as exc:
+            return _input_problem([("webhook_events_filter", str(exc))])
         target = self._target(request, body)
         if isinstance(target, Response):
             return target
@@ -132,6 +156,7 @@ class Backend:
         pred = self.store.create(
             model, version, body["input"], spec, params,
             deployment=deployment, cancel_after=cancel_after,
+            webhook=webhook, webhook_events=events,
         )  # fmt: skip
         self.stats.create_accepted(pred.id)
         if self.faults.take("drop_create_responses"):
@@ -214,13 +239,41 @@ class Backend:
         if not _authorized(request):
             return _unauthenticated()
         self.stats.list_call()
+        if self.faults.take("throttle_lists"):
+            wait = self.faults.get().retry_after_seconds
+            return problem_response(
+                429,
+                "Request was throttled.",
+                f"Request was throttled. Your rate limit resets in ~{wait}s.",
+                headers={"Retry-After": str(wait)},
+            )
+        query = request.query_params
+        filters = {k: query[k] for k in ("created_after", "created_before", "source") if k in query}
+        try:
+            after, before = (
+                parse_iso_timestamp(query.get(name)) for name in ("created_after", "created_before")
+            )
+        except ValueError as exc:
+            return problem_response(400, "Invalid date-time", str(exc))
+        if filters.get("source", "web") != "web":
+            return problem_response(400, "Invalid source", "source must be 'web'")
         try:
             items, next_, prev = self.store.page(
-                request.query_params.get("cursor"), self.faults.get().page_size
+                query.get("cursor"),
+                self.faults.get().page_size,
+                created_after=after,
+                created_before=before,
+                source=filters.get("source"),
             )
         except ValueError as exc:
             return problem_response(400, "Invalid cursor", str(exc))
-        return JSONResponse(self.render.page(items, next_, prev))
+        return JSONResponse(self.render.page(items, next_, prev, filters))
+
+    async def webhook_secret(self, request: Request) -> Response:
+        """``GET /v1/webhooks/default/secret``: the ``whsec_`` key deliveries are signed with."""
+        if not _authorized(request):
+            return _unauthenticated()
+        return JSONResponse({"key": self.webhooks.secret})
 
     # -- models and account --------------------------------------------------------
     async def get_model(self, request: Request) -> Response:
@@ -269,6 +322,37 @@ class Backend:
                 return JSONResponse({"detail": str(exc)}, status_code=422)
         return JSONResponse(self.faults.get().to_dict())
 
+    async def control_add_prediction(self, request: Request) -> Response:
+        """``POST /_emulator/predictions``: a prediction "made elsewhere" on the account.
+
+        Body: ``{"model", "input", "status", "source", "age_seconds", "error"}`` (all optional;
+        defaults: the demo model, ``succeeded``, ``api``, created now). A ``starting`` one runs
+        its lifecycle like any other. Nothing counts as a create in the stats.
+        """
+        try:
+            spec_ = ForeignPrediction.parse(await request.json())
+        except (TypeError, ValueError) as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+        spec = resolve_model(spec_.model)
+        try:
+            params = spec.validate(spec_.input)
+        except InputError as exc:
+            return _input_problem(exc.problems)
+        vid = self.store.see_model(spec_.model)
+        created_at = self.clock.now() - spec_.age_seconds
+        if spec_.status == "starting":
+            pred = self.store.create(
+                spec_.model, vid, spec_.input, spec, params,
+                source=spec_.source, created_at=created_at,
+            )  # fmt: skip
+        else:
+            pred = await self.store.add_finished(
+                spec_.model, vid, spec_.input, spec, params,
+                status=spec_.status, source=spec_.source, created_at=created_at,
+                error=spec_.error,
+            )  # fmt: skip
+        return JSONResponse(self.render.prediction(pred), status_code=201)
+
     async def control_stats(self, request: Request) -> Response:
         """``GET /_emulator/stats``."""
         return JSONResponse(self.snapshot().to_dict())
@@ -300,6 +384,8 @@ def build_app(backend: Backend) -> Any:
         Route("/v1/models/{owner}/{name}/predictions", backend.create, methods=["POST"]),
         Route("/v1/deployments/{owner}/{name}/predictions", backend.create, methods=["POST"]),
         Route("/v1/account", backend.account, methods=["GET"]),
+        Route("/v1/webhooks/default/secret", backend.webhook_secret, methods=["GET"]),
+        Route("/_emulator/predictions", backend.control_add_prediction, methods=["POST"]),
         Route("/p/{id}", backend.web, methods=["GET"]),
         Route("/_emulator/faults", backend.control_faults, methods=["GET", "PATCH"]),
         Route("/_emulator/stats", backend.control_stats, methods=["GET"]),

@@ -73,6 +73,13 @@ def emulator_command(
     delivery_bytes_per_second: float = typer.Option(
         _D.delivery_bytes_per_second, help="Bandwidth of each download (0: unlimited)."
     ),
+    throttle_lists: int = typer.Option(_D.throttle_lists, help="Next N list calls answer 429."),
+    webhook_retry_seconds: float = typer.Option(
+        _D.webhook_retry_seconds, help="First wait before a failed webhook is retried (doubles)."
+    ),
+    webhook_secret: Optional[str] = typer.Option(  # noqa: UP045
+        None, help="whsec_ key to sign webhooks with [default: a new random one]."
+    ),
 ) -> None:
     """Run the Replicate API emulator in the foreground (Ctrl-C to stop)."""
     try:
@@ -99,6 +106,8 @@ def emulator_command(
             page_size=page_size,
             data_uri_outputs=data_uri_outputs,
             delivery_bytes_per_second=delivery_bytes_per_second,
+            webhook_retry_seconds=webhook_retry_seconds,
+            throttle_lists=throttle_lists,
         )
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -109,7 +118,7 @@ def emulator_command(
     print(f"export REPLICATE_DELIVERY_HOSTS={delivery_host}")
     print("export REPLICATE_API_TOKEN=emulator-token")
     sys.stdout.flush()
-    app = build_app(Backend(base_url, FaultBox(faults)))
+    app = build_app(Backend(base_url, FaultBox(faults), webhook_secret=webhook_secret))
     uvicorn.run(
         app, host=host, port=port, log_level="info", lifespan="off", timeout_graceful_shutdown=2
     )

@@ -26,6 +26,7 @@ COUNTERS: tuple[str, ...] = (
     "drop_create_responses",
     "fail_predictions",
     "remove_data_after_success",
+    "throttle_lists",
 )
 
 _FLOATS = (
@@ -35,6 +36,7 @@ _FLOATS = (
     "url_ttl_seconds",
     "retention_seconds",
     "delivery_bytes_per_second",
+    "webhook_retry_seconds",
 )
 _BOOLS = ("first_urls_expired", "hostile_filenames", "data_uri_outputs")
 _INTS = (*COUNTERS, "retry_after_seconds", "page_size")
@@ -70,6 +72,10 @@ class Faults:
     data_uri_outputs: bool = False
     #: Bandwidth of every delivery download in bytes per second (0: as fast as it goes).
     delivery_bytes_per_second: float = 0.0
+    #: Next N list requests answer 429 (with ``retry_after_seconds``).
+    throttle_lists: int = 0
+    #: First wait before a failed ``completed`` webhook delivery is retried (doubling after).
+    webhook_retry_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         for name in _FLOATS:

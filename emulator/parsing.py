@@ -1,8 +1,9 @@
-"""Parsing of the ``Prefer`` and ``Cancel-After`` request headers and of version references."""
+"""Parsing of the ``Prefer`` and ``Cancel-After`` headers, version references and list dates."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 MAX_WAIT_SECONDS = 60
 _WAIT = re.compile(r"^wait(?:=(\d+))?$")
@@ -58,3 +59,16 @@ def split_version(ref: str) -> tuple[str | None, str | None]:
     if _VERSION_ID.match(ref):
         return None, ref
     raise ValueError(ref)
+
+
+def parse_iso_timestamp(value: str | None) -> float | None:
+    """Unix seconds of an ISO 8601 date-time query value (None when absent)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"not an ISO 8601 date-time: {value!r}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()

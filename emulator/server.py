@@ -10,9 +10,11 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
+import httpx
 import uvicorn
 
 from emulator.app import Backend, build_app
+from emulator.clock import Clock, SystemClock
 from emulator.faults import FaultBox, Faults
 from emulator.stats import Stats
 
@@ -84,7 +86,8 @@ class Emulator:
 
     ``Emulator(processing_seconds=0.05, first_urls_expired=True)`` — any :class:`Faults`
     field may be passed as a keyword, on top of ``faults``.  Use as a context manager, or
-    call :meth:`start` / :meth:`stop`.
+    call :meth:`start` / :meth:`stop`.  ``clock`` (e.g. a :class:`~emulator.clock.ManualClock`)
+    drives every time the emulator measures; ``webhook_secret`` fixes the ``whsec_`` key.
     """
 
     def __init__(
@@ -92,10 +95,15 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         faults: Faults | None = None,
+        *,
+        clock: Clock | None = None,
+        webhook_secret: str | None = None,
         **fault_overrides: Any,
     ) -> None:
         self.host = host
         self.port = port
+        self.clock: Clock = clock or SystemClock()
+        self._webhook_secret = webhook_secret
         self._box = FaultBox((faults or Faults()).replace(**fault_overrides))
         self._backend: Backend | None = None
         self._server: _ThreadServer | None = None
@@ -113,7 +121,7 @@ class Emulator:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        self._backend = Backend(self.base_url, self._box)
+        self._backend = Backend(self.base_url, self._box, self.clock, self._webhook_secret)
         config = uvicorn.Config(
             build_app(self._backend),
             log_level="warning",
@@ -171,6 +179,31 @@ class Emulator:
     def env(self) -> dict[str, str]:
         """``REPLICATE_BASE_URL`` and ``REPLICATE_DELIVERY_HOSTS`` for this emulator."""
         return {"REPLICATE_BASE_URL": self.base_url, "REPLICATE_DELIVERY_HOSTS": self.delivery_host}
+
+    # -- webhooks and predictions made elsewhere ---------------------------------------------
+    @property
+    def webhook_secret(self) -> str:
+        """The ``whsec_`` key webhook deliveries are signed with (once started)."""
+        if self._backend is None:
+            raise RuntimeError("the emulator is not started")
+        return self._backend.webhooks.secret
+
+    @property
+    def pending_webhooks(self) -> int:
+        """Webhook deliveries still being sent or waiting for a retry."""
+        return 0 if self._backend is None else self._backend.webhooks.pending
+
+    def add_prediction(self, **fields: Any) -> dict[str, Any]:
+        """Add a prediction "made elsewhere" (``POST /_emulator/predictions``); its JSON.
+
+        ``model``, ``input``, ``status`` (a final status, or ``starting``), ``source``
+        (``api``/``web``), ``age_seconds`` (how long ago it was created), ``error``.
+        """
+        response = httpx.post(f"{self.base_url}/_emulator/predictions", json=fields, timeout=30)
+        if response.status_code != 201:
+            raise ValueError(f"add_prediction: {response.status_code} {response.text}")
+        result: dict[str, Any] = response.json()
+        return result
 
     # -- faults and stats ----------------------------------------------------------------
     @property

@@ -11,8 +11,9 @@ import hashlib
 import hmac
 import math
 import secrets
-import time
 from urllib.parse import quote
+
+from emulator.clock import Clock, SystemClock
 
 DELIVERY_PREFIX = "/delivery/"
 
@@ -38,8 +39,9 @@ def delivery_path(prediction_id: str, index: int, name: str) -> str:
 class UrlSigner:
     """Signs and verifies delivery paths with a per-emulator random secret."""
 
-    def __init__(self, secret: bytes | None = None) -> None:
+    def __init__(self, secret: bytes | None = None, clock: Clock | None = None) -> None:
         self._secret = secret or secrets.token_bytes(32)
+        self.clock: Clock = clock or SystemClock()
 
     def signature(self, path: str, expires: int) -> str:
         """Hex HMAC-SHA256 of ``path`` and ``expires``."""
@@ -52,7 +54,7 @@ class UrlSigner:
         ``expires`` is an integer unix time (rounded up); with ``expired=True`` (or a
         zero TTL) the URL is signed with an expiry already in the past.
         """
-        now = time.time()
+        now = self.clock.now()
         if expired or ttl_seconds <= 0:
             expires = math.floor(now) - 1
         else:
@@ -65,7 +67,6 @@ class UrlSigner:
             return False
         return hmac.compare_digest(self.signature(path, int(expires)), sig)
 
-    @staticmethod
-    def expired(expires: str) -> bool:
+    def expired(self, expires: str) -> bool:
         """True once the (already verified) ``expires`` time has passed."""
-        return time.time() > int(expires)
+        return self.clock.now() > int(expires)

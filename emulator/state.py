@@ -12,9 +12,11 @@ import asyncio
 import base64
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from emulator.clock import Clock, SystemClock
 from emulator.faults import FaultBox
 from emulator.files import OutputFile
 from emulator.models import BUILTIN_MODELS, ModelSpec, version_id
@@ -56,7 +58,10 @@ class Prediction:
     force_fail: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
-    deadline_handle: asyncio.TimerHandle | None = None
+    deadline_handle: asyncio.Task[None] | None = None
+    source: str = "api"
+    webhook: str | None = None
+    webhook_events: frozenset[str] = frozenset()
 
     @property
     def terminal(self) -> bool:
@@ -73,13 +78,16 @@ class Prediction:
         self.template = None
         self.files = []
 
-    def expire(self, retention_seconds: float) -> None:
-        """Remove the data if ``retention_seconds`` have passed since completion."""
-        completed = self.completed_at
+    def expire(self, retention_seconds: float, now: float) -> None:
+        """Remove an API prediction's data once it is finished and ``retention_seconds`` old.
+
+        As on Replicate, predictions made on the website keep their data.
+        """
         if (
-            completed is not None
+            self.source == "api"
+            and self.completed_at is not None
             and not self.data_removed
-            and time.time() - completed >= retention_seconds
+            and now - self.created_at >= retention_seconds
         ):
             self.remove_data()
 
@@ -104,8 +112,12 @@ def _decode_cursor(cursor: str) -> tuple[str, int]:
 class Store:
     """All predictions of one emulator, plus the versions it has seen."""
 
-    def __init__(self, faults: FaultBox) -> None:
+    def __init__(self, faults: FaultBox, clock: Clock | None = None) -> None:
         self.faults = faults
+        self.clock: Clock = clock or SystemClock()
+        #: Called with ``(prediction, event)`` for webhook events (``start``, ``output``,
+        #: ``completed``); set by the backend.
+        self.on_event: Callable[[Prediction, str], None] = lambda pred, event: None
         self.predictions: dict[str, Prediction] = {}
         self.versions: dict[str, str] = {version_id(name): name for name in BUILTIN_MODELS}
         self._seq = 0
@@ -120,14 +132,14 @@ class Store:
         """The prediction, with retention applied, or None."""
         pred = self.predictions.get(prediction_id)
         if pred is not None:
-            pred.expire(self.faults.get().retention_seconds)
+            pred.expire(self.faults.get().retention_seconds, self.clock.now())
         return pred
 
     def sweep(self) -> None:
         """Apply retention to every prediction."""
-        retention = self.faults.get().retention_seconds
+        retention, now = self.faults.get().retention_seconds, self.clock.now()
         for pred in self.predictions.values():
-            pred.expire(retention)
+            pred.expire(retention, now)
 
     def create(
         self,
@@ -139,25 +151,81 @@ class Store:
         *,
         deployment: str | None = None,
         cancel_after: float | None = None,
+        webhook: str | None = None,
+        webhook_events: frozenset[str] = frozenset(),
+        source: str = "api",
+        created_at: float | None = None,
     ) -> Prediction:
         """Register a prediction and start its lifecycle task (call on the server loop).
 
         ``input_`` is the input as sent; ``params`` is it validated, with defaults applied.
         """
+        pred = self._register(model, version, input_, spec, params, deployment, source, created_at)
+        pred.webhook, pred.webhook_events = webhook, webhook_events
+        pred.force_fail = self.faults.take("fail_predictions")
+        pred.log(f"Queued {model} on the emulator")
+        loop = asyncio.get_running_loop()
+        if cancel_after is not None:
+            pred.deadline = pred.created_at + cancel_after
+            pred.deadline_handle = loop.create_task(self._deadline(pred, cancel_after))
+        pred.task = loop.create_task(self._run(pred))
+        self.on_event(pred, "start")
+        return pred
+
+    def _register(
+        self,
+        model: str,
+        version: str,
+        input_: dict[str, Any],
+        spec: ModelSpec,
+        params: dict[str, Any],
+        deployment: str | None,
+        source: str,
+        created_at: float | None,
+    ) -> Prediction:
         self.sweep()
         self._seq += 1
         pred_id = new_prediction_id()
         while pred_id in self.predictions:
             pred_id = new_prediction_id()
         pred = Prediction(pred_id, self._seq, model, version, input_, spec, params, deployment)
-        pred.force_fail = self.faults.take("fail_predictions")
-        pred.log(f"Queued {model} on the emulator")
+        pred.created_at = self.clock.now() if created_at is None else created_at
+        pred.source = source
         self.predictions[pred_id] = pred
-        loop = asyncio.get_running_loop()
-        if cancel_after is not None:
-            pred.deadline = pred.created_at + cancel_after
-            pred.deadline_handle = loop.call_later(cancel_after, self._deadline_passed, pred)
-        pred.task = loop.create_task(self._run(pred))
+        return pred
+
+    async def add_finished(
+        self,
+        model: str,
+        version: str,
+        input_: dict[str, Any],
+        spec: ModelSpec,
+        params: dict[str, Any],
+        *,
+        status: str,
+        source: str,
+        created_at: float,
+        error: str | None = None,
+    ) -> Prediction:
+        """A prediction "made elsewhere" that already ended as ``status`` (call on the loop).
+
+        It gets the model's outputs when it succeeded; retention applies as to any other.
+        """
+        produced = None
+        if status == "succeeded":
+            produced = await asyncio.to_thread(spec.produce, params, False)
+        pred = self._register(model, version, input_, spec, params, None, source, created_at)
+        pred.log(f"Queued {model} elsewhere")
+        if status != "aborted":
+            pred.started_at = created_at
+        if produced is not None:
+            pred.template, pred.files = produced.template, produced.files
+        pred.status = status
+        pred.completed_at = min(created_at + self.faults.get().processing_seconds, self.clock.now())
+        if status == "failed":
+            pred.error = error or self.faults.get().error_text
+        pred.done.set()
+        pred.expire(self.faults.get().retention_seconds, self.clock.now())
         return pred
 
     def cancel(self, pred: Prediction) -> None:
@@ -169,7 +237,7 @@ class Store:
         if pred.terminal:
             return
         pred.status = status
-        pred.completed_at = time.time()
+        pred.completed_at = self.clock.now()
         if status == "failed":
             pred.error = error or self.faults.get().error_text
             pred.log(f"Traceback (most recent call last):\nRuntimeError: {pred.error}")
@@ -179,26 +247,28 @@ class Store:
             pred.log("Prediction canceled")
         else:
             pred.log("Prediction succeeded")
-        if pred.deadline_handle is not None:
+        if pred.deadline_handle is not None and pred.deadline_handle is not asyncio.current_task():
             pred.deadline_handle.cancel()
         pred.done.set()
         if pred.task is not None and pred.task is not asyncio.current_task():
             pred.task.cancel()
+        self.on_event(pred, "completed")
 
-    def _deadline_passed(self, pred: Prediction) -> None:
+    async def _deadline(self, pred: Prediction, seconds: float) -> None:
+        await self.clock.sleep(seconds)
         self.finish(pred, "aborted" if pred.status == "starting" else "canceled")
 
     async def _run(self, pred: Prediction) -> None:
         try:
-            await asyncio.sleep(self.faults.get().starting_seconds)
+            await self.clock.sleep(self.faults.get().starting_seconds)
             faults = self.faults.get()
             if faults.final_status == "aborted" and not pred.force_fail:
                 self.finish(pred, "aborted")
                 return
-            pred.status, pred.started_at = "processing", time.time()
+            pred.status, pred.started_at = "processing", self.clock.now()
             pred.log(f"Running {pred.model} (version {pred.version[:12]})")
             for step in range(1, PROGRESS_STEPS + 1):
-                await asyncio.sleep(faults.processing_seconds / PROGRESS_STEPS)
+                await self.clock.sleep(faults.processing_seconds / PROGRESS_STEPS)
                 bar = "#" * (10 * step // PROGRESS_STEPS)
                 pct = 100 * step // PROGRESS_STEPS
                 pred.log(f"{pct:3d}%|{bar:<10}| {step}/{PROGRESS_STEPS}")
@@ -211,9 +281,10 @@ class Store:
                 if pred.terminal:
                     return
                 pred.template, pred.files = produced.template, produced.files
+                self.on_event(pred, "output")
                 if faults.finalize_seconds:
                     pred.log("Outputs uploaded; finalizing")
-                    await asyncio.sleep(faults.finalize_seconds)
+                    await self.clock.sleep(faults.finalize_seconds)
                 pred.remove_after_show = self.faults.take("remove_data_after_success")
             self.finish(pred, outcome)
         except asyncio.CancelledError:
@@ -222,26 +293,53 @@ class Store:
             self.finish(pred, "failed", error=f"{type(exc).__name__}: {exc}")
 
     def page(
-        self, cursor: str | None, size: int
+        self,
+        cursor: str | None,
+        size: int,
+        *,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        source: str | None = None,
     ) -> tuple[list[Prediction], str | None, str | None]:
-        """One page, most recent first, plus the next/previous cursors (None at the ends)."""
+        """One page, most recent first, plus the next/previous cursors (None at the ends).
+
+        Only predictions created at or after ``created_after``, before ``created_before`` and
+        (when given) made from ``source`` are listed.
+        """
         self.sweep()
-        items = sorted(self.predictions.values(), key=lambda p: p.seq, reverse=True)
+        items = sorted(
+            (
+                p
+                for p in self.predictions.values()
+                if (created_after is None or p.created_at >= created_after)
+                and (created_before is None or p.created_at < created_before)
+                and (source is None or p.source == source)
+            ),
+            key=lambda p: (p.created_at, p.seq),
+            reverse=True,
+        )
+
+        def key(p: Prediction) -> tuple[float, int]:
+            return (p.created_at, p.seq)
+
         if cursor is None:
             window = items[:size]
         else:
             kind, seq = _decode_cursor(cursor)
+            anchor = next((p for p in self.predictions.values() if p.seq == seq), None)
+            if anchor is None:
+                raise ValueError(f"invalid cursor {cursor!r}")
             if kind == "b":
-                window = [p for p in items if p.seq < seq][:size]
+                window = [p for p in items if key(p) < key(anchor)][:size]
             else:
-                window = [p for p in items if p.seq > seq][-size:]
+                window = [p for p in items if key(p) > key(anchor)][-size:]
         if not window:
             return [], None, None
-        oldest, newest = window[-1].seq, window[0].seq
-        has_older = any(p.seq < oldest for p in items)
-        has_newer = any(p.seq > newest for p in items)
+        oldest, newest = window[-1], window[0]
+        has_older = any(key(p) < key(oldest) for p in items)
+        has_newer = any(key(p) > key(newest) for p in items)
         return (
             window,
-            _encode_cursor("b", oldest) if has_older else None,
-            _encode_cursor("a", newest) if has_newer else None,
+            _encode_cursor("b", oldest.seq) if has_older else None,
+            _encode_cursor("a", newest.seq) if has_newer else None,
         )

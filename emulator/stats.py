@@ -27,6 +27,9 @@ class Stats:
     downloads: list[dict[str, Any]] = field(default_factory=list)
     delivery_authorization_headers: list[str] = field(default_factory=list)
     predictions: int = 0
+    #: One dict per webhook delivery attempt: ``{"id", "prediction_id", "event", "url",
+    #: "attempt", "status"}`` (status None when the receiver could not be reached).
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The stats as a JSON-ready dict (same field names)."""
@@ -95,6 +98,11 @@ class StatsRecorder:
             self._data["downloads"].append(entry)
             if authorization is not None:
                 self._data["delivery_authorization_headers"].append(authorization)
+
+    def webhook(self, attempt: dict[str, Any]) -> None:
+        """A webhook delivery attempt finished."""
+        with self._lock:
+            self._data["webhooks"].append(attempt)
 
     def snapshot(self, predictions: int) -> Stats:
         """A frozen copy of the counters."""

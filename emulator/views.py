@@ -8,11 +8,12 @@ time, ``first_urls_expired`` signs the first hand-out already expired, and
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
+from emulator.clock import Clock, SystemClock
 from emulator.faults import FaultBox
 from emulator.files import FileRef
 from emulator.models import COG_VERSION, VERSION_CREATED_AT, ModelSpec, version_id
@@ -37,6 +38,7 @@ class Renderer:
     base_url: str
     signer: UrlSigner
     faults: FaultBox
+    clock: Clock = field(default_factory=SystemClock)
 
     def _render(self, value: Any, pred: Prediction, host: str, expired: bool, ttl: float) -> Any:
         if isinstance(value, FileRef):
@@ -71,7 +73,7 @@ class Renderer:
 
     def prediction(self, pred: Prediction) -> dict[str, Any]:
         """A prediction object (``schemas_prediction_response``)."""
-        pred.expire(self.faults.get().retention_seconds)
+        pred.expire(self.faults.get().retention_seconds, self.clock.now())
         api = f"{self.base_url}/v1/predictions/{pred.id}"
         data_removed = pred.data_removed  # before output(): remove_after_show flips it
         output = self.output(pred)
@@ -85,7 +87,7 @@ class Renderer:
             "data_removed": data_removed,
             "error": pred.error,
             "status": pred.status,
-            "source": "api",
+            "source": pred.source,
             "created_at": iso(pred.created_at),
             "urls": {"get": api, "cancel": f"{api}/cancel", "web": f"{self.base_url}/p/{pred.id}"},
             "metrics": {},
@@ -103,9 +105,17 @@ class Renderer:
             body["deployment"] = pred.deployment
         return body
 
-    def page(self, preds: list[Prediction], next_: str | None, prev: str | None) -> dict[str, Any]:
-        """A list page (``schemas_paginated_prediction_response``) with absolute cursor URLs."""
-        url = f"{self.base_url}/v1/predictions?cursor="
+    def page(
+        self,
+        preds: list[Prediction],
+        next_: str | None,
+        prev: str | None,
+        filters: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A list page (``schemas_paginated_prediction_response``) with absolute cursor URLs
+        that keep the list's ``filters``."""
+        query = urlencode(filters or {})
+        url = f"{self.base_url}/v1/predictions?{query}{'&' if query else ''}cursor="
         return {
             "next": f"{url}{next_}" if next_ else None,
             "previous": f"{url}{prev}" if prev else None,

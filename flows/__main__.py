@@ -104,6 +104,9 @@ def run(
     deadline: float = typer.Option(
         None, "--deadline", min=1, help="Cancel the prediction on Replicate after SECONDS"
     ),
+    webhook: str = typer.Option(
+        None, "--webhook", help="Receiver URL for the `completed` event (`flows webhooks`)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout"),
     debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
 ) -> None:
@@ -127,6 +130,7 @@ def run(
                 "refresh": refresh,
                 "on_data_removed": on_data_removed,
                 "deadline": deadline,
+                "webhook": webhook,
             },
             storage_options=options,
             debug=debug,
@@ -175,6 +179,9 @@ def batch(
     deadline: float = typer.Option(
         None, "--deadline", min=1, help="Cancel each prediction on Replicate after SECONDS"
     ),
+    webhook: str = typer.Option(
+        None, "--webhook", help="Receiver URL for each `completed` event (`flows webhooks`)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout"),
     debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
 ) -> None:
@@ -207,6 +214,7 @@ def batch(
                     refresh=refresh,
                     on_data_removed=on_data_removed,
                     deadline=deadline,
+                    webhook=webhook,
                     return_state=True,
                 )
                 return await state.aresult(raise_on_failure=False)
@@ -249,6 +257,162 @@ _mount_emulator()
 from flows.demo import demo  # noqa: E402 - after the emulator command, for --help order
 
 app.command("demo", help="The main job end to end, offline, on the built-in emulator.")(demo)
+
+# -- archive what the account pays for: by id, by sweep, by webhook (issue 11) -------------------
+
+
+def _flow_report(flow_call: Any, *, storage_option: list[str], debug: bool, progress: bool) -> Any:
+    """Run an archive flow in process; its report (a failed run still carries one)."""
+    from archiver.inputs import parse_options
+    from archiver.progress import use_progress
+    from flows.console import RichProgress
+
+    _export_storage_options(parse_options(storage_option))
+    _quiet_prefect_console(debug)
+
+    async def go() -> Any:
+        state = await flow_call()
+        return await state.aresult(raise_on_failure=False)
+
+    with RichProgress(enabled=progress) as sink:
+        use_progress(sink)
+        report = asyncio.run(go())
+    if isinstance(report, BaseException):
+        raise report
+    return report
+
+
+def _print_report(report: Any, as_json: bool) -> None:
+    """--json: one document; else one line per prediction. Losses also go to stderr, loudly."""
+    for result in report.lost:
+        typer.echo(
+            f"error: {result.prediction_id} {result.outcome}: {result.error or 'no detail'}",
+            err=True,
+        )
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    for result in report.predictions:
+        where = f" -> {result.summary.manifest_url}" if result.summary else ""
+        typer.echo(f"{result.prediction_id}  {result.outcome:<8} {result.model or ''}{where}")
+    typer.echo(report.headline())
+
+
+@app.command("archive")
+def archive_command(
+    prediction_ids: list[str] = typer.Argument(..., help="Ids of predictions on this account"),
+    dest: str = typer.Option(
+        None, "--dest", help="Archive destination: path or fsspec URL [default: ./archive]"
+    ),
+    storage_option: list[str] = typer.Option(
+        [], "--storage-option", help="fsspec storage option K=V (repeatable)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON report on stdout"),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
+) -> None:
+    """Archive existing predictions by id (made by anyone on the account); never creates one."""
+    try:
+        from flows.archive_existing import archive_existing
+
+        report = _flow_report(
+            lambda: archive_existing(prediction_ids=prediction_ids, dest=dest, return_state=True),
+            storage_option=storage_option,
+            debug=debug,
+            progress=not as_json,
+        )
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
+        _fail(exc, debug)
+    _print_report(report, as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("sweep")
+def sweep_command(
+    since: str = typer.Option("1h", "--since", help="Window to list: 90s, 55m, 2h..."),
+    source: str = typer.Option("api", "--source", help="api | web | all"),
+    dest: str = typer.Option(
+        None, "--dest", help="Archive destination: path or fsspec URL [default: ./archive]"
+    ),
+    storage_option: list[str] = typer.Option(
+        [], "--storage-option", help="fsspec storage option K=V (repeatable)"
+    ),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, max=100, help="Archived at once"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON report on stdout"),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
+) -> None:
+    """Archive the account's succeeded predictions created within --since (exit 1 on a loss)."""
+    from archiver.errors import ConfigurationError
+    from archiver.sweep import SOURCES, parse_duration
+
+    try:
+        parse_duration(since)
+        if source not in SOURCES:
+            raise ConfigurationError(f"invalid --source {source!r}: expected api, web or all")
+        from flows.archive_recent import archive_recent
+
+        report = _flow_report(
+            lambda: archive_recent(
+                since=since, source=source, concurrency=concurrency, dest=dest, return_state=True
+            ),
+            storage_option=storage_option,
+            debug=debug,
+            progress=not as_json,
+        )
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
+        _fail(exc, debug)
+    _print_report(report, as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("webhooks")
+def webhooks_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on"),
+    port: int = typer.Option(8787, "--port", min=0, max=65535, help="Port (0: a free one)"),
+    path: str = typer.Option("/webhooks/replicate", "--path", help="URL path deliveries go to"),
+    dest: str = typer.Option(
+        None, "--dest", help="Archive destination: path or fsspec URL [default: ./archive]"
+    ),
+    storage_option: list[str] = typer.Option(
+        [], "--storage-option", help="fsspec storage option K=V (repeatable)"
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
+) -> None:
+    """Receive Replicate webhooks and archive every succeeded prediction they announce."""
+    from archiver.errors import ConfigurationError
+    from archiver.inputs import parse_options
+    from flows.webhooks import receive
+
+    def announce(url: str) -> None:
+        typer.echo(f"listening on {url}")
+        sys.stdout.flush()
+
+    def report(line: str) -> None:
+        typer.echo(redact(line), err=True)
+
+    try:
+        if not path.startswith("/"):
+            raise ConfigurationError(f"invalid --path {path!r}: must start with /")
+        options = parse_options(storage_option)
+        _export_storage_options(options)
+        _quiet_prefect_console(debug)
+        asyncio.run(
+            receive(
+                host=host,
+                port=port,
+                path=path,
+                dest=dest,
+                storage_options={},
+                announce=announce,
+                report=report,
+            )
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the CLI's one boundary
+        _fail(exc, debug)
+
 
 if __name__ == "__main__":
     app()

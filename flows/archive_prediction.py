@@ -30,16 +30,17 @@ ModelParam = Annotated[
     ),
 ]
 DeadlineParam = Annotated[float, Field(ge=1, le=86400)] | None
+WebhookParam = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)] | None
 
 
 def task_steps(settings: Settings) -> Steps:
     """The pipeline's steps as Prefect tasks, with the retry policy from settings."""
     policy = RetryPolicies.from_settings(settings).step  # store outages only: see archiver.retry
-    options = {"retries": policy.retries, "retry_delay_seconds": policy.delays()}
+    retries, delays = policy.retries, policy.delays()
     return Steps(
-        generate=generate.with_options(**options),
-        download=download.with_options(**options),
-        archive=archive.with_options(**options),
+        generate=generate.with_options(retries=retries, retry_delay_seconds=delays),
+        download=download.with_options(retries=retries, retry_delay_seconds=delays),
+        archive=archive.with_options(retries=retries, retry_delay_seconds=delays),
     )
 
 
@@ -57,6 +58,7 @@ async def archive_prediction(
     on_data_removed: OnDataRemoved = "fail",
     deadline: DeadlineParam = None,
     storage_options: dict[str, str] | None = None,
+    webhook: WebhookParam = None,
 ) -> RunSummary:
     """Generate a Replicate prediction, download every output at once, archive it with a manifest.
 
@@ -72,6 +74,8 @@ async def archive_prediction(
         deadline: Seconds (1-86400) after which Replicate cancels the prediction (Cancel-After).
         storage_options: Non-secret fsspec options (endpoint_url, region...); credentials
             belong in the worker's environment, never in parameters.
+        webhook: Receiver URL for the prediction's `completed` event (`python -m flows
+            webhooks`), so the outputs are kept even if this run dies.
     """
     settings = await flow_settings()
     runtime = Runtime.build(
@@ -79,7 +83,7 @@ async def archive_prediction(
     )
     try:
         request = PredictionRequest(
-            ModelRef.parse(model, deployment=deployment), dict(input or {}), deadline
+            ModelRef.parse(model, deployment=deployment), dict(input or {}), deadline, webhook
         )
         return await process(
             runtime,

@@ -30,6 +30,7 @@ from archiver.progress import current_progress
 from archiver.ratelimit import CreateLimiter, TokenBucket
 from archiver.runtime import Runtime
 from archiver.settings import Settings
+from flows.archive_prediction import WebhookParam
 from flows.settings import flow_settings
 from tasks.batch import archive_items, read_batch
 
@@ -46,6 +47,7 @@ async def archive_batch(
     refresh: bool = False,
     on_data_removed: OnDataRemoved = "fail",
     deadline: float | None = None,
+    webhook: WebhookParam = None,
 ) -> BatchSummary:
     """Archive every record of a batch file; rerunning it skips what is already archived.
 
@@ -59,6 +61,8 @@ async def archive_batch(
         refresh: Pay for new predictions even for inputs archived before.
         on_data_removed: If Replicate already removed an item's outputs: fail, or rerun once.
         deadline: Seconds after which Replicate cancels each prediction (Cancel-After).
+        webhook: Receiver URL for each prediction's `completed` event (`python -m flows
+            webhooks`), so the outputs are kept even if this run dies.
     """
     settings = await flow_settings()
     runtime = Runtime.build(settings, dest=dest)  # creates limited in-process until...
@@ -76,6 +80,7 @@ async def archive_batch(
             refresh=refresh,
             on_data_removed=on_data_removed,
             deadline=deadline,
+            webhook=webhook,
         )
         async with _progress_artifact(progress):
             chunks = chunked(items)
