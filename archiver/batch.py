@@ -15,12 +15,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, Field, computed_field
 
 from .batchfile import BatchItem
 from .errors import ArchiverError, redact
 from .pipeline import FileSummary, OnDataRemoved, RunSummary, process
 from .progress import NullProgress, ProgressSink
+from .report.previews import Preview
 from .retry import RetryPolicy, should_retry
 from .runtime import Runtime
 
@@ -40,6 +41,7 @@ class ItemResult(BaseModel):
     manifest_url: str | None = None
     files: list[FileSummary] = []
     error: str | None = None
+    previews: list[Preview] = Field(default=[], exclude=True)  # as RunSummary.previews
 
     @classmethod
     def done(cls, item: BatchItem, summary: RunSummary) -> ItemResult:
@@ -53,6 +55,7 @@ class ItemResult(BaseModel):
             predictions_created=summary.predictions_created,
             manifest_url=summary.manifest_url,
             files=summary.files,
+            previews=summary.previews,
         )
 
     @classmethod

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .archive import archive_staged
 from .download import Staged, discard_staging, download_outputs
@@ -19,6 +19,7 @@ from .errors import OutputsRemoved
 from .generate import Generated, finalize, generate
 from .manifest import Manifest
 from .prediction import Prediction, PredictionRequest
+from .report.previews import Preview, current_budget, previews_of
 from .runtime import Runtime
 
 OnDataRemoved = Literal["fail", "rerun"]
@@ -43,6 +44,8 @@ class RunSummary(BaseModel):
     refetches: int
     manifest_url: str
     files: list[FileSummary]
+    # The gallery: thumbnails from the staged bytes. In memory only (kept out of JSON).
+    previews: list[Preview] = Field(default=[], exclude=True)
 
     @classmethod
     def of(
@@ -149,7 +152,18 @@ async def process(
         generated = await steps.generate(runtime, request, True)
         created += int(generated.created)
         staged = await steps.download(runtime, generated.prediction)
+    previews = await _previews(staged)  # before the archive step discards the staging
     manifest = await steps.archive(runtime, generated, staged)
-    return RunSummary.of(
+    summary = RunSummary.of(
         runtime, manifest, cached=False, created=created, refetches=staged.refetches
     )
+    return summary.model_copy(update={"previews": previews}) if previews else summary
+
+
+async def _previews(staged: Staged) -> list[Preview]:
+    """Thumbnails of the staged images, within the budget a flow installed (none: none)."""
+    budget = current_budget()
+    if budget is None:
+        return []
+    files = [(f.name, f.content_type, f.size, staged.path_of(f)) for f in staged.files]
+    return await asyncio.to_thread(previews_of, files, budget)
