@@ -256,6 +256,14 @@ def batch_table(summary: BatchSummary) -> list[dict[str, Any]]:
     return table
 
 
+def progress_text(s: Mapping[str, int]) -> str:
+    """A batch's progress snapshot as one line."""
+    return (
+        f"{s['finished']}/{s['total']} items ({s['archived']} archived, {s['cached']} "
+        f"cached, {s['failed']} failed); {s['files']} files, {s['bytes']:,} bytes downloaded"
+    )
+
+
 def local_previews(
     summary: RunSummary, dest: Destination, budget: PreviewBudget | None
 ) -> list[Preview]:
