@@ -20,7 +20,14 @@ def flow_settings() -> Settings:
     if settings.api_token is None and settings.token_secret_block:
         from prefect.blocks.system import Secret
 
-        token = Secret.load(settings.token_secret_block, _sync=True).get()
+        try:
+            token = Secret.load(settings.token_secret_block, _sync=True).get()
+        except ValueError as exc:  # Prefect: "Unable to find block document named ..."
+            raise ConfigurationError(
+                f"no Secret block {settings.token_secret_block!r} (ARCHIVER_TOKEN_SECRET_BLOCK) "
+                "on this Prefect server: store the token with `REPLICATE_API_TOKEN=r8_... "
+                "python -m deployments secret`, or set REPLICATE_API_TOKEN for the worker"
+            ) from exc
         settings = settings.model_copy(update={"api_token": SecretStr(token)})
     if settings.aws_credentials_block:
         block_options = aws_block_storage_options(settings.aws_credentials_block)

@@ -32,7 +32,7 @@ def test_served_deployments_match_the_yaml():
     on_demand = specs["on-demand"].to_runner_deployment()
     assert (on_demand.flow_name, on_demand.name) == ("archive-prediction", "on-demand")
     assert on_demand.enforce_parameter_schema and not on_demand.schedules
-    assert on_demand.entrypoint == "flows/archive_prediction.py:archive_prediction"
+    assert on_demand.entrypoint == "flows.archive_prediction.archive_prediction"
 
     nightly = specs["nightly"].to_runner_deployment()
     [schedule] = nightly.schedules
