@@ -144,13 +144,13 @@ def test_run_summary_shows_what_and_where(tmp_path):
     """Prediction id, model, input, cached, re-fetches, and each file's full path, size, sha256."""
     summary = _summary(str(tmp_path), names=("out-0.png", "a|b.txt"))
     markdown = run_summary(summary, {"prompt": "a lighthouse", "seed": 7})
-    for text in ("`pred123`", "`owner/model`", "| cached | no", "| re-fetches | 2 |"):
+    for text in ("`pred123`", "`owner/model`", "**cached**: no", "**re-fetches**: 2"):
         assert text in markdown
     assert '"prompt": "a lighthouse"' in markdown
     for f in summary.files:
-        assert f"`{f.url.replace('|', chr(92) + '|')}`" in markdown
-        assert f"{f.size:,} B" in markdown and f"`{f.sha256}`" in markdown
-    assert "a\\|b.txt" in markdown  # a pipe in a name does not break the table
+        assert f"location: `{f.url}`" in markdown
+        assert f"{f.size:,} B" in markdown and f"sha256: `{f.sha256}`" in markdown
+    assert "**a\\|b.txt**" in markdown  # markdown characters in a name are escaped
 
 
 def test_cached_run_gallery_lists_files_and_says_why_there_are_no_thumbnails(tmp_path):
@@ -203,3 +203,34 @@ def test_presigned_links_download_the_file_and_are_off_by_default(moto_s3, moto_
     assert "Signature=" in link or "X-Amz-Signature=" in link
     assert httpx.get(link).content == b"png bytes"
     assert "download" in run_summary(summary, {}, links={url: link})
+
+
+def test_a_cached_run_on_a_local_archive_gets_thumbnails_from_the_archived_files(tmp_path):
+    """Nothing staged (archived earlier): thumbnails are read from the local archive's files."""
+    from archiver.report.render import local_previews
+
+    dest = open_destination(str(tmp_path))
+    summary = _summary(dest.root, cached=True, names=("out-0.png", "notes.txt"))
+    (tmp_path / "m/p").mkdir(parents=True)
+    (tmp_path / "m/p/out-0.png").write_bytes(noise_png(64, 48))
+    (tmp_path / "m/p/notes.txt").write_text("x")
+    png, txt = local_previews(summary, dest, PreviewBudget())
+    assert png.thumbnail and (png.width, png.height) == (64, 48)
+    assert txt.thumbnail is None
+    markdown = run_gallery(summary.model_copy(update={"previews": [png, txt]}))
+    assert markdown.count("data:image/jpeg") == 1 and "earlier run" not in markdown
+
+
+def test_batch_summary_lists_every_file_and_every_failed_item(tmp_path):
+    """Each archived file with its location, size and sha256; each failed item with its error."""
+    from archiver.report.render import batch_summary
+
+    run = _summary(str(tmp_path), names=("a.png", "b.png"))
+    items = [
+        ItemResult(index=0, line=1, model="o/m", input={}, outcome="archived", files=run.files),
+        ItemResult(index=1, line=2, model="o/m", input={}, outcome="failed", error="E: boom"),
+    ]
+    markdown = batch_summary(BatchSummary(file="p.jsonl", dest=str(tmp_path), items=items))
+    for f in run.files:
+        assert f"| {f.size:,} B | `{f.sha256}` | `{f.url}` |" in markdown
+    assert "| 1 | 2 | E: boom |" in markdown

@@ -48,9 +48,11 @@ def _md(text: str) -> str:
     )
 
 
-def _code(text: str) -> str:
-    """Inline code that survives backticks and table pipes in `text`."""
-    body = str(text).replace("|", "\\|").replace("\n", " ")
+def _code(text: str, cell: bool = False) -> str:
+    """Inline code that survives backticks in `text`, and its pipes inside a table `cell`."""
+    body = str(text).replace("\n", " ")
+    if cell:
+        body = body.replace("|", "\\|")
     fence = "``" if "`" in body else "`"
     return f"{fence} {body} {fence}" if fence == "``" else f"`{body}`"
 
@@ -59,9 +61,10 @@ def _size(size: int) -> str:
     return f"{size:,} B"
 
 
-def _location(f: FileSummary, links: Mapping[str, str]) -> str:
+def _location(f: FileSummary, links: Mapping[str, str], cell: bool = False) -> str:
     link = links.get(f.url)
-    return f"{_code(f.url)} ([download]({link}))" if link else _code(f.url)
+    code = _code(f.url, cell)
+    return f"{code} ([download]({link}))" if link else code
 
 
 def _input_block(value: Mapping[str, Any]) -> str:
@@ -84,14 +87,12 @@ def run_summary(
     lines = [
         f"## Archived prediction `{summary.prediction_id}`",
         "",
-        "| | |",
-        "| --- | --- |",
-        f"| prediction id | {_code(summary.prediction_id)} |",
-        f"| model | {_code(summary.model)} |",
-        f"| cached | {'yes' if summary.cached else 'no'} ({created}) |",
-        f"| re-fetches | {summary.refetches} |",
-        f"| manifest | {_code(summary.manifest_url)} |",
-        f"| files | {len(summary.files)}, {_size(sum(f.size for f in summary.files))} |",
+        f"- **prediction id**: {_code(summary.prediction_id)}",
+        f"- **model**: {_code(summary.model)}",
+        f"- **cached**: {'yes' if summary.cached else 'no'} ({created})",
+        f"- **re-fetches**: {summary.refetches}",
+        f"- **manifest**: {_code(summary.manifest_url)}",
+        f"- **files**: {len(summary.files)}, {_size(sum(f.size for f in summary.files))}",
         "",
         "### Input",
         "",
@@ -99,13 +100,13 @@ def run_summary(
         "",
         "### Files",
         "",
-        "| file | location | size | sha256 |",
-        "| --- | --- | ---: | --- |",
     ]
-    lines += [
-        f"| {_md(f.name)} | {_location(f, links)} | {_size(f.size)} | {_code(f.sha256)} |"
-        for f in summary.files
-    ]
+    for f in summary.files:
+        lines += [
+            f"- **{_md(f.name)}**, {_size(f.size)}",
+            f"  - location: {_location(f, links)}",
+            f"  - sha256: {_code(f.sha256)}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -209,14 +210,15 @@ def batch_summary(summary: BatchSummary, *, links: Mapping[str, str] | None = No
         "",
         f"{summary.headline()}; batch file {_code(summary.file)}; archive {_code(summary.dest)}",
         "",
-        "| item | outcome | prediction | file | location | size | sha256 |",
-        "| ---: | --- | --- | --- | --- | ---: | --- |",
+        "| item | outcome | prediction | file | size | sha256 | location |",
+        "| ---: | --- | --- | --- | ---: | --- | --- |",
     ]
     files = [(item, f) for item in summary.items for f in item.files]
     for item, f in files[:MAX_LISTED]:
         lines.append(
-            f"| {item.index} | {item.outcome} | {_code(item.prediction_id or '')} | "
-            f"{_md(f.name)} | {_location(f, links)} | {_size(f.size)} | {_code(f.sha256)} |"
+            f"| {item.index} | {item.outcome} | {_code(item.prediction_id or '', True)} | "
+            f"{_md(f.name)} | {_size(f.size)} | {_code(f.sha256, True)} | "
+            f"{_location(f, links, True)} |"
         )
     if len(files) > MAX_LISTED:
         lines.append(f"\n{len(files) - MAX_LISTED} more file(s) are listed in the table artifact.")
