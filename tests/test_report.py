@@ -156,7 +156,10 @@ def test_run_summary_shows_what_and_where(tmp_path):
 def test_cached_run_gallery_lists_files_and_says_why_there_are_no_thumbnails(tmp_path):
     """A cached prediction's gallery lists its files and explains the missing thumbnails."""
     markdown = run_gallery(_summary(str(tmp_path), cached=True, names=("a.txt",)))
-    assert "| a.txt | unknown | 1,234 B |" in markdown and "earlier run" in markdown
+    assert (
+        "| a.txt | text/plain | 1,234 B | archived earlier" in markdown
+        and "earlier run" in markdown
+    )
 
 
 def test_batch_gallery_captions_name_the_item(tmp_path):

@@ -14,6 +14,7 @@ Pure functions of the summaries; only `local_previews` and `presigned_links` tou
 from __future__ import annotations
 
 import json
+import mimetypes
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -176,12 +177,23 @@ def _attr(text: str) -> str:
 def run_gallery(summary: RunSummary) -> str:
     """The gallery of one prediction; files without a preview are listed from the summary."""
     by_name = {p.name: p for p in summary.previews}
+    missing = "archived earlier: no thumbnail" if summary.cached else None
     entries = [
-        (f.name, by_name.get(f.name) or Preview(name=f.name, size=f.size)) for f in summary.files
+        (
+            f.name,
+            by_name.get(f.name)
+            or Preview(
+                name=f.name, size=f.size, note=missing, content_type=mimetypes.guess_type(f.name)[0]
+            ),
+        )
+        for f in summary.files
     ]
     note = None
     if summary.cached and not any(p.thumbnail for p in summary.previews):
-        note = "Archived by an earlier run; thumbnails are made from local files only."
+        note = (
+            "Archived by an earlier run; thumbnails are made from local files only, never "
+            "downloaded again."
+        )
     return gallery(entries, title=f"Gallery of `{summary.prediction_id}`", note=note)
 
 
