@@ -57,8 +57,6 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
 # Every Prefect command talks to this server unless PREFECT_API_URL says otherwise.
 server pool secret deploy worker serve: export PREFECT_API_URL ?= http://$(PREFECT_HOST):$(PREFECT_PORT)/api
-# Flow runs move into this checkout (prefect.yaml's pull step) so `flows.*` imports.
-worker serve: export ARCHIVER_PROJECT_DIR ?= $(CURDIR)
 
 server: install  ## API + UI; SQLite in $(PREFECT_HOME), or PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://...
 	PREFECT_SERVER_API_HOST=$(PREFECT_HOST) PREFECT_SERVER_API_PORT=$(PREFECT_PORT) $(PREFECT) server start

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, Field, computed_field
 
 from .batchfile import BatchItem
 from .download import Staged
@@ -35,6 +35,7 @@ from .pipeline import (
 )
 from .prediction import Prediction, PredictionRequest
 from .progress import NullProgress, ProgressSink
+from .report.previews import Preview
 from .retry import RetryPolicies, RetryPolicy, Sleep, retry_call
 from .runtime import Runtime
 
@@ -54,6 +55,7 @@ class ItemResult(BaseModel):
     manifest_url: str | None = None
     files: list[FileSummary] = []
     error: str | None = None
+    previews: list[Preview] = Field(default=[], exclude=True)  # as RunSummary.previews
 
     @classmethod
     def done(cls, item: BatchItem, summary: RunSummary) -> ItemResult:
@@ -67,6 +69,7 @@ class ItemResult(BaseModel):
             predictions_created=summary.predictions_created,
             manifest_url=summary.manifest_url,
             files=summary.files,
+            previews=summary.previews,
         )
 
     @classmethod

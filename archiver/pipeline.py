@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .archive import archive_staged, prediction_directory
 from .download import Staged, discard_staging, download_outputs
@@ -19,6 +19,7 @@ from .errors import ArchiverError, OutputsRemoved
 from .generate import Cached, Generated, Ready, finalize, generate
 from .manifest import MANIFEST_NAME, Manifest
 from .prediction import Prediction, PredictionRequest
+from .report.previews import Preview, current_budget, previews_of
 from .runtime import Runtime
 from .storage import read_bytes
 
@@ -44,6 +45,8 @@ class RunSummary(BaseModel):
     refetches: int
     manifest_url: str
     files: list[FileSummary]
+    # The gallery: thumbnails from the staged bytes. In memory only (kept out of JSON).
+    previews: list[Preview] = Field(default=[], exclude=True)
 
     @classmethod
     def of(
@@ -177,11 +180,13 @@ async def _deliver(runtime: Runtime, steps: Steps, ready: Ready, created: int) -
         if manifest is not None:
             return RunSummary.of(runtime, manifest, cached=True, created=created, refetches=0)
         staged = await steps.download(runtime, ready.prediction)
+        previews = await _previews(staged)  # before the archive step discards the staging
         await lease.ensure_held()  # fencing: nobody else can be archiving it now
         manifest = await steps.archive(runtime, ready, staged)
-    return RunSummary.of(
+    summary = RunSummary.of(
         runtime, manifest, cached=False, created=created, refetches=staged.refetches
     )
+    return summary.model_copy(update={"previews": previews}) if previews else summary
 
 
 def _archived_meanwhile(runtime: Runtime, ready: Ready) -> Manifest | None:
@@ -212,3 +217,12 @@ def manifest_in_place(runtime: Runtime, prediction: Prediction) -> Manifest | No
     except ValueError:
         return None
     return manifest if manifest.prediction_id == prediction.id else None
+
+
+async def _previews(staged: Staged) -> list[Preview]:
+    """Thumbnails of the staged images, within the budget a flow installed (none: none)."""
+    budget = current_budget()
+    if budget is None:
+        return []
+    files = [(f.name, f.content_type, f.size, staged.path_of(f)) for f in staged.files]
+    return await asyncio.to_thread(previews_of, files, budget)

@@ -134,3 +134,64 @@ class _ReleasingStream(httpx.AsyncByteStream):
             if self._release is not None:
                 release, self._release = self._release, None
                 release()
+
+
+class CoalescingLimiter:
+    """A create limiter on a shared, remote rate limit; in-process once that fails.
+
+    `take(n)` must wait until `n` slots of the shared limit are granted (e.g. Prefect's global
+    rate limit, in `tasks/limits.py`). Waiters that queue up together take their slots in one
+    `take` call, so a burst of creates costs a few remote calls instead of one serialized call
+    each. When `take` raises (limit deleted, API down) every waiter, now and later, goes
+    through `fallback` instead, and `warn` is told once.
+    """
+
+    def __init__(
+        self,
+        take: Callable[[int], Awaitable[Any]],
+        fallback: TokenBucket,
+        warn: Callable[..., Any],
+        max_batch: int = 50,
+    ) -> None:
+        self.take = take
+        self.fallback = fallback
+        self.max_batch = max(1, min(max_batch, fallback.burst))
+        self._warn = warn
+        self._waiters: list[asyncio.Future[None]] = []
+        self._pump: asyncio.Task[None] | None = None
+        self.broken: BaseException | None = None
+
+    async def __call__(self) -> None:
+        if self.broken is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            if self._pump is None or self._pump.done():
+                self._pump = asyncio.create_task(self._take_slots())
+            try:
+                await waiter
+                return
+            except _LimitUnavailable:
+                pass
+        await self.fallback()
+
+    async def _take_slots(self) -> None:
+        while self._waiters:
+            batch = self._waiters[: self.max_batch]
+            try:
+                await self.take(len(batch))
+            except Exception as exc:  # noqa: BLE001 - any failure: go in-process
+                self.broken = exc
+                self._warn("create rate limit falls back to in-process: %s", exc)
+                for waiter in self._waiters:
+                    if not waiter.done():
+                        waiter.set_exception(_LimitUnavailable())
+                self._waiters.clear()
+                return
+            del self._waiters[: len(batch)]
+            for waiter in batch:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+
+class _LimitUnavailable(Exception):
+    pass

@@ -215,6 +215,14 @@ class Settings(BaseSettings):
         le=64 * MiB,
         description="Largest webhook delivery body the receiver reads (bytes); larger: 413.",
     )
+    presign_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=604800,
+        description="Lifetime in seconds of presigned download links shown in a run's summary "
+        "artifact for files in S3 (anyone holding a link can download the file until it "
+        "expires). 0: no links.",
+    )
 
     @field_validator("storage_options", mode="before")
     @classmethod

@@ -59,16 +59,17 @@ class DeploymentSpec:
 
     @property
     def module(self) -> str:
-        """`flows/batch.py:archive_batch` -> `flows.batch`."""
-        path = self.entrypoint.split(":", 1)[0]
-        return path.removesuffix(".py").replace("/", ".")
+        """`flows.batch.archive_batch` (or `flows/batch.py:archive_batch`) -> `flows.batch`."""
+        if ":" in self.entrypoint:
+            return self.entrypoint.split(":", 1)[0].removesuffix(".py").replace("/", ".")
+        return self.entrypoint.rsplit(".", 1)[0]
 
     @property
     def function(self) -> str:
-        return self.entrypoint.split(":", 1)[1]
+        return self.entrypoint.rsplit(":" if ":" in self.entrypoint else ".", 1)[1]
 
     def load_flow(self) -> Any:
-        """The flow object (the project directory must be importable: run from its root)."""
+        """The flow object, imported from the installed package (any working directory)."""
         return getattr(importlib.import_module(self.module), self.function)
 
     def schedule_objects(self) -> list[dict[str, Any]]:
@@ -95,6 +96,7 @@ class DeploymentSpec:
     def to_runner_deployment(self) -> Any:
         """A `RunnerDeployment` for `prefect.serve` with this spec's settings."""
         from prefect.client.schemas.objects import ConcurrencyLimitConfig
+        from prefect.types.entrypoint import EntrypointType
 
         limit = self.concurrency_limit
         if isinstance(limit, dict):
@@ -108,6 +110,8 @@ class DeploymentSpec:
             schedules=self.schedule_objects(),
             enforce_parameter_schema=self.enforce_parameter_schema,
             concurrency_limit=limit,
+            # Like prefect.yaml: the module path, importable from any working directory.
+            entrypoint_type=EntrypointType.MODULE_PATH,
         )
 
 
@@ -157,7 +161,6 @@ def serve(
     """
     from prefect import serve as prefect_serve
 
-    os.chdir(PROJECT_DIR)  # entrypoints are relative to the project root
     specs = [s for s in load_specs() if not names or s.name in names]
     if names and len(specs) != len(set(names)):
         known = ", ".join(s.name for s in load_specs())

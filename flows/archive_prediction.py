@@ -10,12 +10,14 @@ from pydantic import Field
 from archiver.pipeline import OnDataRemoved, RunSummary, Steps, process
 from archiver.prediction import ModelRef, PredictionRequest
 from archiver.progress import current_progress
+from archiver.report.previews import PreviewBudget, use_previews
 from archiver.retry import RetryPolicies
 from archiver.runtime import Runtime
 from archiver.settings import Settings
 from flows.hooks import cancel_in_flight
 from flows.settings import flow_settings
 from tasks.archive import archive
+from tasks.artifacts import publish_run
 from tasks.download import download
 from tasks.generate import generate
 
@@ -81,16 +83,19 @@ async def archive_prediction(
     runtime = Runtime.build(
         settings, dest=dest, storage_options=storage_options, progress=current_progress()
     )
+    use_previews(PreviewBudget())  # the gallery's thumbnails, made while the files are staged
     try:
         request = PredictionRequest(
             ModelRef.parse(model, deployment=deployment), dict(input or {}), deadline, webhook
         )
-        return await process(
+        summary = await process(
             runtime,
             request,
             refresh=refresh,
             on_data_removed=on_data_removed,
             steps=task_steps(settings),
         )
+        await publish_run(summary, request.input, runtime.dest, settings.presign_seconds)
+        return summary
     finally:
         await runtime.aclose()

@@ -22,9 +22,15 @@ async def flow_settings() -> Settings:
     if settings.api_token is None and settings.token_secret_block:
         from prefect.blocks.system import Secret
 
-        secret: Secret[str] = await Secret.aload(settings.token_secret_block)
-        token = secret.get()
-        settings = settings.model_copy(update={"api_token": SecretStr(token)})
+        try:
+            secret: Secret[str] = await Secret.aload(settings.token_secret_block)
+        except ValueError as exc:  # Prefect: "Unable to find block document named ..."
+            raise ConfigurationError(
+                f"no Secret block {settings.token_secret_block!r} (ARCHIVER_TOKEN_SECRET_BLOCK) "
+                "on this Prefect server: store the token with `REPLICATE_API_TOKEN=r8_... "
+                "python -m deployments secret`, or set REPLICATE_API_TOKEN for the worker"
+            ) from exc
+        settings = settings.model_copy(update={"api_token": SecretStr(secret.get())})
     if settings.aws_credentials_block:
         block_options = await aws_block_storage_options(settings.aws_credentials_block)
         # Explicit ARCHIVER_STORAGE_OPTIONS win over the block; the flow's own (non-secret)

@@ -1,8 +1,9 @@
 """A real Prefect deployment stack for tests: `prefect server start`, the process work pool,
 the Secret block, `prefect deploy --all`, and `prefect worker start` processes, all on loopback.
 
-It runs the same commands as the Makefile (`make server`, `make pool`, `make secret`,
-`make deploy`, `make worker`) with a private PREFECT_HOME per process, on free ports. Workers
+It runs the commands README's deployment section gives (which the Makefile's `server`, `pool`,
+`secret`, `deploy` and `worker` targets shorten), with a private PREFECT_HOME per process, on
+free ports; workers run from directories outside the project. Workers
 get the Replicate emulator's address and a shared archive through their environment; the token
 only through the Secret block.
 """
@@ -255,8 +256,10 @@ class PrefectServer:
 
 
 class Worker(Process):
-    """`prefect worker start --pool archiver` (`make worker`) in its own directory, as if on its
-    own machine: its own PREFECT_HOME and staging directory, the shared archive and cache."""
+    """`prefect worker start --pool archiver --name NAME --limit N`, exactly as README's
+    deployment section starts one (not `make worker`): from a directory of its own outside the
+    project, as if on its own machine, with its own PREFECT_HOME and staging directory, the
+    shared archive and cache, and no project-specific variable but the archiver's settings."""
 
     def __init__(self, server: PrefectServer, name: str, env: dict[str, str], limit: int = 1):
         self.name = name
@@ -265,19 +268,7 @@ class Worker(Process):
         full_env = server.env(workdir / "home", **env)
         full_env.setdefault("ARCHIVER_STAGING_DIR", str(workdir / "staging"))
         super().__init__(
-            [
-                PREFECT,
-                "worker",
-                "start",
-                "--pool",
-                POOL,
-                "--type",
-                "process",
-                "--name",
-                name,
-                "--limit",
-                str(limit),
-            ],
+            [PREFECT, "worker", "start", "--pool", POOL, "--name", name, "--limit", str(limit)],
             full_env,
             workdir,
             workdir / "worker.log",
@@ -328,6 +319,14 @@ class Stack:
             return wait_for(finished, timeout, f"flow runs {ids}", interval=0.5)
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{self.logs()}") from None
+
+    def artifacts(self, flow_run_id: Any) -> dict[str, Any]:
+        """The artifacts of a flow run that have a key, by key."""
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        only = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        with self.client() as client:
+            return {a.key: a for a in client.read_artifacts(artifact_filter=only) if a.key}
 
     def wait_idle(self, timeout: float = 90) -> None:
         """Until no flow run is pending or running (so tests do not queue behind each other)."""
@@ -397,7 +396,6 @@ def prefect_stack(
         lock_url = None if redis_unavailable() else REDIS_URL
         worker_env = {
             **emulator.env(),  # REPLICATE_BASE_URL, REPLICATE_DELIVERY_HOSTS; no token
-            "ARCHIVER_PROJECT_DIR": str(ROOT),
             "ARCHIVER_DEST": str(archive),
             "ARCHIVER_POLL_INTERVAL": "0.1",
             "ARCHIVER_TASK_RETRY_DELAY": "0",

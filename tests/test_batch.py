@@ -95,7 +95,7 @@ def test_progress_table_and_link_artifacts_are_published(
     prefect_harness, archive_env, emulator, tmp_path
 ):
     """After a batch run its flow run holds a 100% progress artifact, a table of the archived
-    files with their URLs, and a markdown artifact linking them."""
+    files with their URLs, a summary with their locations and a gallery of thumbnails."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -125,8 +125,11 @@ def test_progress_table_and_link_artifacts_are_published(
     rows = json.loads(table) if isinstance(table, str) else table
     urls = {row["url"] for row in rows}
     assert urls == {f.url for item in summary.items for f in item.files} and len(urls) == 3
-    markdown = artifacts["markdown"].data
-    assert all(f"({'file://' + f.url})" in markdown for item in summary.items for f in item.files)
+    by_key = {a.key: a.data for a in asyncio.run(read())}
+    markdown = by_key["archive-batch-summary"]  # every file's full location
+    assert all(f"`{f.url}`" in markdown for item in summary.items for f in item.files)
+    gallery = by_key["archive-batch-gallery"]  # thumbnails of the staged images, as data: URIs
+    assert gallery.count('<img src="data:image/jpeg;base64,') == 3
 
 
 def test_cli_batch_exits_1_when_an_item_fails_and_lists_every_item(cli, archive_env, tmp_path):

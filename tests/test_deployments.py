@@ -1,14 +1,18 @@
 """Deployments end to end on a real `prefect server start` (SQLite) with two process workers.
 
-The stack (tests/prefect_server.py) runs what the Makefile runs: `prefect work-pool create`,
-`python -m deployments secret`, `prefect --no-prompt deploy --all` and `prefect worker start`.
-Runs are created the way the UI creates them: parameters through the API.
+The stack (tests/prefect_server.py) runs README's commands, not the Makefile:
+`prefect work-pool create`, `python -m deployments secret`, `prefect --no-prompt deploy --all`,
+and plain `prefect worker start --pool archiver` from directories outside the project, without
+ARCHIVER_PROJECT_DIR. Runs are created the way the UI creates them: parameters through the API.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
+import re
 import uuid
 from datetime import timedelta
 
@@ -21,7 +25,10 @@ pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
 ON_DEMAND = "archive-prediction/on-demand"
 NIGHTLY = "archive-batch/nightly"
 MODEL = "black-forest-labs/flux-schnell"
-SET_WORKING_DIRECTORY = "prefect.deployments.steps.set_working_directory"
+ENTRYPOINTS = {
+    ON_DEMAND: "flows.archive_prediction.archive_prediction",
+    NIGHTLY: "flows.batch.archive_batch",
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +52,18 @@ def assert_archived(stack, inputs: list[dict]) -> None:
             data = (stack.archive / entry["path"]).read_bytes()
             assert len(data) == entry["size"]
             assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+
+
+def assert_thumbnails(markdown: str, count: int) -> None:
+    """`markdown` embeds `count` JPEG thumbnails (data: URIs), each <= 256 px and <= 40 KB."""
+    from PIL import Image
+
+    uris = re.findall(r'src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)"', markdown)
+    assert len(uris) == count, markdown[:2000]
+    for uri in uris:
+        raw = base64.b64decode(uri)
+        image = Image.open(io.BytesIO(raw))
+        assert image.format == "JPEG" and max(image.size) <= 256 and len(raw) <= 40_000
 
 
 def assert_completed(stack, runs) -> None:
@@ -82,10 +101,11 @@ def test_deployments_declare_typed_parameters_and_keep_the_token_out(stack):
         assert deployment.job_variables == {
             "env": {"ARCHIVER_TOKEN_SECRET_BLOCK": "replicate-api-token"}
         }
-        assert deployment.pull_steps == [
-            {SET_WORKING_DIRECTORY: {"directory": "{{ $ARCHIVER_PROJECT_DIR }}"}}
-        ]
+        # Module-path entrypoints from the installed package; no pull step, no checkout path.
+        assert not deployment.pull_steps, deployment.pull_steps
         assert TOKEN not in deployment.model_dump_json()
+    assert on_demand.entrypoint == ENTRYPOINTS[ON_DEMAND]
+    assert nightly.entrypoint == ENTRYPOINTS[NIGHTLY]
 
 
 @pytest.mark.parametrize(
@@ -136,6 +156,18 @@ def test_runs_spread_over_both_workers_and_archive_every_file(stack):
     assert_archived(stack, inputs)
     # The token reached the runs through the Secret block only.
     assert all(TOKEN not in r.model_dump_json() for r in runs)
+    # Each run shows where its files went: full paths, sizes, sha256, under stable keys.
+    for run in runs:
+        artifacts = stack.artifacts(run.id)
+        summary = artifacts["archive-prediction-on-demand-summary"].data
+        gallery = artifacts["archive-prediction-on-demand-gallery"].data
+        paths = re.findall(rf"`({re.escape(str(stack.archive))}/[^`]+)`", summary)
+        files = [p for p in paths if not p.endswith("manifest.json")]
+        assert len(files) == run.parameters["input"]["num_outputs"], summary
+        for path in files:
+            data = open(path, "rb").read()
+            assert f"{len(data):,} B" in summary and hashlib.sha256(data).hexdigest() in summary
+        assert_thumbnails(gallery, len(files))
 
 
 def test_same_input_on_two_workers_at_once_pays_for_one_prediction(stack):
@@ -207,3 +239,42 @@ def test_a_schedule_fires_and_the_batch_archives_its_prompts_file(stack, tmp_pat
     assert runs[0].parameters["model"] == MODEL  # the deployment's default, kept
     assert_archived(stack, inputs)
     stack.wait_idle()
+
+
+def test_the_nightly_batch_runs_its_installed_sample_and_publishes_a_gallery(stack):
+    """The nightly deployment with its own parameters (the sample prompts file, a relative path
+    that a worker's temporary directory lacks) completes; its gallery artifact, read through the
+    API, embeds a thumbnail of every image and its summary names every archived file."""
+    stack.wait_idle()
+    created = stack.run_deployment(NIGHTLY, {})
+    [run] = stack.wait_for_runs([created.id], timeout=120)
+    assert_completed(stack, [run])
+    artifacts = stack.artifacts(run.id)
+    assert set(artifacts) >= {
+        "archive-batch-nightly-files",
+        "archive-batch-nightly-summary",
+        "archive-batch-nightly-gallery",
+    }
+    table = artifacts["archive-batch-nightly-files"].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    archived = [row for row in rows if row["outcome"] == "archived"]
+    summary = artifacts["archive-batch-nightly-summary"].data
+    assert all(f"`{row['url']}`" in summary for row in rows if row["file"])
+    if archived:  # a rerun of the module finds the sample cached: nothing staged to show
+        assert_thumbnails(artifacts["archive-batch-nightly-gallery"].data, len(archived))
+
+
+def test_a_misconfigured_worker_fails_the_run_with_one_actionable_line(stack):
+    """A run whose worker names a Secret block that does not exist ends Failed, and its state
+    message is one line naming the block and the command that creates it."""
+    stack.wait_idle()
+    created = stack.run_deployment(
+        ON_DEMAND,
+        {"model": MODEL, "input": {"prompt": f"misconfigured {uuid.uuid4().hex[:8]}"}},
+        job_variables={"env": {"ARCHIVER_TOKEN_SECRET_BLOCK": "no-such-block"}},
+    )
+    [run] = stack.wait_for_runs([created.id])
+    assert run.state.type.value == "FAILED", (run.state.type, run.state.message)
+    message = run.state.message
+    assert "\n" not in message.strip() and "Traceback" not in message, message
+    assert "'no-such-block'" in message and "python -m deployments secret" in message, message

@@ -32,7 +32,7 @@ def test_served_deployments_match_the_yaml():
     on_demand = specs["on-demand"].to_runner_deployment()
     assert (on_demand.flow_name, on_demand.name) == ("archive-prediction", "on-demand")
     assert on_demand.enforce_parameter_schema and not on_demand.schedules
-    assert on_demand.entrypoint == "flows/archive_prediction.py:archive_prediction"
+    assert on_demand.entrypoint == "flows.archive_prediction.archive_prediction"
 
     nightly = specs["nightly"].to_runner_deployment()
     [schedule] = nightly.schedules
@@ -55,3 +55,17 @@ def test_secret_command_needs_a_token(monkeypatch):
     monkeypatch.delenv("ARCHIVER_API_TOKEN", raising=False)
     with pytest.raises(ConfigurationError, match="REPLICATE_API_TOKEN"):
         create_token_secret()
+
+
+def test_the_nightly_sample_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    """A deployment run starts in an empty temporary directory: the nightly's relative sample
+    path is read from the installed project; other paths and URLs are left alone."""
+    from flows.batch import _project_file
+
+    monkeypatch.chdir(tmp_path)
+    spec = next(s for s in load_specs() if s.name == "nightly")
+    resolved = _project_file(spec.parameters["file"])
+    assert resolved != spec.parameters["file"] and load_batch(resolved, default_model="o/m")
+    (tmp_path / "mine.jsonl").write_text('{"prompt": "x"}\n')
+    for given in ("mine.jsonl", "s3://bucket/p.jsonl", "missing.jsonl", str(tmp_path)):
+        assert _project_file(given) == given

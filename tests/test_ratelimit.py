@@ -157,3 +157,33 @@ def test_flow_creates_a_decaying_global_limit_and_creates_through_it(
     assert summary.counts["archived"] == 3
     created = sorted(_created_at(item.manifest_url) for item in summary.items)
     assert created[-1] - created[0] >= 1.0  # 2 s by the limit; without it, milliseconds
+
+
+def test_coalescing_limiter_takes_queued_slots_together_and_falls_back_when_broken():
+    """Ten waiters queued together cost one `take(10)`; once `take` fails, every waiter (then
+    and later) goes through the in-process bucket, with one warning."""
+    from archiver.ratelimit import CoalescingLimiter
+
+    clock = FakeClock()
+    takes: list[int] = []
+    warnings: list[str] = []
+    broken = False
+
+    async def take(count: int) -> None:
+        if broken:
+            raise RuntimeError("limit deleted")
+        takes.append(count)
+
+    async def main() -> None:
+        nonlocal broken
+        fallback = TokenBucket(10.0, 50, clock=clock, sleep=clock.sleep)
+        limiter = CoalescingLimiter(take, fallback, lambda msg, *a: warnings.append(msg % a))
+        await asyncio.gather(*(limiter() for _ in range(10)))
+        assert takes == [10] and fallback.acquired == 0
+        broken = True
+        await asyncio.gather(*(limiter() for _ in range(3)))
+        await limiter()
+        assert fallback.acquired == 4 and takes == [10]
+
+    asyncio.run(main())
+    assert warnings == ["create rate limit falls back to in-process: limit deleted"]

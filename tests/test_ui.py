@@ -1,5 +1,6 @@
 """The Prefect UI in headless Chromium: run the archive-prediction deployment from its Custom run
-form and watch the flow run complete on a worker (`make test-ui`).
+form, watch the flow run complete on a worker, and see what it archived in the run's Artifacts:
+the gallery's thumbnails load and the summary shows where every file is (`make test-ui`).
 
 Uses Debian's chromium (`make test-ui` / `make test` install it with apt-get when missing) driven
 by Playwright; browsers are never downloaded.
@@ -91,7 +92,7 @@ def test_custom_run_from_the_ui_completes_on_a_worker(stack, page):
     from playwright.sync_api import expect
 
     stack.wait_idle()
-    value = {"prompt": f"from the ui {uuid.uuid4().hex[:8]}", "seed": 5}
+    value = {"prompt": f"from the ui {uuid.uuid4().hex[:8]}", "seed": 5, "num_outputs": 2}
     open_custom_run_form(page, stack)
 
     # A proper form: one field per parameter, with its description and widget.
@@ -126,7 +127,42 @@ def test_custom_run_from_the_ui_completes_on_a_worker(stack, page):
         run = client.read_flow_run(run_id)
     assert (run.parameters["model"], run.parameters["input"]) == (MODEL, value)
     assert run.labels.get("prefect.worker.name") in {w.name for w in stack.workers}
-    assert any(m["input"] == value for m in manifests(stack.archive))
+    [manifest] = [m for m in manifests(stack.archive) if m["input"] == value]
+    assert len(manifest["files"]) == 2
+
+    # The run's Artifacts: the gallery shows the pictures, the summary where the files are.
+    open_artifact(page, stack, run_id, "archive-prediction-on-demand-gallery")
+    thumbnails = page.locator('img[src^="data:image/"]')
+    expect(thumbnails).to_have_count(2)
+    for name in ("out-0.png", "out-1.png"):
+        expect(page.get_by_text(name, exact=True)).to_be_visible()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('img[src^=\"data:image/\"]')]"
+        ".every(img => img.complete && img.naturalWidth > 0)"
+    )
+    widths = thumbnails.evaluate_all("imgs => imgs.map(img => img.naturalWidth)")
+    assert all(0 < width <= 256 for width in widths), widths
+    assert shot(page, "artifact-gallery").stat().st_size > 10_000
+
+    open_artifact(page, stack, run_id, "archive-prediction-on-demand-summary")
+    expect(page.get_by_text(manifest["prediction_id"]).first).to_be_visible()
+    for entry in manifest["files"]:
+        expect(page.get_by_text(str(stack.archive / entry["path"]), exact=True)).to_be_visible()
+        expect(page.get_by_text(entry["sha256"], exact=True)).to_be_visible()
+    shot(page, "artifact-summary")
+
+
+def open_artifact(page, stack, run_id: str, key: str) -> None:
+    """Flow run page -> Artifacts tab -> the artifact called `key`, as a user clicks through."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{stack.server.url}/runs/flow-run/{run_id}")
+    page.get_by_text("Artifacts", exact=True).first.click()
+    card = page.locator("a[href*='/artifacts/artifact/']", has_text=key)
+    expect(card).to_have_count(1)
+    card.click()
+    page.wait_for_url(re.compile(r"/artifacts/artifact/[0-9a-f-]+"))
+    expect(page.get_by_text(key).first).to_be_visible()
 
 
 def test_the_form_refuses_a_bad_model_before_a_run_exists(stack, page):

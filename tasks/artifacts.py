@@ -1,0 +1,121 @@
+"""Publish what a flow run archived as Prefect artifacts: a summary and a gallery, per run
+(and a progress artifact while a batch runs).
+
+Thin: the markdown comes from `archiver.report.render`; this module picks stable keys (per
+deployment, so the Artifacts page tracks the latest; `<flow>-<deployment>-<kind>`, or
+`<flow>-<kind>` outside a deployment) and creates the artifacts. Artifacts never fail a run:
+the files are archived already, so a failure to publish is logged and swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import (
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
+
+from archiver.batch import BatchProgress, BatchSummary
+from archiver.pipeline import RunSummary
+from archiver.report import render
+from archiver.report.previews import PreviewBudget
+from archiver.storage import Destination
+
+
+def key(kind: str) -> str:
+    """The artifact key of `kind` for the current flow run (stable per deployment)."""
+    from prefect.runtime import deployment, flow_run
+
+    return render.artifact_key(flow_run.flow_name or "archiver", deployment.name or "", kind)
+
+
+async def publish_run(
+    summary: RunSummary, input: Mapping[str, Any], dest: Destination, presign_seconds: int = 0
+) -> None:
+    """Summary and gallery artifacts of one archived prediction."""
+    try:
+        if summary.cached and not summary.previews:  # a local archive still has the files
+            previews = render.local_previews(summary, dest, PreviewBudget())
+            summary = summary.model_copy(update={"previews": previews})
+        links = render.presigned_links(dest, summary.files, presign_seconds)
+        await acreate_markdown_artifact(
+            key=key("summary"),
+            markdown=render.run_summary(summary, input, links=links),
+            description=f"{summary.prediction_id}: {len(summary.files)} file(s) archived",
+        )
+        await acreate_markdown_artifact(
+            key=key("gallery"),
+            markdown=render.run_gallery(summary),
+            description=f"{summary.prediction_id}: outputs",
+        )
+    except Exception as exc:  # noqa: BLE001 - never fail an archived run over its artifacts
+        get_run_logger().warning("could not publish the run's artifacts: %s", exc)
+
+
+async def publish_batch(summary: BatchSummary, dest: Destination, presign_seconds: int = 0) -> None:
+    """Table, summary and gallery artifacts of a batch (one after the other: concurrent writes
+    contend for a SQLite-backed server's lock)."""
+    try:
+        files = [f for item in summary.items for f in item.files]
+        links = render.presigned_links(dest, files, presign_seconds)
+        await acreate_table_artifact(
+            key=key("files"), table=render.batch_table(summary), description=summary.headline()
+        )
+        await acreate_markdown_artifact(
+            key=key("summary"),
+            markdown=render.batch_summary(summary, links=links),
+            description="archived files",
+        )
+        await acreate_markdown_artifact(
+            key=key("gallery"), markdown=render.batch_gallery(summary), description="outputs"
+        )
+    except Exception as exc:  # noqa: BLE001 - never fail an archived batch over its artifacts
+        get_run_logger().warning("could not publish the batch's artifacts: %s", exc)
+
+
+PROGRESS_EVERY = 2.0  # seconds between progress artifact updates
+
+
+@contextlib.asynccontextmanager
+async def progress_artifact(progress: BatchProgress) -> AsyncIterator[None]:
+    """A progress artifact, updated at most every PROGRESS_EVERY seconds while the body runs.
+
+    Created before the body starts: on a SQLite-backed server, creating it while the first
+    creates take their rate-limit slots made those wait ~2 s for the database lock.
+    """
+    artifact_id = await acreate_progress_artifact(
+        progress=0.0, description=render.progress_text(progress.snapshot())
+    )
+
+    async def follow() -> None:
+        last: dict[str, int] | None = None
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            snapshot = progress.snapshot()
+            if snapshot != last:
+                await _update(artifact_id, snapshot)
+                last = snapshot
+
+    follower = asyncio.create_task(follow())
+    try:
+        yield
+    finally:
+        follower.cancel()
+        with contextlib.suppress(BaseException):
+            await follower
+        await _update(artifact_id, progress.snapshot())
+
+
+async def _update(artifact_id: Any, snapshot: dict[str, int]) -> None:
+    percent = 100.0 * snapshot["finished"] / snapshot["total"] if snapshot["total"] else 100.0
+    with contextlib.suppress(Exception):  # progress is best effort; never fail the batch
+        await aupdate_progress_artifact(
+            artifact_id, progress=percent, description=render.progress_text(snapshot)
+        )
