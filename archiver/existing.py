@@ -30,7 +30,13 @@ from .errors import (
 )
 from .generate import Ready
 from .manifest import Manifest
-from .pipeline import RunSummary, Steps, manifest_in_place, prediction_lock_key
+from .pipeline import (
+    RunSummary,
+    Steps,
+    manifest_in_place,
+    prediction_lock_key,
+    staged_previews,
+)
 from .prediction import Prediction
 from .replicate_api import ensure_succeeded
 from .runtime import Runtime
@@ -203,12 +209,13 @@ class ExistingArchiver:
                 record = record.model_copy(update={"archives": previous.archives})
             await asyncio.to_thread(runtime.cache.put, record)
             staged = await self.steps.download(runtime, prediction)
+            previews = await staged_previews(staged)  # before archive discards the staging
             await lease.ensure_held()  # fencing: nobody else can be archiving it now
             ready = Ready(record=record, prediction=prediction, created=False)
             manifest = await self.steps.archive(runtime, ready, staged)
         summary = RunSummary.of(
             runtime, manifest, cached=False, created=0, refetches=staged.refetches
-        )
+        ).model_copy(update={"previews": previews})
         return self._result(prediction, "archived", summary=summary)
 
     @staticmethod

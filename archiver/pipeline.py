@@ -180,7 +180,7 @@ async def _deliver(runtime: Runtime, steps: Steps, ready: Ready, created: int) -
         if manifest is not None:
             return RunSummary.of(runtime, manifest, cached=True, created=created, refetches=0)
         staged = await steps.download(runtime, ready.prediction)
-        previews = await _previews(staged)  # before the archive step discards the staging
+        previews = await staged_previews(staged)  # before the archive step discards the staging
         await lease.ensure_held()  # fencing: nobody else can be archiving it now
         manifest = await steps.archive(runtime, ready, staged)
     summary = RunSummary.of(
@@ -219,7 +219,7 @@ def manifest_in_place(runtime: Runtime, prediction: Prediction) -> Manifest | No
     return manifest if manifest.prediction_id == prediction.id else None
 
 
-async def _previews(staged: Staged) -> list[Preview]:
+async def staged_previews(staged: Staged) -> list[Preview]:
     """Thumbnails of the staged images, within the budget a flow installed (none: none)."""
     budget = current_budget()
     if budget is None:

@@ -11,9 +11,11 @@ from pydantic import Field
 
 from archiver.existing import ArchiveReport, ExistingArchiver, IncompleteArchive
 from archiver.progress import current_progress
+from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from flows.archive_prediction import task_steps
 from flows.settings import flow_settings
+from tasks.artifacts import publish_report
 from tasks.existing import archive_by_id
 
 PredictionId = Annotated[
@@ -42,11 +44,13 @@ async def archive_existing(
     runtime = Runtime.build(
         settings, dest=dest, storage_options=storage_options, progress=current_progress()
     )
+    use_previews(PreviewBudget())  # one gallery's worth of thumbnails, made from staged files
     try:
         archiver = ExistingArchiver(runtime, task_steps(settings))
         unique = list(dict.fromkeys(prediction_ids))
         results = await asyncio.gather(*(archive_by_id(archiver, i) for i in unique))
         report = ArchiveReport(dest=runtime.dest.url, predictions=list(results))
+        await publish_report(report, runtime.dest, settings.presign_seconds)
     finally:
         await runtime.aclose()
     if not report.ok:  # a paid result lost or not archived: the run fails, the report is kept

@@ -10,9 +10,11 @@ from pydantic import Field
 
 from archiver.existing import IncompleteArchive
 from archiver.progress import current_progress
+from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from archiver.sweep import SweepReport, parse_duration
 from flows.settings import flow_settings
+from tasks.artifacts import publish_report
 from tasks.existing import sweep_window
 
 DURATION_PATTERN = r"^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$"
@@ -41,8 +43,10 @@ async def archive_recent(
     runtime = Runtime.build(
         settings, dest=dest, storage_options=storage_options, progress=current_progress()
     )
+    use_previews(PreviewBudget())  # one gallery's worth of thumbnails, made from staged files
     try:
         report = await sweep_window(runtime, window, source, concurrency)
+        await publish_report(report, runtime.dest, settings.presign_seconds)
     finally:
         await runtime.aclose()
     if not report.ok:  # a paid result lost or not archived: the run fails, the report is kept

@@ -23,8 +23,10 @@ from prefect.artifacts import (
 )
 
 from archiver.batch import BatchProgress, BatchSummary
+from archiver.existing import ArchiveReport
 from archiver.pipeline import RunSummary
 from archiver.report import render
+from archiver.report.existing import report_gallery, report_summary
 from archiver.report.previews import PreviewBudget
 from archiver.storage import Destination
 
@@ -78,6 +80,25 @@ async def publish_batch(summary: BatchSummary, dest: Destination, presign_second
         )
     except Exception as exc:  # noqa: BLE001 - never fail an archived batch over its artifacts
         get_run_logger().warning("could not publish the batch's artifacts: %s", exc)
+
+
+async def publish_report(
+    report: ArchiveReport, dest: Destination, presign_seconds: int = 0
+) -> None:
+    """Summary and gallery artifacts of a run that archived existing predictions."""
+    try:
+        files = [f for item in report.predictions if item.summary for f in item.summary.files]
+        links = render.presigned_links(dest, files, presign_seconds)
+        await acreate_markdown_artifact(
+            key=key("summary"),
+            markdown=report_summary(report, links=links),
+            description=report.headline(),
+        )
+        await acreate_markdown_artifact(
+            key=key("gallery"), markdown=report_gallery(report), description="outputs"
+        )
+    except Exception as exc:  # noqa: BLE001 - never fail an archived run over its artifacts
+        get_run_logger().warning("could not publish the run's artifacts: %s", exc)
 
 
 PROGRESS_EVERY = 2.0  # seconds between progress artifact updates
