@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -20,6 +20,9 @@ app = typer.Typer(
 )
 
 
+INTERRUPT_GRACE = 8.0  # seconds after Ctrl-C to cancel on Replicate before exiting anyway
+
+
 def _fail(exc: BaseException, debug: bool) -> NoReturn:
     """One line on stderr (a traceback too with --debug), and a non-zero exit."""
     if debug:
@@ -29,6 +32,10 @@ def _fail(exc: BaseException, debug: bool) -> NoReturn:
     if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
         typer.echo("error: interrupted; the running prediction was canceled", err=True)
         raise typer.Exit(130)
+    full = _disk_full(exc)
+    if full is not None:
+        typer.echo(f"error: no space left on device writing {full}", err=True)
+        raise typer.Exit(1)
     message = str(exc) if isinstance(exc, ArchiverError) else f"{type(exc).__name__}: {exc}"
     typer.echo(
         f"error: {redact(message.splitlines()[0] if message else type(exc).__name__)}", err=True
@@ -36,16 +43,99 @@ def _fail(exc: BaseException, debug: bool) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _quiet_prefect_console(debug: bool) -> None:
-    """Keep Prefect's console logs (and their tracebacks) off the terminal unless --debug."""
-    if debug:
-        return
-    from prefect.logging.handlers import PrefectConsoleHandler
+_DEST: list[str] = []  # the destination of the running command, for the disk-full message
 
-    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-        for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, PrefectConsoleHandler):
-                handler.setLevel(logging.CRITICAL + 1)
+
+def _disk_full(exc: BaseException) -> str | None:
+    """The path (or destination) an ENOSPC in `exc`'s chain was writing, else None."""
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return str(current.filename or (_DEST[-1] if _DEST else "the archive"))
+        if "No space left on device" in str(current) and _DEST:
+            return _DEST[-1]
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _on_interrupt() -> None:
+    """First Ctrl-C: raise KeyboardInterrupt here (the flow cancels on Replicate) and make sure
+    the process exits 130 within INTERRUPT_GRACE seconds even if clean-up hangs."""
+    import signal
+    import threading
+
+    def handler(signum: int, frame: Any) -> None:
+        def deadline() -> None:
+            sys.stderr.write("error: interrupted; gave up waiting for clean-up\n")
+            sys.stderr.flush()
+            os._exit(130)
+
+        timer = threading.Timer(INTERRUPT_GRACE, deadline)
+        timer.daemon = True
+        timer.start()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's repeats change nothing
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+
+
+def _local_dest_check(dest: str | None) -> None:
+    """A local destination must exist or be creatable: checked before anything starts."""
+    from archiver.errors import ConfigurationError
+    from archiver.settings import Settings
+
+    target = dest or Settings().dest
+    _DEST.append(target)
+    if "://" in target and not target.startswith("file://"):
+        return
+    path = Path(target.removeprefix("file://")).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create --dest {target}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigurationError(f"cannot write to --dest {target}: permission denied")
+
+
+def _token_check() -> None:
+    """A missing token is reported here, not as a 401 after Prefect started."""
+    from archiver.errors import ConfigurationError
+    from archiver.settings import Settings
+
+    settings = Settings()
+    if settings.api_token is None and not settings.token_secret_block:
+        raise ConfigurationError(
+            "REPLICATE_API_TOKEN is not set: export your Replicate API token "
+            "(https://replicate.com/account/api-tokens)"
+        )
+
+
+def _parse_deadline(text: str | None) -> float | None:
+    """--deadline SECONDS: a number from 1 to 86400, or a one-line error naming the value."""
+    import math
+
+    from archiver.errors import ConfigurationError
+
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 1 <= value <= 86400:
+        raise ConfigurationError(f"--deadline must be seconds from 1 to 86400, got {text!r}")
+    return value
+
+
+def _check_on_data_removed(value: str) -> None:
+    from archiver.errors import ConfigurationError
+
+    if value not in ("fail", "rerun"):
+        raise ConfigurationError(f"--on-data-removed must be fail or rerun, got {value!r}")
 
 
 def _export_storage_options(storage_options: dict[str, Any]) -> None:
@@ -68,13 +158,16 @@ def _run_flow(
 ) -> Any:
     _export_storage_options(storage_options)
     from archiver.progress import use_progress
-    from flows.archive_prediction import archive_prediction
-    from flows.console import RichProgress
+    from flows.console import RichProgress, quiet_prefect_console
+    from flows.prefect_api import prefect_api
 
-    _quiet_prefect_console(debug)
-    with RichProgress(enabled=show_progress) as progress:
-        use_progress(progress)
-        return asyncio.run(archive_prediction(**flow_kwargs))
+    with prefect_api():
+        from flows.archive_prediction import archive_prediction
+
+        quiet_prefect_console(debug)
+        with RichProgress(enabled=show_progress) as progress:
+            use_progress(progress)
+            return asyncio.run(archive_prediction(**flow_kwargs))
 
 
 @app.command()
@@ -101,8 +194,8 @@ def run(
     on_data_removed: str = typer.Option(
         "fail", "--on-data-removed", help="fail | rerun, when Replicate already deleted the outputs"
     ),
-    deadline: float = typer.Option(
-        None, "--deadline", min=1, help="Cancel the prediction on Replicate after SECONDS"
+    deadline: str = typer.Option(
+        None, "--deadline", help="Cancel the prediction on Replicate after SECONDS (1-86400)"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout"),
     debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
@@ -110,14 +203,20 @@ def run(
     """Generate one prediction, download every output at once, and archive it."""
     from archiver.errors import ConfigurationError
     from archiver.inputs import load_input_json, parse_options, parse_pairs
+    from archiver.prediction import ModelRef
 
+    _on_interrupt()
     try:
+        # Every check that needs no network comes before Prefect or Replicate is touched.
         if bool(model) == bool(deployment):
             raise ConfigurationError("give exactly one of MODEL or --deployment OWNER/NAME")
-        if on_data_removed not in ("fail", "rerun"):
-            raise ConfigurationError("--on-data-removed must be fail or rerun")
+        ModelRef.parse(model or deployment, deployment=bool(deployment))
+        _check_on_data_removed(on_data_removed)
+        seconds = _parse_deadline(deadline)
         flow_input = {**load_input_json(input_json), **parse_pairs(inputs)}
         options = parse_options(storage_option)
+        _token_check()
+        _local_dest_check(dest)
         summary = _run_flow(
             {
                 "model": model or deployment,
@@ -126,7 +225,7 @@ def run(
                 "deployment": bool(deployment),
                 "refresh": refresh,
                 "on_data_removed": on_data_removed,
-                "deadline": deadline,
+                "deadline": seconds,
             },
             storage_options=options,
             debug=debug,
@@ -172,8 +271,8 @@ def batch(
     on_data_removed: str = typer.Option(
         "fail", "--on-data-removed", help="fail | rerun, when Replicate already deleted the outputs"
     ),
-    deadline: float = typer.Option(
-        None, "--deadline", min=1, help="Cancel each prediction on Replicate after SECONDS"
+    deadline: str = typer.Option(
+        None, "--deadline", help="Cancel each prediction on Replicate after SECONDS (1-86400)"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout"),
     debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
@@ -182,34 +281,46 @@ def batch(
     from archiver.batchfile import load_batch
     from archiver.errors import ConfigurationError
     from archiver.inputs import parse_options
+    from archiver.prediction import ModelRef
     from archiver.settings import Settings
 
+    _on_interrupt()
     try:
-        if on_data_removed not in ("fail", "rerun"):
-            raise ConfigurationError("--on-data-removed must be fail or rerun")
+        _check_on_data_removed(on_data_removed)
+        seconds = _parse_deadline(deadline)
+        if model is not None:
+            ModelRef.parse(model)
         _export_storage_options(parse_options(storage_option))
         # Read it here too: file errors come before Prefect starts, and the bar knows its total.
         items = load_batch(file, default_model=model, storage_options=Settings().storage_options)
+        if not items:
+            typer.echo(f"warning: {file} holds no records; nothing to archive", err=True)
+            return
+        _token_check()
+        _local_dest_check(dest)
         from archiver.progress import use_progress
-        from flows.batch import archive_batch
-        from flows.console import RichProgress
+        from flows.console import RichProgress, quiet_prefect_console
+        from flows.prefect_api import prefect_api
 
-        _quiet_prefect_console(debug)
-        with RichProgress(enabled=not as_json, predictions=len(items)) as progress:
-            use_progress(progress)
-            state = asyncio.run(
-                archive_batch(
-                    file=file,
-                    model=model,
-                    dest=dest,
-                    concurrency=concurrency,
-                    refresh=refresh,
-                    on_data_removed=on_data_removed,
-                    deadline=deadline,
-                    return_state=True,
+        with prefect_api():
+            from flows.batch import archive_batch
+
+            quiet_prefect_console(debug)
+            with RichProgress(enabled=not as_json, predictions=len(items)) as progress:
+                use_progress(progress)
+                state = asyncio.run(
+                    archive_batch(
+                        file=file,
+                        model=model,
+                        dest=dest,
+                        concurrency=concurrency,
+                        refresh=refresh,
+                        on_data_removed=on_data_removed,
+                        deadline=seconds,
+                        return_state=True,
+                    )
                 )
-            )
-        summary = state.result(raise_on_failure=False, _sync=True)
+            summary = state.result(raise_on_failure=False)
         if isinstance(summary, BaseException):
             raise summary
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
@@ -244,9 +355,70 @@ def _mount_emulator() -> None:
 
 _mount_emulator()
 
-from flows.demo import demo  # noqa: E402 - after the emulator command, for --help order
 
-app.command("demo", help="The main job end to end, offline, on the built-in emulator.")(demo)
+@app.command()
+def demo(
+    dest: str = typer.Option("./archive", "--dest", help="Where to archive the demo outputs"),
+    processing_seconds: float = typer.Option(1.0, help="Simulated model time"),
+) -> None:
+    """The main job end to end, offline, on the built-in emulator."""
+    from flows.demo import run_demo
+
+    run_demo(dest, processing_seconds)
+
+
+server_app = typer.Typer(
+    no_args_is_help=True,
+    help="The local Prefect server (API + UI) that ad-hoc runs reuse.",
+)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start it in the background (if it is not up) and print where it is."""
+    from archiver.settings import Settings
+    from flows import local_server
+
+    settings = Settings()
+    try:
+        state = local_server.ensure(
+            port=settings.local_server_port, timeout=settings.server_start_timeout
+        )
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
+        _fail(exc, debug=False)
+    _print_state(state)
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop it (only the local server of this PREFECT_HOME)."""
+    from flows import local_server
+
+    state = local_server.stop()
+    typer.echo(f"stopped the local Prefect server (pid {state.pid})" if state else "not running")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Port, pid, UI URL and database of the local server; exit 1 if it is not running."""
+    from flows import local_server
+
+    state = local_server.status()
+    if state is None:
+        typer.echo(f"not running (PREFECT_HOME {local_server.prefect_home()})")
+        raise typer.Exit(1)
+    _print_state(state)
+    if not local_server.healthy(state.api_url):
+        typer.echo("api:      not answering yet (starting?)")
+
+
+def _print_state(state: Any) -> None:
+    typer.echo(
+        f"port:     {state.port}\npid:      {state.pid}\nui:       {state.url}\n"
+        f"api:      {state.api_url}\ndatabase: {state.database}\nlog:      {state.log}"
+    )
+
 
 if __name__ == "__main__":
     app()
