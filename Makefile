@@ -37,6 +37,7 @@ lint: install  ## ruff format and ruff check (also part of make test)
 BENCH_ARGS ?=
 bench: install
 	$(PY) -m benchmarks $(BENCH_ARGS)
+	$(PY) -m benchmarks adhoc  # replicate client vs `python -m flows run`, ad hoc
 
 # --- Deployments, schedules and scale-out (README) ------------------------------------------
 # make server | pool | secret | deploy | worker (one per machine or terminal) | serve | test-ui
