@@ -12,15 +12,13 @@ from typing import Any, NoReturn
 import typer
 
 from archiver.errors import ArchiverError, redact
+from flows import interrupts
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Archive Replicate predictions before their URLs die.",
 )
-
-
-INTERRUPT_GRACE = 8.0  # seconds after Ctrl-C to cancel on Replicate before exiting anyway
 
 
 def _fail(exc: BaseException, debug: bool) -> NoReturn:
@@ -60,27 +58,6 @@ def _disk_full(exc: BaseException) -> str | None:
             return _DEST[-1]
         current = current.__cause__ or current.__context__
     return None
-
-
-def _on_interrupt() -> None:
-    """First Ctrl-C: raise KeyboardInterrupt here (the flow cancels on Replicate) and make sure
-    the process exits 130 within INTERRUPT_GRACE seconds even if clean-up hangs."""
-    import signal
-    import threading
-
-    def handler(signum: int, frame: Any) -> None:
-        def deadline() -> None:
-            sys.stderr.write("error: interrupted; gave up waiting for clean-up\n")
-            sys.stderr.flush()
-            os._exit(130)
-
-        timer = threading.Timer(INTERRUPT_GRACE, deadline)
-        timer.daemon = True
-        timer.start()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's repeats change nothing
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, handler)
 
 
 def _local_dest_check(dest: str | None) -> None:
@@ -167,7 +144,7 @@ def _run_flow(
         quiet_prefect_console(debug)
         with RichProgress(enabled=show_progress) as progress:
             use_progress(progress)
-            return asyncio.run(archive_prediction(**flow_kwargs))
+            return interrupts.run(archive_prediction(**flow_kwargs))
 
 
 @app.command()
@@ -205,7 +182,7 @@ def run(
     from archiver.inputs import load_input_json, parse_options, parse_pairs
     from archiver.prediction import ModelRef
 
-    _on_interrupt()
+    interrupts.install()
     try:
         # Every check that needs no network comes before Prefect or Replicate is touched.
         if bool(model) == bool(deployment):
@@ -279,12 +256,11 @@ def batch(
 ) -> None:
     """Archive every record of a batch file; exits 1 if any item failed (rerun to retry them)."""
     from archiver.batchfile import load_batch
-    from archiver.errors import ConfigurationError
     from archiver.inputs import parse_options
     from archiver.prediction import ModelRef
     from archiver.settings import Settings
 
-    _on_interrupt()
+    interrupts.install()
     try:
         _check_on_data_removed(on_data_removed)
         seconds = _parse_deadline(deadline)
@@ -308,7 +284,7 @@ def batch(
             quiet_prefect_console(debug)
             with RichProgress(enabled=not as_json, predictions=len(items)) as progress:
                 use_progress(progress)
-                state = asyncio.run(
+                state = interrupts.run(
                     archive_batch(
                         file=file,
                         model=model,
