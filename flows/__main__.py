@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
 
-from archiver.errors import ArchiverError, redact
-from flows import interrupts
+# Heavy imports (Prefect, httpx, the emulator) happen inside commands: `--help`, `settings` and
+# `emulator` stay cheap.
 
 app = typer.Typer(
     add_completion=False,
@@ -27,10 +25,15 @@ def _fail(exc: BaseException, debug: bool) -> NoReturn:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
+    import asyncio
+
+    from archiver.errors import ArchiverError, redact
+    from flows.checks import disk_full
+
     if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
         typer.echo("error: interrupted; the running prediction was canceled", err=True)
         raise typer.Exit(130)
-    full = _disk_full(exc)
+    full = disk_full(exc)
     if full is not None:
         typer.echo(f"error: no space left on device writing {full}", err=True)
         raise typer.Exit(1)
@@ -39,80 +42,6 @@ def _fail(exc: BaseException, debug: bool) -> NoReturn:
         f"error: {redact(message.splitlines()[0] if message else type(exc).__name__)}", err=True
     )
     raise typer.Exit(1)
-
-
-_DEST: list[str] = []  # the destination of the running command, for the disk-full message
-
-
-def _disk_full(exc: BaseException) -> str | None:
-    """The path (or destination) an ENOSPC in `exc`'s chain was writing, else None."""
-    import errno
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
-            return str(current.filename or (_DEST[-1] if _DEST else "the archive"))
-        if "No space left on device" in str(current) and _DEST:
-            return _DEST[-1]
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _local_dest_check(dest: str | None) -> None:
-    """A local destination must exist or be creatable: checked before anything starts."""
-    from archiver.errors import ConfigurationError
-    from archiver.settings import Settings
-
-    target = dest or Settings().dest
-    _DEST.append(target)
-    if "://" in target and not target.startswith("file://"):
-        return
-    path = Path(target.removeprefix("file://")).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot create --dest {target}: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigurationError(f"cannot write to --dest {target}: permission denied")
-
-
-def _token_check() -> None:
-    """A missing token is reported here, not as a 401 after Prefect started."""
-    from archiver.errors import ConfigurationError
-    from archiver.settings import Settings
-
-    settings = Settings()
-    if settings.api_token is None and not settings.token_secret_block:
-        raise ConfigurationError(
-            "REPLICATE_API_TOKEN is not set: export your Replicate API token "
-            "(https://replicate.com/account/api-tokens)"
-        )
-
-
-def _parse_deadline(text: str | None) -> float | None:
-    """--deadline SECONDS: a number from 1 to 86400, or a one-line error naming the value."""
-    import math
-
-    from archiver.errors import ConfigurationError
-
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 1 <= value <= 86400:
-        raise ConfigurationError(f"--deadline must be seconds from 1 to 86400, got {text!r}")
-    return value
-
-
-def _check_on_data_removed(value: str) -> None:
-    from archiver.errors import ConfigurationError
-
-    if value not in ("fail", "rerun"):
-        raise ConfigurationError(f"--on-data-removed must be fail or rerun, got {value!r}")
 
 
 def _export_storage_options(storage_options: dict[str, Any]) -> None:
@@ -135,6 +64,7 @@ def _run_flow(
 ) -> Any:
     _export_storage_options(storage_options)
     from archiver.progress import use_progress
+    from flows import interrupts
     from flows.console import RichProgress, quiet_prefect_console
     from flows.prefect_api import prefect_api
 
@@ -181,6 +111,7 @@ def run(
     from archiver.errors import ConfigurationError
     from archiver.inputs import load_input_json, parse_options, parse_pairs
     from archiver.prediction import ModelRef
+    from flows import checks, interrupts
 
     interrupts.install()
     try:
@@ -188,12 +119,12 @@ def run(
         if bool(model) == bool(deployment):
             raise ConfigurationError("give exactly one of MODEL or --deployment OWNER/NAME")
         ModelRef.parse(model or deployment, deployment=bool(deployment))
-        _check_on_data_removed(on_data_removed)
-        seconds = _parse_deadline(deadline)
+        checks.on_data_removed(on_data_removed)
+        seconds = checks.deadline(deadline)
         flow_input = {**load_input_json(input_json), **parse_pairs(inputs)}
         options = parse_options(storage_option)
-        _token_check()
-        _local_dest_check(dest)
+        checks.token()
+        checks.local_dest(dest)
         summary = _run_flow(
             {
                 "model": model or deployment,
@@ -259,11 +190,12 @@ def batch(
     from archiver.inputs import parse_options
     from archiver.prediction import ModelRef
     from archiver.settings import Settings
+    from flows import checks, interrupts
 
     interrupts.install()
     try:
-        _check_on_data_removed(on_data_removed)
-        seconds = _parse_deadline(deadline)
+        checks.on_data_removed(on_data_removed)
+        seconds = checks.deadline(deadline)
         if model is not None:
             ModelRef.parse(model)
         _export_storage_options(parse_options(storage_option))
@@ -272,8 +204,8 @@ def batch(
         if not items:
             typer.echo(f"warning: {file} holds no records; nothing to archive", err=True)
             return
-        _token_check()
-        _local_dest_check(dest)
+        checks.token()
+        checks.local_dest(dest)
         from archiver.progress import use_progress
         from flows.console import RichProgress, quiet_prefect_console
         from flows.prefect_api import prefect_api
@@ -319,17 +251,24 @@ def settings() -> None:
     typer.echo(settings_table())
 
 
-def _mount_emulator() -> None:
-    try:
-        from emulator.cli import emulator_command
-    except ImportError:  # pragma: no cover - emulator is part of the package
-        return
-    app.command("emulator", help="Serve the Replicate emulator (offline API + delivery).")(
-        emulator_command
-    )
+@app.command(
+    "emulator",
+    help="Serve the Replicate emulator (offline API + delivery); --help for its options.",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def emulator(ctx: typer.Context) -> None:
+    """Hand every argument to the emulator's own command (imported only when used)."""
+    from emulator.cli import emulator_command
+
+    command = typer.main.get_command(_single(emulator_command))
+    command.main(args=ctx.args, prog_name="python -m flows emulator")
 
 
-_mount_emulator()
+def _single(function: Any) -> typer.Typer:
+    single = typer.Typer(add_completion=False)
+    single.command()(function)
+    return single
 
 
 @app.command()
