@@ -98,6 +98,7 @@ def new_user_env(emulator, tmp_path):
         PREFECT_HOME=str(home),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         ARCHIVER_POLL_INTERVAL="0.05",
+        ARCHIVER_SERVER_START_TIMEOUT="600",  # a shared, busy test machine
         ARCHIVER_CACHE_URL=str(tmp_path / "cache"),
         ARCHIVER_STAGING_DIR=str(tmp_path / "staging"),
     )
@@ -122,7 +123,7 @@ def test_ctrl_c_on_batch_cancels_every_prediction_and_exits_130(
         env=new_user_env,
     )
     try:
-        created = wait_created(emulator, 3, timeout=240)
+        created = wait_created(emulator, 3, timeout=600)
         stderr, took = ctrl_c(proc)
     finally:
         with_kill(proc)

@@ -34,6 +34,7 @@ def cli_env(home: Path, emulator, tmp_path: Path, **extra: str) -> dict[str, str
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="1",
         ARCHIVER_POLL_INTERVAL="0.05",
+        ARCHIVER_SERVER_START_TIMEOUT="600",  # a shared, busy test machine
         ARCHIVER_STAGING_DIR=str(tmp_path / "staging"),
         ARCHIVER_CACHE_URL=str(tmp_path / "cache"),
     )
@@ -41,7 +42,7 @@ def cli_env(home: Path, emulator, tmp_path: Path, **extra: str) -> dict[str, str
     return env
 
 
-def flows(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+def flows(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flows", *args],
         cwd=ROOT,
@@ -156,7 +157,7 @@ def test_two_simultaneous_first_runs_start_one_server(home, emulator, tmp_path):
     outputs = []
     try:
         for proc in procs:
-            outputs.append(proc.communicate(timeout=300))
+            outputs.append(proc.communicate(timeout=600))
     finally:
         for proc in procs:
             proc.kill()
