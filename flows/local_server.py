@@ -8,9 +8,6 @@ started at once start exactly one server. A dead pid or a stale state file is re
 The default port is derived from PREFECT_HOME (the first free one from there), so several
 checkouts or homes on one machine never collide; `ARCHIVER_LOCAL_SERVER_PORT` pins it.
 
-Also the temporary server used when the local server is off: the same API as a child of this
-process that dies with it (Linux parent-death signal), never left behind by a killed CLI.
-
 Stdlib only (no Prefect import): `server status` and the CLI's cheap paths stay cheap.
 """
 
@@ -42,7 +39,7 @@ STOP_TIMEOUT = 15.0
 Echo = Callable[[str], None]
 
 
-def _stderr(line: str) -> None:
+def print_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
@@ -193,7 +190,7 @@ def _locked(home: Path, timeout: float) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _server_env(port: int, ui: bool) -> dict[str, str]:
+def server_env(port: int, ui: bool) -> dict[str, str]:
     """The server's environment: no Replicate token or archiver settings, its own host/port."""
     env = {
         k: v
@@ -211,7 +208,7 @@ def _server_env(port: int, ui: bool) -> dict[str, str]:
     return env
 
 
-def _server_args(port: int) -> list[str]:
+def server_args(port: int) -> list[str]:
     return [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
 
 
@@ -222,7 +219,7 @@ def wait_healthy(
     *,
     what: str,
     log: Path | None,
-    echo: Echo = _stderr,
+    echo: Echo = print_stderr,
 ) -> None:
     """Until the API answers; one note after a few seconds; a one-line error if it never does."""
     started = time.monotonic()
@@ -249,7 +246,7 @@ def ensure(
     port: int | None = None,
     timeout: float = 120.0,
     home: Path | None = None,
-    echo: Echo = _stderr,
+    echo: Echo = print_stderr,
 ) -> ServerState:
     """The local server of this PREFECT_HOME, started (in the background) if it is not up."""
     home = home or prefect_home()
@@ -278,8 +275,8 @@ def _start(home: Path, port: int | None, echo: Echo) -> ServerState:
     home.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            _server_args(chosen),
-            env=_server_env(chosen, ui=True),
+            server_args(chosen),
+            env=server_env(chosen, ui=True),
             cwd=home,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -303,11 +300,11 @@ def stop(home: Path | None = None, timeout: float = STOP_TIMEOUT) -> ServerState
         _clear_state(home)
         if state is None:
             return None
-        _kill_group(state.pid, timeout)
+        kill_group(state.pid, timeout)
         return state
 
 
-def _kill_group(pid: int, timeout: float) -> None:
+def kill_group(pid: int, timeout: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)  # the server leads its own session and process group
@@ -338,73 +335,8 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-# -- the temporary server (local server off) ----------------------------------------------------
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-class TemporaryServer:
-    """A Prefect API (no UI) for one CLI process, on a free port; it dies with the process."""
-
-    def __init__(self, timeout: float = 120.0, echo: Echo = _stderr) -> None:
-        self.timeout = timeout
-        self.echo = echo
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    @property
-    def api_url(self) -> str:
-        return f"http://{HOST}:{self.port}/api"
-
-    def __enter__(self) -> TemporaryServer:
-        with socket.socket() as sock:
-            sock.bind((HOST, 0))
-            self.port = int(sock.getsockname()[1])
-        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            _server_args(self.port) + ["--no-services"],
-            env=_server_env(self.port, ui=False),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C reaches us first; we stop it after cleaning up
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - a SIGKILLed CLI takes it along
-        )
-        proc = self.proc
-        try:
-            wait_healthy(
-                self.api_url,
-                lambda: proc.poll() is None,
-                self.timeout,
-                what="Prefect's temporary server",
-                log=None,
-                echo=self.echo,
-            )
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            _kill_group(self.proc.pid, 5)
-            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-                self.proc.wait(5)
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 __all__ = [
     "ServerState",
-    "TemporaryServer",
     "default_port",
     "ensure",
     "healthy",

@@ -18,6 +18,7 @@ import httpx
 from archiver.errors import ConfigurationError
 from archiver.settings import Settings
 from flows import local_server
+from flows.temporary_server import TemporaryServer
 
 
 def configured_api_url() -> str | None:
@@ -67,6 +68,6 @@ def prefect_api(settings: Settings | None = None) -> Iterator[str]:
         with temporary_settings(updates={PREFECT_API_URL: state.api_url}):
             yield state.api_url
         return
-    with local_server.TemporaryServer(timeout=settings.server_start_timeout) as server:
+    with TemporaryServer(timeout=settings.server_start_timeout) as server:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server.api_url
