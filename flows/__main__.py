@@ -31,7 +31,7 @@ def _fail(exc: BaseException, debug: bool) -> NoReturn:
     from flows.checks import disk_full
 
     if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
-        typer.echo("error: interrupted; the running prediction was canceled", err=True)
+        typer.echo("error: interrupted; what was running on Replicate was canceled", err=True)
         raise typer.Exit(130)
     full = disk_full(exc)
     if full is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -191,3 +192,17 @@ def test_homes_get_different_default_ports(tmp_path):
     """Two PREFECT_HOMEs on one machine start from different default ports."""
     ports = {local_server.default_port(tmp_path / f"home-{i}") for i in range(5)}
     assert len(ports) == 5
+
+
+def test_a_server_that_cannot_start_is_one_line_and_nothing_is_paid(home, emulator, tmp_path):
+    """The configured port is taken: one line naming it and what to do, exit 1, no prediction."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = cli_env(home, emulator, tmp_path, ARCHIVER_LOCAL_SERVER_PORT=str(port))
+        result = flows(*run_args(tmp_path, "no server"), env=env, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert str(port) in lines[0] and "ARCHIVER_LOCAL_SERVER_PORT" in lines[0]
+    assert emulator.stats().create_attempts == 0
