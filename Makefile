@@ -32,15 +32,17 @@ test: install chromium lint
 test-fast: install lint
 	$(PY) -m pytest -q -m "not prefect and not server and not s3 and not ui"
 
-lint: install  ## ruff format and ruff check (also part of make test)
+lint: install  ## ruff format, ruff check and mypy (also part of make test and test-fast)
 	$(VENV)/bin/ruff format --check -q $(LINTED)
 	$(VENV)/bin/ruff check -q $(LINTED)
+	$(VENV)/bin/mypy
 
 # Benchmarks (not tests): naive vs raw asyncio vs the batch pipeline, on the emulator, with its
 # own `prefect server`; figures in bench-results/. Shrink: make bench BENCH_ARGS="--k 20".
 BENCH_ARGS ?=
 bench: install
 	$(PY) -m benchmarks $(BENCH_ARGS)
+	$(PY) -m benchmarks adhoc  # replicate client vs `python -m flows run`, ad hoc
 
 # --- Deployments, schedules and scale-out (README) ------------------------------------------
 # make server | pool | secret | deploy | worker (one per machine or terminal) | serve | test-ui

@@ -223,6 +223,32 @@ class Settings(BaseSettings):
         "artifact for files in S3 (anyone holding a link can download the file until it "
         "expires). 0: no links.",
     )
+    local_server: bool = Field(
+        default=True,
+        description="When no PREFECT_API_URL is configured, CLI runs use (and start if needed) "
+        "a local Prefect server in the background (`python -m flows server`); off: each run "
+        "starts Prefect's temporary server.",
+    )
+    local_server_port: int | None = Field(
+        default=None,
+        ge=1024,
+        le=65535,
+        description="Port of the local Prefect server on 127.0.0.1. Default: the first free "
+        "port from one derived from PREFECT_HOME (4300-4899).",
+    )
+    server_start_timeout: float = Field(
+        default=120,
+        ge=5,
+        le=900,
+        description="Seconds the CLI waits for a Prefect server it starts to answer.",
+    )
+    api_timeout: float = Field(
+        default=15,
+        ge=1,
+        le=300,
+        description="Seconds a configured PREFECT_API_URL may take to answer the CLI's check "
+        "before anything is created.",
+    )
 
     @field_validator("storage_options", mode="before")
     @classmethod

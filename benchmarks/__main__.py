@@ -354,4 +354,8 @@ def markdown(figures: dict[str, Any], report: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["adhoc"]:  # `python -m benchmarks adhoc`: the ad-hoc case alone
+        from benchmarks.adhoc import main as adhoc
+
+        raise SystemExit(adhoc(sys.argv[2:]))
     raise SystemExit(main())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import SecretStr
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PREFECT_YAML = PROJECT_DIR / "prefect.yaml"
@@ -98,9 +99,11 @@ class DeploymentSpec:
         from prefect.client.schemas.objects import ConcurrencyLimitConfig
         from prefect.types.entrypoint import EntrypointType
 
-        limit = self.concurrency_limit
-        if isinstance(limit, dict):
-            limit = ConcurrencyLimitConfig(**limit)
+        limit: int | ConcurrencyLimitConfig | None = (
+            ConcurrencyLimitConfig(**self.concurrency_limit)
+            if isinstance(self.concurrency_limit, dict)
+            else self.concurrency_limit
+        )
         return self.load_flow().to_deployment(
             name=self.name,
             description=self.description,
@@ -145,7 +148,7 @@ def create_token_secret(name: str | None = None) -> list[str]:
     if not names:
         raise ConfigurationError(f"no deployment sets {TOKEN_BLOCK_VARIABLE}; pass --name")
     for block_name in names:
-        Secret(value=token).save(block_name, overwrite=True)
+        Secret(value=SecretStr(token)).save(block_name, overwrite=True)
     return names
 
 

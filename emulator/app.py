@@ -161,9 +161,9 @@ class Backend:
         self.stats.create_accepted(pred.id)
         if self.faults.take("drop_create_responses"):
             return await self._drop_connection(request)
-        wait = parse_prefer_wait(request.headers.get("prefer"))
-        if wait is not None:
-            await self._wait(pred, wait)
+        prefer_wait = parse_prefer_wait(request.headers.get("prefer"))
+        if prefer_wait is not None:
+            await self._wait(pred, prefer_wait)
         return JSONResponse(self.render.prediction(pred), status_code=201)
 
     def _target(

@@ -11,7 +11,7 @@ import asyncio
 import socket
 import struct
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from emulator.faults import FaultBox
@@ -29,7 +29,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | Literal[False]:
     """``(start, stop)`` for a single byte range, None without one, False if unsatisfiable."""
     if not header or not header.startswith("bytes=") or "," in header:
         return None
@@ -123,7 +123,7 @@ class Delivery:
             return await reply(403, "Forbidden: URL expired")
 
         byte_range = parse_range(_header(scope, b"range"), file.size)
-        if byte_range is False:
+        if byte_range is False:  # unsatisfiable
             return await reply(
                 416, "Range Not Satisfiable", [(b"content-range", f"bytes */{file.size}".encode())]
             )

@@ -2,61 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-import os
-import sys
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 
-from archiver.errors import ArchiverError, redact
+from flows import cli_account as account
+from flows.cli_common import export_storage_options as _export_storage_options
+from flows.cli_common import fail as _fail
+
+# Heavy imports (Prefect, httpx, the emulator) happen inside commands: `--help`, `settings` and
+# `emulator` stay cheap.
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Archive Replicate predictions before their URLs die.",
 )
-
-
-def _fail(exc: BaseException, debug: bool) -> NoReturn:
-    """One line on stderr (a traceback too with --debug), and a non-zero exit."""
-    if debug:
-        import traceback
-
-        traceback.print_exception(exc, file=sys.stderr)
-    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
-        typer.echo("error: interrupted; the running prediction was canceled", err=True)
-        raise typer.Exit(130)
-    message = str(exc) if isinstance(exc, ArchiverError) else f"{type(exc).__name__}: {exc}"
-    typer.echo(
-        f"error: {redact(message.splitlines()[0] if message else type(exc).__name__)}", err=True
-    )
-    raise typer.Exit(1)
-
-
-def _quiet_prefect_console(debug: bool) -> None:
-    """Keep Prefect's console logs (and their tracebacks) off the terminal unless --debug."""
-    if debug:
-        return
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-        for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, PrefectConsoleHandler):
-                handler.setLevel(logging.CRITICAL + 1)
-
-
-def _export_storage_options(storage_options: dict[str, Any]) -> None:
-    # Storage options may hold secrets: they travel through this process's settings,
-    # never through flow parameters (which Prefect stores).
-    if storage_options:
-        merged = {
-            **json.loads(os.environ.get("ARCHIVER_STORAGE_OPTIONS") or "{}"),
-            **storage_options,
-        }
-        os.environ["ARCHIVER_STORAGE_OPTIONS"] = json.dumps(merged)
 
 
 def _run_flow(
@@ -68,13 +29,17 @@ def _run_flow(
 ) -> Any:
     _export_storage_options(storage_options)
     from archiver.progress import use_progress
-    from flows.archive_prediction import archive_prediction
-    from flows.console import RichProgress
+    from flows import interrupts
+    from flows.console import RichProgress, quiet_prefect_console
+    from flows.prefect_api import prefect_api
 
-    _quiet_prefect_console(debug)
-    with RichProgress(enabled=show_progress) as progress:
-        use_progress(progress)
-        return asyncio.run(archive_prediction(**flow_kwargs))
+    with prefect_api():
+        from flows.archive_prediction import archive_prediction
+
+        quiet_prefect_console(debug)
+        with RichProgress(enabled=show_progress) as progress:
+            use_progress(progress)
+            return interrupts.run(archive_prediction(**flow_kwargs))
 
 
 @app.command()
@@ -101,8 +66,8 @@ def run(
     on_data_removed: str = typer.Option(
         "fail", "--on-data-removed", help="fail | rerun, when Replicate already deleted the outputs"
     ),
-    deadline: float = typer.Option(
-        None, "--deadline", min=1, help="Cancel the prediction on Replicate after SECONDS"
+    deadline: str = typer.Option(
+        None, "--deadline", help="Cancel the prediction on Replicate after SECONDS (1-86400)"
     ),
     webhook: str = typer.Option(
         None, "--webhook", help="Receiver URL for the `completed` event (`flows webhooks`)"
@@ -113,14 +78,22 @@ def run(
     """Generate one prediction, download every output at once, and archive it."""
     from archiver.errors import ConfigurationError
     from archiver.inputs import load_input_json, parse_options, parse_pairs
+    from archiver.prediction import ModelRef
+    from flows import checks, interrupts
 
+    interrupts.install()
     try:
+        # Every check that needs no network comes before Prefect or Replicate is touched.
         if bool(model) == bool(deployment):
             raise ConfigurationError("give exactly one of MODEL or --deployment OWNER/NAME")
-        if on_data_removed not in ("fail", "rerun"):
-            raise ConfigurationError("--on-data-removed must be fail or rerun")
+        ModelRef.parse(model or deployment, deployment=bool(deployment))
+        checks.on_data_removed(on_data_removed)
+        seconds = checks.deadline(deadline)
+        checks.webhook(webhook)
         flow_input = {**load_input_json(input_json), **parse_pairs(inputs)}
         options = parse_options(storage_option)
+        checks.token()
+        checks.local_dest(dest)
         summary = _run_flow(
             {
                 "model": model or deployment,
@@ -129,7 +102,7 @@ def run(
                 "deployment": bool(deployment),
                 "refresh": refresh,
                 "on_data_removed": on_data_removed,
-                "deadline": deadline,
+                "deadline": seconds,
                 "webhook": webhook,
             },
             storage_options=options,
@@ -176,8 +149,8 @@ def batch(
     on_data_removed: str = typer.Option(
         "fail", "--on-data-removed", help="fail | rerun, when Replicate already deleted the outputs"
     ),
-    deadline: float = typer.Option(
-        None, "--deadline", min=1, help="Cancel each prediction on Replicate after SECONDS"
+    deadline: str = typer.Option(
+        None, "--deadline", help="Cancel each prediction on Replicate after SECONDS (1-86400)"
     ),
     webhook: str = typer.Option(
         None, "--webhook", help="Receiver URL for each `completed` event (`flows webhooks`)"
@@ -187,39 +160,50 @@ def batch(
 ) -> None:
     """Archive every record of a batch file; exits 1 if any item failed (rerun to retry them)."""
     from archiver.batchfile import load_batch
-    from archiver.errors import ConfigurationError
     from archiver.inputs import parse_options
+    from archiver.prediction import ModelRef
     from archiver.settings import Settings
+    from flows import checks, interrupts
 
+    interrupts.install()
     try:
-        if on_data_removed not in ("fail", "rerun"):
-            raise ConfigurationError("--on-data-removed must be fail or rerun")
+        checks.on_data_removed(on_data_removed)
+        seconds = checks.deadline(deadline)
+        checks.webhook(webhook)
+        if model is not None:
+            ModelRef.parse(model)
         _export_storage_options(parse_options(storage_option))
         # Read it here too: file errors come before Prefect starts, and the bar knows its total.
         items = load_batch(file, default_model=model, storage_options=Settings().storage_options)
+        if not items:
+            typer.echo(f"warning: {file} holds no records; nothing to archive", err=True)
+            return
+        checks.token()
+        checks.local_dest(dest)
         from archiver.progress import use_progress
-        from flows.batch import archive_batch
-        from flows.console import RichProgress
+        from flows.console import RichProgress, quiet_prefect_console
+        from flows.prefect_api import prefect_api
 
-        _quiet_prefect_console(debug)
-        with RichProgress(enabled=not as_json, predictions=len(items)) as progress:
-            use_progress(progress)
+        with prefect_api():
+            from flows.batch import archive_batch
 
-            async def run_batch() -> Any:
-                state = await archive_batch(
-                    file=file,
-                    model=model,
-                    dest=dest,
-                    concurrency=concurrency,
-                    refresh=refresh,
-                    on_data_removed=on_data_removed,
-                    deadline=deadline,
-                    webhook=webhook,
-                    return_state=True,
+            quiet_prefect_console(debug)
+            with RichProgress(enabled=not as_json, predictions=len(items)) as progress:
+                use_progress(progress)
+                state = interrupts.run(
+                    archive_batch(
+                        file=file,
+                        model=model,
+                        dest=dest,
+                        concurrency=concurrency,
+                        refresh=refresh,
+                        on_data_removed=on_data_removed,
+                        deadline=seconds,
+                        webhook=webhook,
+                        return_state=True,
+                    )
                 )
-                return await state.aresult(raise_on_failure=False)
-
-            summary = asyncio.run(run_batch())
+            summary = state.result(raise_on_failure=False)
         if isinstance(summary, BaseException):
             raise summary
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
@@ -242,177 +226,94 @@ def settings() -> None:
     typer.echo(settings_table())
 
 
-def _mount_emulator() -> None:
+@app.command(
+    "emulator",
+    help="Serve the Replicate emulator (offline API + delivery); --help for its options.",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def emulator(ctx: typer.Context) -> None:
+    """Hand every argument to the emulator's own command (imported only when used)."""
+    from emulator.cli import emulator_command
+
+    command = typer.main.get_command(_single(emulator_command))
+    command.main(args=ctx.args, prog_name="python -m flows emulator")
+
+
+def _single(function: Any) -> typer.Typer:
+    single = typer.Typer(add_completion=False)
+    single.command()(function)
+    return single
+
+
+@app.command()
+def demo(
+    dest: str = typer.Option("./archive", "--dest", help="Where to archive the demo outputs"),
+    processing_seconds: float = typer.Option(1.0, help="Simulated model time"),
+) -> None:
+    """The main job end to end, offline, on the built-in emulator."""
+    from flows.demo import run_demo
+
+    run_demo(dest, processing_seconds)
+
+
+server_app = typer.Typer(
+    no_args_is_help=True,
+    help="The local Prefect server (API + UI) that ad-hoc runs reuse.",
+)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start it in the background (if it is not up) and print where it is."""
+    from archiver.settings import Settings
+    from flows import local_server
+
+    settings = Settings()
     try:
-        from emulator.cli import emulator_command
-    except ImportError:  # pragma: no cover - emulator is part of the package
-        return
-    app.command("emulator", help="Serve the Replicate emulator (offline API + delivery).")(
-        emulator_command
+        state = local_server.ensure(
+            port=settings.local_server_port, timeout=settings.server_start_timeout
+        )
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
+        _fail(exc, debug=False)
+    _print_state(state)
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop it (only the local server of this PREFECT_HOME)."""
+    from flows import local_server
+
+    state = local_server.stop()
+    typer.echo(f"stopped the local Prefect server (pid {state.pid})" if state else "not running")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Port, pid, UI URL and database of the local server; exit 1 if it is not running."""
+    from flows import local_server
+
+    state = local_server.status()
+    if state is None:
+        typer.echo(f"not running (PREFECT_HOME {local_server.prefect_home()})")
+        raise typer.Exit(1)
+    _print_state(state)
+    if not local_server.healthy(state.api_url):
+        typer.echo("api:      not answering yet (starting?)")
+
+
+def _print_state(state: Any) -> None:
+    typer.echo(
+        f"port:     {state.port}\npid:      {state.pid}\nui:       {state.url}\n"
+        f"api:      {state.api_url}\ndatabase: {state.database}\nlog:      {state.log}"
     )
 
 
-_mount_emulator()
-
-from flows.demo import demo  # noqa: E402 - after the emulator command, for --help order
-
-app.command("demo", help="The main job end to end, offline, on the built-in emulator.")(demo)
-
-# -- archive what the account pays for: by id, by sweep, by webhook (issue 11) -------------------
-
-
-def _flow_report(flow_call: Any, *, storage_option: list[str], debug: bool, progress: bool) -> Any:
-    """Run an archive flow in process; its report (a failed run still carries one)."""
-    from archiver.inputs import parse_options
-    from archiver.progress import use_progress
-    from flows.console import RichProgress
-
-    _export_storage_options(parse_options(storage_option))
-    _quiet_prefect_console(debug)
-
-    async def go() -> Any:
-        state = await flow_call()
-        return await state.aresult(raise_on_failure=False)
-
-    with RichProgress(enabled=progress) as sink:
-        use_progress(sink)
-        report = asyncio.run(go())
-    if isinstance(report, BaseException):
-        raise report
-    return report
-
-
-def _print_report(report: Any, as_json: bool) -> None:
-    """--json: one document; else one line per prediction. Losses also go to stderr, loudly."""
-    for result in report.lost:
-        typer.echo(
-            f"error: {result.prediction_id} {result.outcome}: {result.error or 'no detail'}",
-            err=True,
-        )
-    if as_json:
-        typer.echo(report.model_dump_json(indent=2))
-        return
-    for result in report.predictions:
-        where = f" -> {result.summary.manifest_url}" if result.summary else ""
-        typer.echo(f"{result.prediction_id}  {result.outcome:<8} {result.model or ''}{where}")
-    typer.echo(report.headline())
-
-
-@app.command("archive")
-def archive_command(
-    prediction_ids: list[str] = typer.Argument(..., help="Ids of predictions on this account"),
-    dest: str = typer.Option(
-        None, "--dest", help="Archive destination: path or fsspec URL [default: ./archive]"
-    ),
-    storage_option: list[str] = typer.Option(
-        [], "--storage-option", help="fsspec storage option K=V (repeatable)"
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON report on stdout"),
-    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
-) -> None:
-    """Archive existing predictions by id (made by anyone on the account); never creates one."""
-    try:
-        from flows.archive_existing import archive_existing
-
-        report = _flow_report(
-            lambda: archive_existing(prediction_ids=prediction_ids, dest=dest, return_state=True),
-            storage_option=storage_option,
-            debug=debug,
-            progress=not as_json,
-        )
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
-        _fail(exc, debug)
-    _print_report(report, as_json)
-    if not report.ok:
-        raise typer.Exit(1)
-
-
-@app.command("sweep")
-def sweep_command(
-    since: str = typer.Option("1h", "--since", help="Window to list: 90s, 55m, 2h..."),
-    source: str = typer.Option("api", "--source", help="api | web | all"),
-    dest: str = typer.Option(
-        None, "--dest", help="Archive destination: path or fsspec URL [default: ./archive]"
-    ),
-    storage_option: list[str] = typer.Option(
-        [], "--storage-option", help="fsspec storage option K=V (repeatable)"
-    ),
-    concurrency: int = typer.Option(8, "--concurrency", min=1, max=100, help="Archived at once"),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON report on stdout"),
-    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
-) -> None:
-    """Archive the account's succeeded predictions created within --since (exit 1 on a loss)."""
-    from archiver.errors import ConfigurationError
-    from archiver.sweep import SOURCES, parse_duration
-
-    try:
-        parse_duration(since)
-        if source not in SOURCES:
-            raise ConfigurationError(f"invalid --source {source!r}: expected api, web or all")
-        from flows.archive_recent import archive_recent
-
-        report = _flow_report(
-            lambda: archive_recent(
-                since=since, source=source, concurrency=concurrency, dest=dest, return_state=True
-            ),
-            storage_option=storage_option,
-            debug=debug,
-            progress=not as_json,
-        )
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
-        _fail(exc, debug)
-    _print_report(report, as_json)
-    if not report.ok:
-        raise typer.Exit(1)
-
-
-@app.command("webhooks")
-def webhooks_command(
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on"),
-    port: int = typer.Option(8787, "--port", min=0, max=65535, help="Port (0: a free one)"),
-    path: str = typer.Option("/webhooks/replicate", "--path", help="URL path deliveries go to"),
-    dest: str = typer.Option(
-        None, "--dest", help="Archive destination: path or fsspec URL [default: ./archive]"
-    ),
-    storage_option: list[str] = typer.Option(
-        [], "--storage-option", help="fsspec storage option K=V (repeatable)"
-    ),
-    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
-) -> None:
-    """Receive Replicate webhooks and archive every succeeded prediction they announce."""
-    from archiver.errors import ConfigurationError
-    from archiver.inputs import parse_options
-    from flows.webhooks import receive
-
-    def announce(url: str) -> None:
-        typer.echo(f"listening on {url}")
-        sys.stdout.flush()
-
-    def report(line: str) -> None:
-        typer.echo(redact(line), err=True)
-
-    try:
-        if not path.startswith("/"):
-            raise ConfigurationError(f"invalid --path {path!r}: must start with /")
-        options = parse_options(storage_option)
-        _export_storage_options(options)
-        _quiet_prefect_console(debug)
-        asyncio.run(
-            receive(
-                host=host,
-                port=port,
-                path=path,
-                dest=dest,
-                storage_options={},
-                announce=announce,
-                report=report,
-            )
-        )
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    except Exception as exc:  # noqa: BLE001 - the CLI's one boundary
-        _fail(exc, debug)
-
+# Archive what the account pays for, made by any client: by id, by sweep, by webhook.
+app.command("archive")(account.archive)
+app.command("sweep")(account.sweep)
+app.command("webhooks")(account.webhooks)
 
 if __name__ == "__main__":
     app()

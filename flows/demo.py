@@ -15,22 +15,23 @@ DEMO_MODEL = "black-forest-labs/flux-schnell"
 DEMO_INPUT = {"prompt": "a lighthouse archiving the sunset", "num_outputs": 2, "seed": 7}
 
 
-def demo(
-    dest: str = typer.Option("./archive", "--dest", help="Where to archive the demo outputs"),
-    processing_seconds: float = typer.Option(1.0, help="Simulated model time"),
-) -> None:
+def run_demo(dest: str, processing_seconds: float) -> None:
     """Run one prediction through the pipeline on the emulator, then again from cache."""
     from archiver.progress import use_progress
     from emulator import Emulator
-    from flows.__main__ import _quiet_prefect_console
-    from flows.archive_prediction import archive_prediction
-    from flows.console import RichProgress, print_summary, stderr
+    from flows.console import RichProgress, print_summary, quiet_prefect_console, stderr
+    from flows.prefect_api import prefect_api
 
-    with Emulator(processing_seconds=processing_seconds, first_urls_expired=True) as emulator:
+    with (
+        Emulator(processing_seconds=processing_seconds, first_urls_expired=True) as emulator,
+        prefect_api(),
+    ):
+        from flows.archive_prediction import archive_prediction
+
         os.environ.update(emulator.env())
         os.environ["REPLICATE_API_TOKEN"] = "demo-token-not-secret"
         stderr.print(f"emulator at {emulator.base_url} (first output URLs handed out expired)")
-        _quiet_prefect_console(debug=False)
+        quiet_prefect_console(debug=False)
         summaries = []
         for attempt in ("first run", "same input again"):
             stderr.print(f"[bold]{attempt}[/]: {DEMO_MODEL} {DEMO_INPUT}")

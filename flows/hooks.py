@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from archiver.generate import cancel_recorded
@@ -38,4 +39,12 @@ def cancel_in_flight(flow: Any, flow_run: Any, state: Any) -> None:
         finally:
             await runtime.aclose()
 
-    asyncio.run(go())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(go())
+        return
+    # Called inside the flow's own event loop (an in-process crash, e.g. Ctrl-C): a loop of its own.
+    thread = threading.Thread(target=asyncio.run, args=(go(),), name="cancel-in-flight")
+    thread.start()
+    thread.join()

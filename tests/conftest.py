@@ -22,6 +22,16 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="archiver-tests-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 
+
+def _stop_local_server() -> None:
+    """A local Prefect server a CLI test started in the session's home does not outlive it."""
+    from flows import local_server
+
+    local_server.stop(Path(_PREFECT_HOME))
+
+
+atexit.register(_stop_local_server)  # runs before the rmtree above (atexit is LIFO)
+
 # Fixtures that start real S3 servers (moto, SeaweedFS) live in their own plugin module.
 pytest_plugins = ["tests.s3_fixtures"]
 

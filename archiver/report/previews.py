@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterable
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -135,7 +136,7 @@ def thumbnail(path: Path | bytes) -> tuple[str, int, int] | str:
         image = image.resize((max(1, image.width * 3 // 4), max(1, image.height * 3 // 4)))
 
 
-def _rgb(image):  # type: ignore[no-untyped-def]
+def _rgb(image: Any) -> Any:
     """The image in RGB; transparency composed over white (JPEG has no alpha)."""
     from PIL import Image
 

@@ -1,0 +1,208 @@
+"""`python -m flows archive | sweep | webhooks`: keep what the account pays for, whoever made it.
+
+`archive` and `sweep` run a flow (`archive-existing`, `archive-recent`) on the same Prefect API
+as `run` (a configured one, else the local server); `webhooks` serves the receiver, whose
+archives are flow runs when a Prefect API is configured or the local server is up, else run in
+this process. Cheap to import: Prefect loads inside the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import typer
+
+from flows.cli_common import export_storage_options, fail
+
+DEST_HELP = "Archive destination: path or fsspec URL [default: ./archive]"
+OPTION_HELP = "fsspec storage option K=V (repeatable)"
+
+
+def _flow_report(
+    flow_call: Callable[[], Awaitable[Any]],
+    *,
+    storage_option: list[str],
+    dest: str | None,
+    debug: bool,
+    progress: bool,
+) -> Any:
+    """Run an archive flow on the Prefect API; its report (a failed run still carries one)."""
+    from archiver.inputs import parse_options
+    from archiver.progress import use_progress
+    from flows import checks, interrupts
+    from flows.console import RichProgress, quiet_prefect_console
+    from flows.prefect_api import prefect_api
+
+    export_storage_options(parse_options(storage_option))
+    checks.token()
+    checks.local_dest(dest)
+
+    async def go() -> Any:
+        state = await flow_call()
+        return await state.aresult(raise_on_failure=False)
+
+    with prefect_api():
+        quiet_prefect_console(debug)
+        with RichProgress(enabled=progress) as sink:
+            use_progress(sink)
+            report = interrupts.run(go())
+    if isinstance(report, BaseException):
+        raise report
+    return report
+
+
+def _print_report(report: Any, as_json: bool) -> None:
+    """--json: one document; else one line per prediction. Losses also go to stderr, loudly."""
+    for result in report.lost:
+        typer.echo(
+            f"error: {result.prediction_id} {result.outcome}: {result.error or 'no detail'}",
+            err=True,
+        )
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    for result in report.predictions:
+        where = f" -> {result.summary.manifest_url}" if result.summary else ""
+        typer.echo(f"{result.prediction_id}  {result.outcome:<8} {result.model or ''}{where}")
+    typer.echo(report.headline())
+
+
+def archive(
+    prediction_ids: list[str] = typer.Argument(..., help="Ids of predictions on this account"),
+    dest: str = typer.Option(None, "--dest", help=DEST_HELP),
+    storage_option: list[str] = typer.Option([], "--storage-option", help=OPTION_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON report on stdout"),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
+) -> None:
+    """Archive existing predictions by id (made by anyone on the account); never creates one."""
+    from flows import interrupts
+
+    interrupts.install()
+    try:
+        from flows.archive_existing import archive_existing
+
+        report = _flow_report(
+            lambda: archive_existing(prediction_ids=prediction_ids, dest=dest, return_state=True),
+            storage_option=storage_option,
+            dest=dest,
+            debug=debug,
+            progress=not as_json,
+        )
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
+        fail(exc, debug)
+    _print_report(report, as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def sweep(
+    since: str = typer.Option("1h", "--since", help="Window to list: 90s, 55m, 2h..."),
+    source: str = typer.Option("api", "--source", help="api | web | all"),
+    dest: str = typer.Option(None, "--dest", help=DEST_HELP),
+    storage_option: list[str] = typer.Option([], "--storage-option", help=OPTION_HELP),
+    concurrency: int = typer.Option(8, "--concurrency", help="Predictions archived at once"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON report on stdout"),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
+) -> None:
+    """Archive the account's succeeded predictions created within --since (exit 1 on a loss)."""
+    from archiver.errors import ConfigurationError
+    from flows import interrupts
+
+    interrupts.install()
+    try:
+        from archiver.sweep import SOURCES, parse_duration
+
+        parse_duration(since)
+        if source not in SOURCES:
+            raise ConfigurationError(f"invalid --source {source!r}: expected api, web or all")
+        if not 1 <= concurrency <= 100:
+            raise ConfigurationError(f"--concurrency must be from 1 to 100, got {concurrency}")
+        from flows.archive_recent import archive_recent
+
+        report = _flow_report(
+            lambda: archive_recent(
+                since=since, source=source, concurrency=concurrency, dest=dest, return_state=True
+            ),
+            storage_option=storage_option,
+            dest=dest,
+            debug=debug,
+            progress=not as_json,
+        )
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
+        fail(exc, debug)
+    _print_report(report, as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def webhooks(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on"),
+    port: int = typer.Option(8787, "--port", help="Port (0: a free one)"),
+    path: str = typer.Option("/webhooks/replicate", "--path", help="URL path deliveries go to"),
+    dest: str = typer.Option(None, "--dest", help=DEST_HELP),
+    storage_option: list[str] = typer.Option([], "--storage-option", help=OPTION_HELP),
+    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
+) -> None:
+    """Receive Replicate webhooks and archive every succeeded prediction they announce."""
+    import asyncio
+
+    from archiver.errors import ConfigurationError, redact
+    from archiver.inputs import parse_options
+    from flows import checks
+
+    def announce(url: str) -> None:
+        typer.echo(f"listening on {url}")
+        sys.stdout.flush()
+
+    def report(line: str) -> None:
+        typer.echo(redact(line), err=True)
+
+    try:
+        if not path.startswith("/"):
+            raise ConfigurationError(f"invalid --path {path!r}: must start with /")
+        if not 0 <= port <= 65535:
+            raise ConfigurationError(f"--port must be from 0 to 65535, got {port}")
+        export_storage_options(parse_options(storage_option))
+        checks.token()
+        checks.local_dest(dest)
+        from flows.console import quiet_prefect_console
+        from flows.webhooks import receive
+
+        with _prefect_if_available():
+            quiet_prefect_console(debug)
+            asyncio.run(
+                receive(
+                    host=host,
+                    port=port,
+                    path=path,
+                    dest=dest,
+                    storage_options={},
+                    announce=announce,
+                    report=report,
+                )
+            )
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the CLI's one boundary
+        fail(exc, debug)
+
+
+def _prefect_if_available() -> Any:
+    """The configured Prefect API (checked), or the local server if it is up; else nothing:
+    a long-running receiver never starts a server of its own."""
+    import contextlib
+
+    from archiver.settings import Settings
+    from flows import local_server
+    from flows.prefect_api import configured_api_url, prefect_api
+
+    settings = Settings()
+    if configured_api_url():
+        return prefect_api(settings)
+    if settings.local_server:
+        state = local_server.status()
+        if state is not None and local_server.healthy(state.api_url):
+            return prefect_api(settings)
+    return contextlib.nullcontext()

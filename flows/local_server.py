@@ -1,0 +1,346 @@
+"""The local Prefect server ad-hoc runs reuse: `python -m flows server start|stop|status`.
+
+One `prefect server start` (API + UI on 127.0.0.1) per PREFECT_HOME, in a session of its own so a
+terminal's Ctrl-C never reaches it. Its state lives in `$PREFECT_HOME/archiver-server/`: `state.json`
+(pid, port, URL, log, database), `server.log`, and `lock`, which serialises starts so two runs
+started at once start exactly one server. A dead pid or a stale state file is replaced.
+
+The default port is derived from PREFECT_HOME (the first free one from there), so several
+checkouts or homes on one machine never collide; `ARCHIVER_LOCAL_SERVER_PORT` pins it.
+
+Stdlib only (no Prefect import): `server status` and the CLI's cheap paths stay cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from archiver.errors import ConfigurationError
+
+HOST = "127.0.0.1"
+PORT_BASE = 4300
+PORT_SPAN = 600  # default ports: PORT_BASE .. PORT_BASE + PORT_SPAN - 1
+NOTE_AFTER = 3.0  # seconds of waiting before the one-line note
+STOP_TIMEOUT = 15.0
+
+Echo = Callable[[str], None]
+
+
+def print_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def prefect_home() -> Path:
+    """PREFECT_HOME as Prefect resolves it by default (the environment, else ~/.prefect)."""
+    return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser().resolve()
+
+
+def state_dir(home: Path | None = None) -> Path:
+    return (home or prefect_home()) / "archiver-server"
+
+
+def default_port(home: Path | None = None) -> int:
+    """A port derived from PREFECT_HOME, so different homes start from different ports."""
+    digest = hashlib.sha256(str(home or prefect_home()).encode()).digest()
+    return PORT_BASE + int.from_bytes(digest[:4], "big") % PORT_SPAN
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(preferred: int | None, home: Path) -> int:
+    """`preferred` if given (it must be free), else the first free port from the home's own."""
+    if preferred is not None:
+        if not port_free(preferred):
+            raise ConfigurationError(
+                f"cannot start the local Prefect server: port {preferred} "
+                "(ARCHIVER_LOCAL_SERVER_PORT) is in use; choose another"
+            )
+        return preferred
+    start = default_port(home)
+    for offset in range(PORT_SPAN):
+        port = PORT_BASE + (start - PORT_BASE + offset) % PORT_SPAN
+        if port_free(port):
+            return port
+    raise ConfigurationError(  # pragma: no cover - 600 busy ports
+        f"cannot start the local Prefect server: no free port in {PORT_BASE}-"
+        f"{PORT_BASE + PORT_SPAN - 1}; set ARCHIVER_LOCAL_SERVER_PORT"
+    )
+
+
+def database_path(home: Path) -> str:
+    """Where the server keeps its data: Prefect's database URL if configured, else SQLite."""
+    return os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL") or str(home / "prefect.db")
+
+
+@dataclass
+class ServerState:
+    """What `state.json` records about a running local server."""
+
+    pid: int
+    port: int
+    log: str
+    database: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api"
+
+
+def read_state(home: Path) -> ServerState | None:
+    try:
+        data = json.loads((state_dir(home) / "state.json").read_text())
+        return ServerState(**{k: data[k] for k in ("pid", "port", "log", "database")})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_state(home: Path, state: ServerState) -> None:
+    path = state_dir(home) / "state.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state)))
+    os.replace(tmp, path)
+
+
+def _clear_state(home: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir(home) / "state.json").unlink()
+
+
+def is_server_process(pid: int) -> bool:
+    """True when `pid` is alive and is a Prefect server (not a recycled pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: trust the live pid
+    if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+        return False  # a zombie: dead, not yet reaped
+    text = b" ".join(cmdline)
+    return b"prefect" in text and (b"server" in text or b"uvicorn" in text)
+
+
+def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    """True when `GET {api_url}/health` answers 200 within `timeout`."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
+def status(home: Path | None = None) -> ServerState | None:
+    """The running local server of this PREFECT_HOME, or None."""
+    home = home or prefect_home()
+    state = read_state(home)
+    if state is None or not is_server_process(state.pid):
+        return None
+    return state
+
+
+@contextlib.contextmanager
+def _locked(home: Path, timeout: float) -> Iterator[None]:
+    """The start/stop lock of this PREFECT_HOME (waits at most `timeout` seconds)."""
+    directory = state_dir(home)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "lock", "a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConfigurationError(
+                        f"another process held the local Prefect server lock "
+                        f"{directory / 'lock'} for {timeout:g} s; try again"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def server_env(port: int, ui: bool) -> dict[str, str]:
+    """The server's environment: no Replicate token or archiver settings, its own host/port."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REPLICATE_", "ARCHIVER_")) and k != "PREFECT_API_URL"
+    }
+    env.update(
+        PREFECT_SERVER_API_HOST=HOST,
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_SERVER_UI_ENABLED="true" if ui else "false",
+        PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+    )
+    return env
+
+
+def server_args(port: int) -> list[str]:
+    return [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
+
+
+def wait_healthy(
+    api_url: str,
+    alive: Callable[[], bool],
+    timeout: float,
+    *,
+    what: str,
+    log: Path | None,
+    echo: Echo = print_stderr,
+) -> None:
+    """Until the API answers; one note after a few seconds; a one-line error if it never does."""
+    started = time.monotonic()
+    noted = False
+    while not healthy(api_url):
+        waited = time.monotonic() - started
+        if not alive():
+            where = f"; see {log}" if log else ""
+            raise ConfigurationError(f"{what} exited before its API answered{where}")
+        if waited > timeout:
+            where = f"; see {log}" if log else ""
+            raise ConfigurationError(
+                f"{what} did not answer at {api_url} within {timeout:g} s (machine busy?){where}; "
+                "retry, or raise ARCHIVER_SERVER_START_TIMEOUT"
+            )
+        if not noted and waited > NOTE_AFTER:
+            echo(f"waiting for {what} at {api_url} (up to {timeout:g} s)...")
+            noted = True
+        time.sleep(0.2)
+
+
+def ensure(
+    *,
+    port: int | None = None,
+    timeout: float = 120.0,
+    home: Path | None = None,
+    echo: Echo = print_stderr,
+) -> ServerState:
+    """The local server of this PREFECT_HOME, started (in the background) if it is not up."""
+    home = home or prefect_home()
+    state = status(home)
+    if state is not None and healthy(state.api_url):
+        return state
+    with _locked(home, timeout):
+        state = status(home)  # someone else may have started it meanwhile
+        if state is None:
+            state = _start(home, port, echo)
+        wait_healthy(
+            state.api_url,
+            lambda: is_server_process(state.pid),
+            timeout,
+            what="the local Prefect server",
+            log=Path(state.log),
+            echo=echo,
+        )
+    return state
+
+
+def _start(home: Path, port: int | None, echo: Echo) -> ServerState:
+    _clear_state(home)
+    chosen = pick_port(port, home)
+    log = state_dir(home) / "server.log"
+    home.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            server_args(chosen),
+            env=server_env(chosen, ui=True),
+            cwd=home,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a terminal's Ctrl-C never reaches it
+        )
+    state = ServerState(pid=proc.pid, port=chosen, log=str(log), database=database_path(home))
+    _write_state(home, state)
+    echo(
+        f"started a local Prefect server for ad-hoc runs: UI {state.url} "
+        f"(stop: python -m flows server stop)"
+    )
+    return state
+
+
+def stop(home: Path | None = None, timeout: float = STOP_TIMEOUT) -> ServerState | None:
+    """Stop this PREFECT_HOME's local server (its whole process group); None if none ran."""
+    home = home or prefect_home()
+    with _locked(home, timeout + 10):
+        state = status(home)
+        _clear_state(home)
+        if state is None:
+            return None
+        kill_group(state.pid, timeout)
+        return state
+
+
+def kill_group(pid: int, timeout: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)  # the server leads its own session and process group
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _group_alive(pid):
+                return
+            time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover
+        return True
+    # Only zombies left (children of a parent that has not reaped them yet)?
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+__all__ = [
+    "ServerState",
+    "default_port",
+    "ensure",
+    "healthy",
+    "prefect_home",
+    "status",
+    "stop",
+]

@@ -1,0 +1,84 @@
+"""The temporary Prefect server of one CLI process, used when the local server is off.
+
+The same API as `flows.local_server` (no UI, no services) on a free port, as a child in a session
+of its own (a terminal's Ctrl-C reaches the CLI first, which stops it after cleaning up) that the
+kernel kills when the CLI dies (Linux parent-death signal): a SIGKILLed CLI leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+
+from flows.local_server import (
+    HOST,
+    Echo,
+    kill_group,
+    print_stderr,
+    server_args,
+    server_env,
+    wait_healthy,
+)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class TemporaryServer:
+    """A Prefect API (no UI) for one CLI process, on a free port; it dies with the process."""
+
+    def __init__(self, timeout: float = 120.0, echo: Echo = print_stderr) -> None:
+        self.timeout = timeout
+        self.echo = echo
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.port}/api"
+
+    def __enter__(self) -> TemporaryServer:
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            self.port = int(sock.getsockname()[1])
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            server_args(self.port) + ["--no-services"],
+            env=server_env(self.port, ui=False),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches us first; we stop it after cleaning up
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - a SIGKILLed CLI takes it along
+        )
+        proc = self.proc
+        try:
+            wait_healthy(
+                self.api_url,
+                lambda: proc.poll() is None,
+                self.timeout,
+                what="Prefect's temporary server",
+                log=None,
+                echo=self.echo,
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            kill_group(self.proc.pid, 5)
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                self.proc.wait(5)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

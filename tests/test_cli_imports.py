@@ -1,0 +1,30 @@
+"""Cheap commands stay cheap: `--help`, `settings` and `emulator --help` never import Prefect."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("args", [["--help"], ["settings"], ["emulator", "--help"]])
+def test_cheap_commands_do_not_import_prefect(args):
+    """The command succeeds and no `prefect` module is imported on the way."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "flows", *args],
+        cwd=ROOT,
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
+    assert not [name for name in imported if name.split(".")[0] == "prefect"]
+    if args == ["--help"]:
+        assert not [name for name in imported if name.split(".")[0] in ("httpx", "emulator")]

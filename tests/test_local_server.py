@@ -1,0 +1,208 @@
+"""The local Prefect server ad-hoc runs reuse: started once, shared, replaced when dead, stopped.
+
+Real processes: `python -m flows ...` subprocesses with their own PREFECT_HOME and no
+PREFECT_API_URL, a real `prefect server start` in the background, the emulator over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from flows import local_server
+from tests.conftest import ROOT, TOKEN
+from tests.prefect_server import wait_for
+
+MODEL = "black-forest-labs/flux-schnell"
+pytestmark = pytest.mark.server
+
+
+def cli_env(home: Path, emulator, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A new user's environment: no Prefect API configured, a PREFECT_HOME of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
+    env.update(
+        emulator.env(),
+        REPLICATE_API_TOKEN=TOKEN,
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        ARCHIVER_POLL_INTERVAL="0.05",
+        ARCHIVER_SERVER_START_TIMEOUT="600",  # a shared, busy test machine
+        ARCHIVER_STAGING_DIR=str(tmp_path / "staging"),
+        ARCHIVER_CACHE_URL=str(tmp_path / "cache"),
+    )
+    env.update(extra)
+    return env
+
+
+def flows(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flows", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_args(tmp_path: Path, prompt: str) -> list[str]:
+    return ["run", MODEL, "-i", f"prompt={prompt}", "--dest", str(tmp_path / "archive"), "--json"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return local_server.is_server_process(pid)
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Processes of process group `pgid` that are not zombies (from /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+@pytest.fixture
+def home(tmp_path):
+    """A fresh PREFECT_HOME whose local server is stopped (and checked gone) afterwards."""
+    path = tmp_path / "prefect-home"
+    path.mkdir()
+    yield path
+    state = local_server.read_state(path)
+    local_server.stop(path)
+    if state is not None and alive(state.pid):  # pragma: no cover - stop failed
+        os.killpg(state.pid, signal.SIGKILL)
+
+
+def flow_runs(api_url: str) -> list[dict]:
+    request = urllib.request.Request(
+        f"{api_url}/flow_runs/filter",
+        data=b"{}",
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_run_starts_the_local_server_and_is_visible_in_its_api(home, emulator, tmp_path):
+    """With no API configured, a run starts the local server (one stderr line) and shows in it."""
+    env = cli_env(home, emulator, tmp_path)
+    result = flows(*run_args(tmp_path, "visible"), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "python -m flows server stop" in result.stderr
+    state = local_server.status(home)
+    assert state is not None and local_server.healthy(state.api_url)
+    runs = flow_runs(state.api_url)
+    assert [r["state_type"] for r in runs] == ["COMPLETED"]
+    status = flows("server", "status", env=env, timeout=60)
+    assert status.returncode == 0
+    for value in (str(state.port), str(state.pid), state.url, str(home / "prefect.db")):
+        assert value in status.stdout
+
+
+def test_a_killed_server_is_replaced_and_stop_leaves_nothing(home, emulator, tmp_path):
+    """SIGKILL the server between runs: the next run starts a new one; `stop` ends it for good."""
+    env = cli_env(home, emulator, tmp_path)
+    first = flows(*run_args(tmp_path, "one"), env=env)
+    assert first.returncode == 0, first.stderr
+    old = local_server.status(home)
+    assert old is not None
+    os.killpg(old.pid, signal.SIGKILL)
+    wait_for(lambda: not alive(old.pid), 30, "the killed server to go")
+    second = flows(*run_args(tmp_path, "two"), env=env)
+    assert second.returncode == 0, second.stderr
+    new = local_server.status(home)
+    assert new is not None and new.pid != old.pid
+    assert len(flow_runs(new.api_url)) >= 1
+    stopped = flows("server", "stop", env=env, timeout=60)
+    assert stopped.returncode == 0 and str(new.pid) in stopped.stdout
+    assert not alive(new.pid)
+    assert not live_group_members(new.pid)  # nothing of its process group is left
+    assert flows("server", "status", env=env, timeout=60).returncode == 1
+
+
+def test_two_simultaneous_first_runs_start_one_server(home, emulator, tmp_path):
+    """Two runs started at once with no server up: exactly one server starts, both succeed."""
+    env = cli_env(home, emulator, tmp_path)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "flows", *run_args(tmp_path, f"race {i}")],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=600))
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    started = sum("started a local Prefect server" in err for _, err in outputs)
+    assert started == 1, outputs
+    state = local_server.status(home)
+    assert state is not None
+    assert len(flow_runs(state.api_url)) == 2
+
+
+def test_a_stale_state_file_is_replaced(home, tmp_path):
+    """A state file naming a dead pid is not a running server; `server start` replaces it."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    directory = local_server.state_dir(home)
+    directory.mkdir(parents=True)
+    (directory / "state.json").write_text(
+        json.dumps({"pid": dead.pid, "port": 1, "log": "x", "database": "y"})
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(home)
+    assert flows("server", "status", env=env, timeout=60).returncode == 1
+    started = flows("server", "start", env=env)
+    assert started.returncode == 0, started.stderr
+    state = local_server.status(home)
+    assert state is not None and state.pid != dead.pid and local_server.healthy(state.api_url)
+
+
+def test_homes_get_different_default_ports(tmp_path):
+    """Two PREFECT_HOMEs on one machine start from different default ports."""
+    ports = {local_server.default_port(tmp_path / f"home-{i}") for i in range(5)}
+    assert len(ports) == 5
+
+
+def test_a_server_that_cannot_start_is_one_line_and_nothing_is_paid(home, emulator, tmp_path):
+    """The configured port is taken: one line naming it and what to do, exit 1, no prediction."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = cli_env(home, emulator, tmp_path, ARCHIVER_LOCAL_SERVER_PORT=str(port))
+        result = flows(*run_args(tmp_path, "no server"), env=env, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert str(port) in lines[0] and "ARCHIVER_LOCAL_SERVER_PORT" in lines[0]
+    assert emulator.stats().create_attempts == 0
