@@ -53,6 +53,30 @@ def _flow_report(
     return report
 
 
+def _run_report(
+    call: Callable[[], Callable[[], Awaitable[Any]]],
+    *,
+    storage_option: list[str],
+    dest: str | None,
+    debug: bool,
+    as_json: bool,
+) -> None:
+    """`call()` checks the command's own input and gives the flow call; run it, print its
+    report, exit 1 if a paid result was lost (every error: one line, exit 1; Ctrl-C: 130)."""
+    from flows import interrupts
+
+    interrupts.install()
+    try:
+        report = _flow_report(
+            call(), storage_option=storage_option, dest=dest, debug=debug, progress=not as_json
+        )
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
+        fail(exc, debug)
+    _print_report(report, as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def _print_report(report: Any, as_json: bool) -> None:
     """--json: one document; else one line per prediction. Losses also go to stderr, loudly."""
     for result in report.lost:
@@ -77,24 +101,13 @@ def archive(
     debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
 ) -> None:
     """Archive existing predictions by id (made by anyone on the account); never creates one."""
-    from flows import interrupts
 
-    interrupts.install()
-    try:
+    def call() -> Callable[[], Awaitable[Any]]:
         from flows.archive_existing import archive_existing
 
-        report = _flow_report(
-            lambda: archive_existing(prediction_ids=prediction_ids, dest=dest, return_state=True),
-            storage_option=storage_option,
-            dest=dest,
-            debug=debug,
-            progress=not as_json,
-        )
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
-        fail(exc, debug)
-    _print_report(report, as_json)
-    if not report.ok:
-        raise typer.Exit(1)
+        return lambda: archive_existing(prediction_ids=prediction_ids, dest=dest, return_state=True)
+
+    _run_report(call, storage_option=storage_option, dest=dest, debug=debug, as_json=as_json)
 
 
 def sweep(
@@ -107,11 +120,9 @@ def sweep(
     debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
 ) -> None:
     """Archive the account's succeeded predictions created within --since (exit 1 on a loss)."""
-    from archiver.errors import ConfigurationError
-    from flows import interrupts
 
-    interrupts.install()
-    try:
+    def call() -> Callable[[], Awaitable[Any]]:
+        from archiver.errors import ConfigurationError
         from archiver.sweep import SOURCES, parse_duration
 
         parse_duration(since)
@@ -121,20 +132,11 @@ def sweep(
             raise ConfigurationError(f"--concurrency must be from 1 to 100, got {concurrency}")
         from flows.archive_recent import archive_recent
 
-        report = _flow_report(
-            lambda: archive_recent(
-                since=since, source=source, concurrency=concurrency, dest=dest, return_state=True
-            ),
-            storage_option=storage_option,
-            dest=dest,
-            debug=debug,
-            progress=not as_json,
+        return lambda: archive_recent(
+            since=since, source=source, concurrency=concurrency, dest=dest, return_state=True
         )
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
-        fail(exc, debug)
-    _print_report(report, as_json)
-    if not report.ok:
-        raise typer.Exit(1)
+
+    _run_report(call, storage_option=storage_option, dest=dest, debug=debug, as_json=as_json)
 
 
 def webhooks(
