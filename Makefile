@@ -25,12 +25,16 @@ demo: install
 
 LINTED := archiver emulator flows tasks deployments tests benchmarks
 
+# Three workers on two cores: most tests wait on servers and subprocesses, not on the CPU.
+# A file runs whole on one worker (its module fixtures are shared); each worker has its own
+# PREFECT_HOME and free ports. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 3
 test: install chromium lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The inner loop: everything that needs no server but the emulator (no Prefect API, S3, browser).
 test-fast: install lint
-	$(PY) -m pytest -q -m "not prefect and not server and not s3 and not ui"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not prefect and not server and not s3 and not ui"
 
 lint: install  ## ruff format, ruff check and mypy (also part of make test and test-fast)
 	$(VENV)/bin/ruff format --check -q $(LINTED)

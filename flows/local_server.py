@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -37,6 +39,13 @@ NOTE_AFTER = 3.0  # seconds of waiting before the one-line note
 STOP_TIMEOUT = 15.0
 
 Echo = Callable[[str], None]
+
+
+START_ATTEMPTS = 3  # ports tried when another server takes ours between check and bind
+
+
+class ServerExited(ConfigurationError):
+    """The server process died before its API answered (e.g. its port was taken)."""
 
 
 def print_stderr(line: str) -> None:
@@ -67,7 +76,7 @@ def port_free(port: int) -> bool:
     return True
 
 
-def pick_port(preferred: int | None, home: Path) -> int:
+def pick_port(preferred: int | None, home: Path, avoid: set[int] | None = None) -> int:
     """`preferred` if given (it must be free), else the first free port from the home's own."""
     if preferred is not None:
         if not port_free(preferred):
@@ -79,7 +88,7 @@ def pick_port(preferred: int | None, home: Path) -> int:
     start = default_port(home)
     for offset in range(PORT_SPAN):
         port = PORT_BASE + (start - PORT_BASE + offset) % PORT_SPAN
-        if port_free(port):
+        if port not in (avoid or set()) and port_free(port):
             return port
     raise ConfigurationError(  # pragma: no cover - 600 busy ports
         f"cannot start the local Prefect server: no free port in {PORT_BASE}-"
@@ -171,7 +180,21 @@ def _locked(home: Path, timeout: float) -> Iterator[None]:
     """The start/stop lock of this PREFECT_HOME (waits at most `timeout` seconds)."""
     directory = state_dir(home)
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "lock", "a+") as handle:
+    with _flock(directory / "lock", timeout):
+        yield
+
+
+def port_lock_path() -> Path:
+    """The machine's one lock for choosing a port: held from the free-port check until the
+    server it was chosen for answers (or dies), so two PREFECT_HOMEs starting at the same moment
+    never pick the same port. Per user, in the system's temp directory."""
+    return Path(tempfile.gettempdir()) / f"replicate-archiver-ports-{os.getuid()}.lock"
+
+
+@contextlib.contextmanager
+def _flock(path: Path, timeout: float) -> Iterator[None]:
+    """An exclusive flock on `path`, waited for at most `timeout` seconds."""
+    with open(path, "a+") as handle:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -181,7 +204,7 @@ def _locked(home: Path, timeout: float) -> Iterator[None]:
                 if time.monotonic() > deadline:
                     raise ConfigurationError(
                         f"another process held the local Prefect server lock "
-                        f"{directory / 'lock'} for {timeout:g} s; try again"
+                        f"{path} for {timeout:g} s; try again"
                     ) from None
                 time.sleep(0.1)
         try:
@@ -224,11 +247,16 @@ def wait_healthy(
     """Until the API answers; one note after a few seconds; a one-line error if it never does."""
     started = time.monotonic()
     noted = False
-    while not healthy(api_url):
-        waited = time.monotonic() - started
+    while True:
+        answered = healthy(api_url)
+        # Alive is checked after the answer: an answer while ours is dead came from another
+        # server on that port (another PREFECT_HOME won the race for it), not from ours.
         if not alive():
             where = f"; see {log}" if log else ""
-            raise ConfigurationError(f"{what} exited before its API answered{where}")
+            raise ServerExited(f"{what} exited before its API answered{where}")
+        if answered:
+            return
+        waited = time.monotonic() - started
         if waited > timeout:
             where = f"; see {log}" if log else ""
             raise ConfigurationError(
@@ -255,22 +283,42 @@ def ensure(
         return state
     with _locked(home, timeout):
         state = status(home)  # someone else may have started it meanwhile
-        if state is None:
-            state = _start(home, port, echo)
-        wait_healthy(
-            state.api_url,
-            lambda: is_server_process(state.pid),
-            timeout,
-            what="the local Prefect server",
-            log=Path(state.log),
-            echo=echo,
-        )
-    return state
+        tried: set[int] = set()
+        while True:
+            try:
+                if state is not None:  # started by another process: just wait for it
+                    _wait_local(state, timeout, echo)
+                    return state
+                with _flock(port_lock_path(), timeout):
+                    state = _start(home, port, echo, avoid=tried)
+                    _wait_local(state, timeout, echo)
+                return state
+            except ServerExited:
+                # Something else may have taken the port between our check and the server's
+                # bind: try the next free one (a pinned port has no next one).
+                if state is None:
+                    raise
+                tried.add(state.port)
+                _clear_state(home)
+                if port is not None or len(tried) >= START_ATTEMPTS:
+                    raise
+                state = None
 
 
-def _start(home: Path, port: int | None, echo: Echo) -> ServerState:
+def _wait_local(state: ServerState, timeout: float, echo: Echo) -> None:
+    wait_healthy(
+        state.api_url,
+        functools.partial(is_server_process, state.pid),
+        timeout,
+        what="the local Prefect server",
+        log=Path(state.log),
+        echo=echo,
+    )
+
+
+def _start(home: Path, port: int | None, echo: Echo, avoid: set[int] | None = None) -> ServerState:
     _clear_state(home)
-    chosen = pick_port(port, home)
+    chosen = pick_port(port, home, avoid or set())
     log = state_dir(home) / "server.log"
     home.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:

@@ -32,13 +32,20 @@ def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-def wait_created(emulator, count: int = 1, timeout: float = 120) -> list[str]:
-    return wait_for(
-        lambda: (ids := emulator.stats().created_ids) and len(ids) >= count and ids,
-        timeout,
-        f"{count} prediction(s) created",
-        interval=0.1,
-    )
+def wait_created(
+    emulator, proc: subprocess.Popen[str], count: int = 1, timeout: float = 120
+) -> list[str]:
+    """The ids once `count` predictions exist; fails at once (with its stderr) if the CLI exits."""
+
+    def created() -> list[str] | None:
+        ids = emulator.stats().created_ids
+        if len(ids) >= count:
+            return list(ids)
+        if proc.poll() is not None:
+            raise AssertionError(f"the CLI exited {proc.returncode}: {proc.communicate()[1]}")
+        return None
+
+    return wait_for(created, timeout, f"{count} prediction(s) created", interval=0.1)
 
 
 def ctrl_c(proc: subprocess.Popen[str]) -> tuple[str, float]:
@@ -75,7 +82,7 @@ def test_ctrl_c_on_run_cancels_and_exits_130_with_one_line(archive_env, emulator
         env=interrupt_env(prefect_harness),
     )
     try:
-        created = wait_created(emulator)
+        created = wait_created(emulator, proc)
         stderr, took = ctrl_c(proc)
     finally:
         with_kill(proc)
@@ -123,7 +130,7 @@ def test_ctrl_c_on_batch_cancels_every_prediction_and_exits_130(
         env=new_user_env,
     )
     try:
-        created = wait_created(emulator, 3, timeout=600)
+        created = wait_created(emulator, proc, 3, timeout=600)
         stderr, took = ctrl_c(proc)
     finally:
         with_kill(proc)
@@ -227,7 +234,7 @@ def test_a_sigkilled_cli_leaves_no_temporary_server(emulator, tmp_path):
     )
     below: set[int] = set()
     try:
-        wait_created(emulator, timeout=180)
+        wait_created(emulator, proc, timeout=180)
         below = descendants(proc.pid)
         assert below, "the CLI started no server process"
         proc.kill()  # SIGKILL to the CLI alone

@@ -206,3 +206,38 @@ def test_a_server_that_cannot_start_is_one_line_and_nothing_is_paid(home, emulat
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert str(port) in lines[0] and "ARCHIVER_LOCAL_SERVER_PORT" in lines[0]
     assert emulator.stats().create_attempts == 0
+
+
+def test_two_homes_with_the_same_default_port_start_on_different_ports(tmp_path, monkeypatch):
+    """Two PREFECT_HOMEs whose default ports coincide start at the same moment: each gets a
+    server of its own on its own port (the free-port check and the bind never race)."""
+    import threading
+
+    homes = [tmp_path / "a", tmp_path / "b"]
+    same = local_server.default_port(homes[0])
+    monkeypatch.setattr(local_server, "default_port", lambda home=None: same)
+    results: dict[int, object] = {}
+
+    def start(index: int) -> None:
+        try:
+            results[index] = local_server.ensure(home=homes[index], timeout=600, echo=print)
+        except Exception as exc:  # reported below
+            results[index] = exc
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=900)
+        states = [results[0], results[1]]
+        assert all(isinstance(s, local_server.ServerState) for s in states), states
+        assert states[0].port != states[1].port
+        for home, state in zip(homes, states, strict=True):
+            assert local_server.status(home) == state
+            with urllib.request.urlopen(f"{state.api_url}/health", timeout=10) as answer:
+                assert answer.status == 200
+    finally:
+        for home in homes:
+            local_server.stop(home)
+    assert all(local_server.status(home) is None for home in homes)
