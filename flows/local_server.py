@@ -290,8 +290,22 @@ def ensure(
                     _wait_local(state, timeout, echo)
                     return state
                 with _flock(port_lock_path(), timeout):
-                    state = _start(home, port, echo, avoid=tried)
-                    _wait_local(state, timeout, echo)
+                    state, proc = _start(home, port, echo, avoid=tried)
+                    try:
+                        wait_healthy(
+                            state.api_url,
+                            lambda: proc.poll() is None,  # noqa: B023 - called in this iteration
+                            timeout,
+                            what="the local Prefect server",
+                            log=Path(state.log),
+                            echo=echo,
+                        )
+                    except BaseException:
+                        # Whatever went wrong (timeout, Ctrl-C, a port lost to another
+                        # server), nothing we started is left behind.
+                        kill_group(proc.pid, STOP_TIMEOUT)
+                        proc.wait()
+                        raise
                 return state
             except ServerExited:
                 # Something else may have taken the port between our check and the server's
@@ -316,7 +330,9 @@ def _wait_local(state: ServerState, timeout: float, echo: Echo) -> None:
     )
 
 
-def _start(home: Path, port: int | None, echo: Echo, avoid: set[int] | None = None) -> ServerState:
+def _start(
+    home: Path, port: int | None, echo: Echo, avoid: set[int] | None = None
+) -> tuple[ServerState, subprocess.Popen[bytes]]:
     _clear_state(home)
     chosen = pick_port(port, home, avoid or set())
     log = state_dir(home) / "server.log"
@@ -324,7 +340,7 @@ def _start(home: Path, port: int | None, echo: Echo, avoid: set[int] | None = No
     with open(log, "ab") as out:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             server_args(chosen),
-            env=server_env(chosen, ui=True),
+            env={**server_env(chosen, ui=True), "PREFECT_HOME": str(home)},
             cwd=home,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -337,7 +353,7 @@ def _start(home: Path, port: int | None, echo: Echo, avoid: set[int] | None = No
         f"started a local Prefect server for ad-hoc runs: UI {state.url} "
         f"(stop: python -m flows server stop)"
     )
-    return state
+    return state, proc
 
 
 def stop(home: Path | None = None, timeout: float = STOP_TIMEOUT) -> ServerState | None:

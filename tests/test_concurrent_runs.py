@@ -28,6 +28,8 @@ from archiver.runtime import Runtime
 from archiver.settings import Settings
 from emulator.files import large_file_chunks
 
+pytestmark = pytest.mark.slow  # several processes per test
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "emulator/large-file"
 SIZE = 2 * 2**20

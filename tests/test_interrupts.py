@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import ROOT, TOKEN
 from tests.prefect_server import wait_for
 
+pytestmark = pytest.mark.server  # Prefect servers (local or temporary) in subprocesses
+
 MODEL = "black-forest-labs/flux-schnell"
 
 

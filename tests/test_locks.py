@@ -20,6 +20,8 @@ from archiver.prediction import ModelRef, PredictionRequest
 from archiver.runtime import Runtime
 from archiver.settings import Settings
 
+pytestmark = pytest.mark.slow  # real Redis TTLs outlived on purpose
+
 MODEL = "black-forest-labs/flux-schnell"
 DEADLINE = 60.0
 

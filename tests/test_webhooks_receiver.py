@@ -21,6 +21,8 @@ from standardwebhooks import Webhook
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # receiver processes, killed and restarted
+
 MODEL_PATH = "/v1/models/emulator/image/predictions"
 AUTH = {"Authorization": "Bearer other-client-token"}
 
