@@ -8,6 +8,7 @@ import time
 import httpx
 
 from archiver.manifest import Manifest
+from tests.waiting import wait_until
 
 MODEL = "black-forest-labs/flux-schnell"
 
@@ -84,12 +85,14 @@ def test_deleted_archive_with_removed_outputs_pays_once_more(run_flow, archive_e
     first = run_flow(MODEL, {"prompt": "gone"})
     shutil.rmtree(archive_env / "black-forest-labs")
     emulator.set_faults(retention_seconds=0.01)
-    time.sleep(0.05)
-    gone = httpx.get(
-        f"{emulator.base_url}/v1/predictions/{first.prediction_id}",
-        headers={"Authorization": "Bearer t"},
-    ).json()
-    assert gone["data_removed"] is True
+
+    def removed() -> bool:
+        return httpx.get(
+            f"{emulator.base_url}/v1/predictions/{first.prediction_id}",
+            headers={"Authorization": "Bearer t"},
+        ).json()["data_removed"]
+
+    wait_until(removed, what="the emulator to remove the first prediction's outputs")
     emulator.set_faults(retention_seconds=3600)
     second = run_flow(MODEL, {"prompt": "gone"})
     assert second.prediction_id != first.prediction_id and second.predictions_created == 1
