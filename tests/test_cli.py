@@ -5,9 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from tests.conftest import ROOT, TOKEN
+from tests.waiting import wait_until
 
 MODEL = "black-forest-labs/flux-schnell"
 
@@ -93,12 +93,10 @@ def test_interrupt_cancels_the_running_prediction(archive_env, emulator, prefect
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not emulator.stats().created_ids and time.monotonic() < deadline:
-            time.sleep(0.1)
-        created = emulator.stats().created_ids
-        assert created, "the run never created its prediction"
-        time.sleep(0.5)
+        # Ctrl-C as soon as Replicate has the prediction: the model runs (for 60 s) from then on.
+        created = wait_until(
+            lambda: emulator.stats().created_ids, 60, "the run to create its prediction"
+        )
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
