@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -23,7 +24,10 @@ pytestmark = [pytest.mark.ui, pytest.mark.server, pytest.mark.timeout(300)]
 CHROMIUM = os.environ.get("ARCHIVER_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 MODEL = "black-forest-labs/flux-schnell"
-SCREENSHOTS = Path(os.environ.get("ARCHIVER_TEST_SCREENSHOTS", "/tmp/archiver-ui-screenshots"))
+SCREENSHOTS = Path(
+    os.environ.get("ARCHIVER_TEST_SCREENSHOTS")
+    or Path(tempfile.gettempdir()) / "archiver-ui-screenshots"
+)
 
 
 @pytest.fixture(scope="module")
