@@ -39,14 +39,12 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(
-            f"no Chromium at {CHROMIUM}: `make test-ui` installs Debian's chromium "
-            "package with apt-get (it could not be installed here)"
+        pytest.fail(  # a browser the test needs is missing: say so loudly, never skip
+            f"no Chromium at {CHROMIUM}: `make chromium` installs Debian's chromium package "
+            "with apt-get (or set ARCHIVER_TEST_CHROMIUM to a Chromium executable)"
         )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright package is not installed (pip install -e '.[dev]')")
+    from playwright.sync_api import sync_playwright  # in the dev extra
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
