@@ -112,6 +112,7 @@ def test_cache_lives_in_the_archive_by_default(run_flow, archive_env, monkeypatc
 def test_staging_is_cleaned_after_the_manifest(run_flow, archive_env, tmp_path):
     """Nothing is left in staging once a prediction is archived."""
     run_flow(MODEL, {"prompt": "clean up"})
+    assert (tmp_path / "staging").is_dir(), "the run did not stage in ARCHIVER_STAGING_DIR"
     assert not any(p.is_file() for p in (tmp_path / "staging").rglob("*"))
 
 
