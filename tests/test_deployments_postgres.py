@@ -46,6 +46,7 @@ async def _count_flow_runs(url: str, ids: list) -> int:
 
 
 def test_postgres_backed_server_runs_deployments_on_two_workers(pg_stack):
+    """A server on PostgreSQL runs deployments on two workers; its runs live in PostgreSQL."""
     tag = uuid.uuid4().hex[:8]
     inputs = [{"prompt": f"postgres {tag} {i}", "seed": i} for i in range(2)]
     created = [

@@ -91,6 +91,7 @@ def parameter(page, name: str):
 
 
 def test_custom_run_from_the_ui_completes_on_a_worker(stack, page):
+    """A Custom run submitted in the UI completes on a worker; its artifacts show every file."""
     from playwright.sync_api import expect
 
     stack.wait_idle()
@@ -168,6 +169,7 @@ def open_artifact(page, stack, run_id: str, key: str) -> None:
 
 
 def test_the_form_refuses_a_bad_model_before_a_run_exists(stack, page):
+    """The Custom run form rejects an invalid model reference and no flow run is created."""
     from playwright.sync_api import expect
 
     open_custom_run_form(page, stack)
