@@ -158,7 +158,7 @@ def test_file_lock_serialises_holders_and_never_expires(tmp_path):
 
         async with lock.hold("k") as lease:
             task = asyncio.create_task(waiter())
-            await asyncio.sleep(0.3)  # the holder's work
+            await asyncio.sleep(0.3)  # the holder's work (meanwhile the waiter tries to take it)
             await lease.ensure_held()
             events.append("first releases")
         await asyncio.wait_for(task, DEADLINE)
