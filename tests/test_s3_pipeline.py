@@ -217,6 +217,7 @@ def test_cli_to_s3_keeps_the_secret_out(
     assert summary["manifest_url"].startswith(f"{dest}/") and not summary["cached"]
     manifest_key = summary["manifest_url"].removeprefix(f"s3://{bucket}/")
     manifest = Manifest.from_json(_get(server, bucket, manifest_key))
+    assert manifest.files
     for item in manifest.files:
         data = _get(server, bucket, f"{prefix}/{item.path}")
         assert hashlib.sha256(data).hexdigest() == item.sha256
