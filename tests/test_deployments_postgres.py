@@ -1,7 +1,8 @@
 """The production layout: a Prefect server on PostgreSQL, two workers, one shared archive.
 
 The server gets PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://... on a database this
-module creates and drops; everything else is what `make server`, `pool`, `secret`, `deploy` and `worker` run.
+module creates and drops; everything else is what `make server`, `pool`, `secret`, `deploy` and
+`worker` run.
 """
 
 from __future__ import annotations
