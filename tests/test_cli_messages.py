@@ -10,8 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
-from pathlib import Path
 
 import pytest
 
@@ -108,7 +106,7 @@ def tiny_disk(tmp_path):
     """A 1 MiB tmpfs (needs mount rights; skipped otherwise)."""
     if not shutil.which("mount") or os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    path = Path(f"/tmp/archiver-full-{uuid.uuid4().hex[:8]}")
+    path = tmp_path / "full-disk"
     path.mkdir()
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)],

@@ -59,7 +59,7 @@ def test_output_url_with_credentials_is_refused_and_never_requested(run_flow, em
     assert stats.downloads == [] and stats.delivery_authorization_headers == []
 
 
-@pytest.mark.parametrize("url", ["ftp://127.0.0.1/a.png?sig=abc", "file:///tmp/a.png?sig=abc"])
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/a.png?sig=abc", "file:///a.png?sig=abc"])
 def test_output_url_of_another_scheme_fails_the_run(archive_env, tmp_path, url):
     """An ftp:// or file:// output is an error naming the scheme, not 0 files archived as text."""
     prediction = Prediction(id="p1", status="succeeded", output=[url, "a caption"])

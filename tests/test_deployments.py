@@ -76,6 +76,7 @@ def assert_completed(stack, runs) -> None:
 
 
 def test_deployments_declare_typed_parameters_and_keep_the_token_out(stack):
+    """Deployed flows carry typed, enforced parameter schemas, the nightly cron, and no token."""
     with stack.client() as client:
         on_demand = client.read_deployment(stack.deployment_ids[ON_DEMAND])
         nightly = client.read_deployment(stack.deployment_ids[NIGHTLY])
@@ -122,6 +123,7 @@ def test_deployments_declare_typed_parameters_and_keep_the_token_out(stack):
     ],
 )
 def test_bad_parameters_are_rejected_before_a_run_exists(stack, name, parameters, field):
+    """A run with a bad parameter is refused (409 naming the field) and no flow run is made."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.exceptions import PrefectHTTPStatusError
 
@@ -142,6 +144,7 @@ def test_bad_parameters_are_rejected_before_a_run_exists(stack, name, parameters
 
 
 def test_runs_spread_over_both_workers_and_archive_every_file(stack):
+    """Two runs go to both workers, archive every file and show each file in their artifacts."""
     stack.wait_idle()
     tag = uuid.uuid4().hex[:8]
     inputs = [{"prompt": f"spread {tag} {i}", "seed": i, "num_outputs": 1 + i} for i in range(2)]
@@ -171,6 +174,7 @@ def test_runs_spread_over_both_workers_and_archive_every_file(stack):
 
 
 def test_same_input_on_two_workers_at_once_pays_for_one_prediction(stack):
+    """Two overlapping runs of one input on two workers create a single prediction (Redis lock)."""
     if stack.lock_url is None:
         pytest.skip(f"needs Redis for ARCHIVER_LOCK_URL: {redis_unavailable()}")
     stack.wait_idle()

@@ -16,6 +16,7 @@ from deployments.declare import (
 
 
 def test_prefect_yaml_declares_on_demand_and_nightly():
+    """prefect.yaml declares on-demand and nightly on the archiver pool, naming the token block."""
     specs = {s.name: s for s in load_specs()}
     assert {"on-demand", "nightly"} <= set(specs)
     assert specs["on-demand"].load_flow().name == "archive-prediction"
@@ -28,6 +29,7 @@ def test_prefect_yaml_declares_on_demand_and_nightly():
 
 
 def test_served_deployments_match_the_yaml():
+    """`serve` builds the same deployments as prefect.yaml: flows, schedule, limits, parameters."""
     specs = {s.name: s for s in load_specs()}
     on_demand = specs["on-demand"].to_runner_deployment()
     assert (on_demand.flow_name, on_demand.name) == ("archive-prediction", "on-demand")
@@ -43,6 +45,7 @@ def test_served_deployments_match_the_yaml():
 
 
 def test_the_nightly_sample_prompts_file_is_a_valid_batch():
+    """The nightly deployment's sample prompts file parses as a batch without an error."""
     spec = next(s for s in load_specs() if s.name == "nightly")
     items = load_batch(
         str(PROJECT_DIR / spec.parameters["file"]), default_model=spec.parameters["model"]
@@ -51,6 +54,7 @@ def test_the_nightly_sample_prompts_file_is_a_valid_batch():
 
 
 def test_secret_command_needs_a_token(monkeypatch):
+    """Creating the Secret block without a token in the environment is a ConfigurationError."""
     monkeypatch.delenv("REPLICATE_API_TOKEN", raising=False)
     monkeypatch.delenv("ARCHIVER_API_TOKEN", raising=False)
     with pytest.raises(ConfigurationError, match="REPLICATE_API_TOKEN"):

@@ -1,7 +1,8 @@
 """The production layout: a Prefect server on PostgreSQL, two workers, one shared archive.
 
 The server gets PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://... on a database this
-module creates and drops; everything else is what `make server/pool/secret/deploy/worker` run.
+module creates and drops; everything else is what `make server`, `pool`, `secret`, `deploy` and
+`worker` run.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ async def _count_flow_runs(url: str, ids: list) -> int:
 
 
 def test_postgres_backed_server_runs_deployments_on_two_workers(pg_stack):
+    """A server on PostgreSQL runs deployments on two workers; its runs live in PostgreSQL."""
     tag = uuid.uuid4().hex[:8]
     inputs = [{"prompt": f"postgres {tag} {i}", "seed": i} for i in range(2)]
     created = [

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from emulator import Emulator
 from tests.conftest import AUTH
+from tests.waiting import wait_until
 
 
 def create(api: httpx.Client, **input_) -> httpx.Response:
@@ -112,9 +111,12 @@ def test_drop_create_responses_creates_but_loses_the_response(emulator, api):
         create(api)
     stats = emulator.stats()
     assert stats.creates_accepted == 1 and len(stats.created_ids) == 1
-    time.sleep(0.3)
-    body = api.get(f"/v1/predictions/{stats.created_ids[0]}").json()
-    assert body["status"] == "succeeded"
+
+    def finished() -> dict | None:
+        body = api.get(f"/v1/predictions/{stats.created_ids[0]}").json()
+        return body if body["status"] in {"succeeded", "failed", "canceled", "aborted"} else None
+
+    assert wait_until(finished, what="the dropped create's prediction")["status"] == "succeeded"
     assert create(api).status_code == 201
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import time
+import math
 from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
 
 from emulator import HOSTILE_NAMES, Emulator
+from emulator.clock import ManualClock
 from tests.conftest import AUTH
+from tests.waiting import wait_until
 
 
 def run(api: httpx.Client, model: str = "acme/demo", **input_) -> dict:
@@ -36,36 +38,57 @@ def test_download_has_length_type_and_body(http, api):
     assert int(response.headers["content-length"]) == len(response.content) > 0
 
 
-def test_url_shape_is_signed_and_expiring(api, emulator):
-    """Output URLs are {base}/delivery/{id}/{index}/{name}?expires=<unix>&sig=<64 hex>."""
-    body = run(api)
-    parts = urlsplit(body["output"][0])
-    assert f"{parts.scheme}://{parts.netloc}" == emulator.base_url
-    assert parts.path == f"/delivery/{body['id']}/0/out-0.png"
-    query = dict(p.split("=") for p in parts.query.split("&"))
-    assert int(query["expires"]) >= time.time() + 3500
-    assert len(query["sig"]) == 64 and int(query["sig"], 16) >= 0
+def test_url_shape_is_signed_and_expiring():
+    """Output URLs are {base}/delivery/{id}/{index}/{name}?expires=<now+TTL>&sig=<HMAC of both>."""
+    clock = ManualClock(start=1_700_000_000.25)
+    with (
+        Emulator(clock=clock, processing_seconds=0, url_ttl_seconds=3600) as emu,
+        httpx.Client(base_url=emu.base_url, headers=AUTH) as client,
+    ):
+        body = run(client, num_outputs=2)
+        signer = emu._backend.signer
+    urls = [urlsplit(url) for url in body["output"]]
+    queries = [dict(p.split("=") for p in parts.query.split("&")) for parts in urls]
+    assert {f"{parts.scheme}://{parts.netloc}" for parts in urls} == {emu.base_url}
+    assert [parts.path for parts in urls] == [
+        f"/delivery/{body['id']}/{index}/out-{index}.png" for index in (0, 1)
+    ]
+    for parts, query in zip(urls, queries, strict=True):
+        assert set(query) == {"expires", "sig"}
+        assert int(query["expires"]) == math.ceil(clock.now() + 3600)
+        assert query["sig"] == signer.signature(parts.path, int(query["expires"]))
+        assert query["sig"] != signer.signature(parts.path, int(query["expires"]) + 1)
+    assert queries[0]["sig"] != queries[1]["sig"], "the path is part of what is signed"
 
 
-def test_every_read_signs_fresh_urls(api):
+def test_every_read_signs_fresh_urls():
     """Each serialisation of a prediction re-signs its URLs with a later expiry."""
-    body = run(api)
-    first = body["output"][0]
-    time.sleep(1.05)
-    second = api.get(f"/v1/predictions/{body['id']}").json()["output"][0]
-    assert first != second and first.split("?")[0] == second.split("?")[0]
+    clock = ManualClock()
+    with (
+        Emulator(clock=clock, processing_seconds=0) as emu,
+        httpx.Client(base_url=emu.base_url, headers=AUTH) as client,
+    ):
+        body = run(client)
+        first = body["output"][0]
+        clock.advance(1)
+        second = client.get(f"/v1/predictions/{body['id']}").json()["output"][0]
+    assert first.split("?")[0] == second.split("?")[0]
+    expiries = [int(url.split("expires=")[1].split("&")[0]) for url in (first, second)]
+    assert expiries[1] == expiries[0] + 1 and first != second
 
 
 def test_expired_url_is_403(http):
     """A URL past its expiry answers 403; re-reading the prediction gives a working URL."""
+    clock = ManualClock()
     with (
-        Emulator(processing_seconds=0.05, url_ttl_seconds=0.5) as emu,
+        Emulator(clock=clock, processing_seconds=0, url_ttl_seconds=60) as emu,
         httpx.Client(base_url=emu.base_url, headers=AUTH) as client,
     ):
         body = run(client)
         url = body["output"][0]
+        clock.advance(60)  # the expiry itself (rounded up to a whole second) still serves
         assert http.get(url).status_code == 200
-        time.sleep(1.6)  # expiry is rounded up to a whole second
+        clock.advance(1.01)
         assert http.get(url).status_code == 403
         fresh = client.get(f"/v1/predictions/{body['id']}").json()["output"][0]
         assert http.get(fresh).status_code == 200
@@ -96,8 +119,10 @@ def test_first_urls_expired_applies_to_list_responses(http, emulator, api):
     """When the first hand-out is a list page, that page carries the expired URLs."""
     emulator.set_faults(first_urls_expired=True, processing_seconds=0.05)
     created = api.post("/v1/models/a/b/predictions", json={"input": {}}).json()
-    time.sleep(0.3)
-    listed = api.get("/v1/predictions").json()["results"][0]
+    listed = wait_until(  # the first page showing outputs is their first hand-out
+        lambda: [p for p in api.get("/v1/predictions").json()["results"] if p["output"]],
+        what="a list page with the prediction's outputs",
+    )[0]
     assert listed["id"] == created["id"]
     assert http.get(listed["output"][0]).status_code == 403
     got = api.get(f"/v1/predictions/{created['id']}").json()

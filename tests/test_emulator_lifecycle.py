@@ -12,12 +12,14 @@ import httpx
 import pytest
 
 from emulator import Emulator, version_id
+from emulator.clock import ManualClock
 from tests.conftest import AUTH
+from tests.waiting import wait_until
 
 
 @contextmanager
 def served(**faults) -> Iterator[tuple[Emulator, httpx.Client]]:
-    """An emulator with the given faults plus an authenticated client for it."""
+    """An emulator with the given faults (and clock) plus an authenticated client for it."""
     with Emulator(**faults) as emu, httpx.Client(base_url=emu.base_url, headers=AUTH) as client:
         yield emu, client
 
@@ -74,53 +76,84 @@ def test_prefer_wait_blocks_until_terminal(api):
 
 
 def test_prefer_wait_n_returns_current_state_after_n_seconds():
-    """Prefer: wait=1 on a 3 s prediction returns after ~1 s with the prediction still running."""
-    with Emulator(processing_seconds=3) as emu, httpx.Client(headers=AUTH, timeout=10) as client:
+    """Prefer: wait=1 on a prediction that cannot finish returns after 1 s, still processing."""
+    clock = ManualClock()  # never advanced: the prediction stays processing
+    with (
+        Emulator(clock=clock, processing_seconds=3) as emu,
+        httpx.Client(headers=AUTH, timeout=10) as client,
+    ):
         started = time.monotonic()
         response = client.post(
             f"{emu.base_url}/v1/models/a/b/predictions",
             json={"input": {}},
             headers={"Prefer": "wait=1"},
         )
-        elapsed = time.monotonic() - started
+        waited = time.monotonic() - started
         assert response.status_code == 201
         assert response.json()["status"] == "processing"
-        assert 0.9 <= elapsed < 2.5
+        assert waited >= 0.95, "answered before the requested wait was over"
 
 
 def test_statuses_progress_starting_processing_succeeded():
     """With starting/processing times the prediction is seen starting, then processing, then done."""
-    with served(starting_seconds=0.3, processing_seconds=0.4) as (_emu, client):
+    clock = ManualClock()
+    with served(clock=clock, starting_seconds=3, processing_seconds=4) as (_emu, client):
         body = create(client)
+
+        def status() -> str:
+            return client.get(f"/v1/predictions/{body['id']}").json()["status"]
+
         seen = [body["status"]]
-        deadline = time.monotonic() + 5
-        while seen[-1] not in TERMINAL and time.monotonic() < deadline:
-            status = client.get(f"/v1/predictions/{body['id']}").json()["status"]
-            if status != seen[-1]:
-                seen.append(status)
-            time.sleep(0.02)
-        assert seen == ["starting", "processing", "succeeded"]
+        wait_until(lambda: clock.sleepers, what="the start to wait for the clock")
+        seen.append(status())
+        clock.advance(3)
+        seen.append(wait_until(lambda: (now := status()) != "starting" and now, what="a start"))
+        for _ in range(4):  # the four progress steps of one second each
+            wait_until(lambda: clock.sleepers, what="a progress step")
+            seen.append(status())
+            clock.advance(1)
+        seen.append(wait_until(lambda: (now := status()) in TERMINAL and now, what="the end"))
+        assert seen == ["starting", "starting", *["processing"] * 5, "succeeded"]
 
 
 def test_logs_grow_while_processing():
     """Logs gain lines as the prediction progresses (tqdm-style progress lines)."""
-    with served(processing_seconds=0.6) as (_emu, client):
+    clock = ManualClock()
+    with served(clock=clock, processing_seconds=10) as (_emu, client):
         body = create(client)
-        time.sleep(0.25)
-        early = client.get(f"/v1/predictions/{body['id']}").json()["logs"]
-        late = poll(client, body["id"])["logs"]
+
+        def logs() -> str:
+            return client.get(f"/v1/predictions/{body['id']}").json()["logs"]
+
+        wait_until(lambda: clock.sleepers, what="the first progress step to wait for the clock")
+        clock.advance(2.5)  # one of four progress steps
+        early = wait_until(lambda: "25%|" in (text := logs()) and text, what="a progress line")
+        assert "100%|" not in early
+
+        def finished() -> dict | None:
+            body_now = client.get(f"/v1/predictions/{body['id']}").json()
+            if body_now["status"] in TERMINAL:
+                return body_now
+            if clock.sleepers:
+                clock.advance(2.5)  # the next progress step; nothing moves without it
+            return None
+
+        late = wait_until(finished, what="the prediction to finish")["logs"]
         assert early and len(late) > len(early) and late.startswith(early)
         assert "100%|" in late
 
 
 def test_cancel_running_prediction():
-    """Canceling a running prediction makes it canceled, with no output."""
-    with served(processing_seconds=5) as (emu, client):
+    """Canceling a running prediction makes it canceled, with no output, even past its run time."""
+    clock = ManualClock()
+    with served(clock=clock, processing_seconds=5) as (emu, client):
         body = create(client)
+        wait_until(lambda: clock.sleepers, what="the prediction to be processing")
         canceled = client.post(f"/v1/predictions/{body['id']}/cancel")
         assert canceled.status_code == 200
         assert canceled.json()["status"] == "canceled"
-        time.sleep(0.1)
+        wait_until(lambda: not clock.sleepers, what="the canceled run to stop waiting")
+        clock.advance(10)  # twice the run time: a run still going would have finished by now
         again = client.get(f"/v1/predictions/{body['id']}").json()
         assert again["status"] == "canceled" and again["output"] is None
         assert "completed_at" in again
@@ -194,11 +227,13 @@ def test_final_status_canceled_and_aborted(emulator, api, final):
 
 def test_retention_removes_data(http):
     """After retention_seconds the prediction shows data_removed, output null, and URLs answer 404."""
-    with served(processing_seconds=0.05, retention_seconds=0.3) as (_emu, client):
+    clock = ManualClock()
+    with served(clock=clock, processing_seconds=0, retention_seconds=300) as (_emu, client):
         body = create(client, headers={"Prefer": "wait"})
         url = body["output"][0]
+        clock.advance(299)
         assert http.get(url).status_code == 200
-        time.sleep(0.4)
+        clock.advance(2)
         later = client.get(f"/v1/predictions/{body['id']}").json()
         assert later["data_removed"] is True and later["output"] is None
         assert later["status"] == "succeeded"

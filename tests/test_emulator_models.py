@@ -89,6 +89,7 @@ def test_large_file_streams_expected_bytes(http, api):
     """emulator/large-file serves size_bytes bytes whose sha256 matches large_file_chunks."""
     size = 3 * BLOCK_SIZE + 12345
     body = run(api, "emulator/large-file", size_bytes=size, num_outputs=2, seed=5)
+    assert len(body["output"]) == 2
     for index, url in enumerate(body["output"]):
         assert f"/blob-{index}.bin?" in url
         digest, total = hashlib.sha256(), 0

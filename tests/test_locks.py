@@ -30,7 +30,8 @@ DEADLINE = 60.0
 def redis_url() -> str:
     """The test Redis, or a skip that says why."""
     url = os.environ.get("ARCHIVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    redis = pytest.importorskip("redis", reason="the redis extra is not installed")
+    import redis  # the dev extra installs it: missing means a broken install, not a skip
+
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=2)
         client.ping()
@@ -159,7 +160,7 @@ def test_file_lock_serialises_holders_and_never_expires(tmp_path):
 
         async with lock.hold("k") as lease:
             task = asyncio.create_task(waiter())
-            await asyncio.sleep(0.3)  # the holder's work
+            await asyncio.sleep(0.3)  # the holder's work (meanwhile the waiter tries to take it)
             await lease.ensure_held()
             events.append("first releases")
         await asyncio.wait_for(task, DEADLINE)

@@ -8,6 +8,7 @@ import time
 import httpx
 
 from archiver.manifest import Manifest
+from tests.waiting import wait_until
 
 MODEL = "black-forest-labs/flux-schnell"
 
@@ -84,12 +85,14 @@ def test_deleted_archive_with_removed_outputs_pays_once_more(run_flow, archive_e
     first = run_flow(MODEL, {"prompt": "gone"})
     shutil.rmtree(archive_env / "black-forest-labs")
     emulator.set_faults(retention_seconds=0.01)
-    time.sleep(0.05)
-    gone = httpx.get(
-        f"{emulator.base_url}/v1/predictions/{first.prediction_id}",
-        headers={"Authorization": "Bearer t"},
-    ).json()
-    assert gone["data_removed"] is True
+
+    def removed() -> bool:
+        return httpx.get(
+            f"{emulator.base_url}/v1/predictions/{first.prediction_id}",
+            headers={"Authorization": "Bearer t"},
+        ).json()["data_removed"]
+
+    wait_until(removed, what="the emulator to remove the first prediction's outputs")
     emulator.set_faults(retention_seconds=3600)
     second = run_flow(MODEL, {"prompt": "gone"})
     assert second.prediction_id != first.prediction_id and second.predictions_created == 1
@@ -109,6 +112,7 @@ def test_cache_lives_in_the_archive_by_default(run_flow, archive_env, monkeypatc
 def test_staging_is_cleaned_after_the_manifest(run_flow, archive_env, tmp_path):
     """Nothing is left in staging once a prediction is archived."""
     run_flow(MODEL, {"prompt": "clean up"})
+    assert (tmp_path / "staging").is_dir(), "the run did not stage in ARCHIVER_STAGING_DIR"
     assert not any(p.is_file() for p in (tmp_path / "staging").rglob("*"))
 
 

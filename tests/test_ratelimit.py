@@ -84,7 +84,7 @@ def test_limited_transport_keeps_at_most_limit_requests_open():
         nonlocal open_now, peak
         open_now += 1
         peak = max(peak, open_now)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the server's time on the request: requests overlap
         open_now -= 1
         return httpx.Response(200, content=b"x")
 

@@ -43,6 +43,7 @@ def test_s3_run_shows_s3_locations_thumbnails_and_presigned_links(
     summary = state.result()
     artifacts = _artifacts(state.state_details.flow_run_id)
     markdown = artifacts["archive-prediction-summary"]
+    assert len(summary.files) == 2
     for f in summary.files:
         assert f.url.startswith(f"s3://{moto_bucket}/archive/")
         [link] = re.findall(

@@ -50,6 +50,7 @@ def test_sweep_archives_other_clients_predictions_and_creates_none(archive_env, 
         manifest = Manifest.model_validate_json(open(result.summary.manifest_url, "rb").read())
         assert manifest.prediction_id == result.prediction_id
         assert manifest.cache_key == f"prediction:{result.prediction_id}"
+        assert manifest.files
         for item in manifest.files:
             assert (archive_env / item.path).stat().st_size == item.size
     assert emulator.stats().creates_accepted == 0 and emulator.stats().create_attempts == 0

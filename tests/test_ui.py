@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -23,7 +24,10 @@ pytestmark = [pytest.mark.ui, pytest.mark.server, pytest.mark.timeout(300)]
 CHROMIUM = os.environ.get("ARCHIVER_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 MODEL = "black-forest-labs/flux-schnell"
-SCREENSHOTS = Path(os.environ.get("ARCHIVER_TEST_SCREENSHOTS", "/tmp/archiver-ui-screenshots"))
+SCREENSHOTS = Path(
+    os.environ.get("ARCHIVER_TEST_SCREENSHOTS")
+    or Path(tempfile.gettempdir()) / "archiver-ui-screenshots"
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +39,12 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(
-            f"no Chromium at {CHROMIUM}: `make test-ui` installs Debian's chromium "
-            "package with apt-get (it could not be installed here)"
+        pytest.fail(  # a browser the test needs is missing: say so loudly, never skip
+            f"no Chromium at {CHROMIUM}: `make chromium` installs Debian's chromium package "
+            "with apt-get (or set ARCHIVER_TEST_CHROMIUM to a Chromium executable)"
         )
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright package is not installed (pip install -e '.[dev]')")
+    from playwright.sync_api import sync_playwright  # in the dev extra
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
@@ -89,6 +91,7 @@ def parameter(page, name: str):
 
 
 def test_custom_run_from_the_ui_completes_on_a_worker(stack, page):
+    """A Custom run submitted in the UI completes on a worker; its artifacts show every file."""
     from playwright.sync_api import expect
 
     stack.wait_idle()
@@ -166,6 +169,7 @@ def open_artifact(page, stack, run_id: str, key: str) -> None:
 
 
 def test_the_form_refuses_a_bad_model_before_a_run_exists(stack, page):
+    """The Custom run form rejects an invalid model reference and no flow run is created."""
     from playwright.sync_api import expect
 
     open_custom_run_form(page, stack)
