@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m flows demo --dest ./archive
 
-LINTED := archiver emulator flows tasks deployments tests benchmarks
+LINTED := archiver cli emulator flows tasks deployments tests benchmarks
 
 # Three workers on two cores: most tests wait on servers and subprocesses, not on the CPU.
 # A file runs whole on one worker (its module fixtures are shared); each worker has its own

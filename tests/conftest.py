@@ -25,7 +25,7 @@ atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 
 def _stop_local_server() -> None:
     """A local Prefect server a CLI test started in the session's home does not outlive it."""
-    from flows import local_server
+    from cli import local_server
 
     local_server.stop(Path(_PREFECT_HOME))
 

@@ -97,7 +97,7 @@ def test_ctrl_c_on_run_cancels_and_exits_130_with_one_line(archive_env, emulator
 @pytest.fixture
 def new_user_env(emulator, tmp_path):
     """No Prefect API configured and a fresh PREFECT_HOME (its local server stopped after)."""
-    from flows import local_server
+    from cli import local_server
 
     home = tmp_path / "prefect-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}

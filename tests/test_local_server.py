@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import local_server
+from cli import local_server
 from tests.conftest import ROOT, TOKEN
 from tests.prefect_server import wait_for
 

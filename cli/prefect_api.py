@@ -4,7 +4,7 @@
 
 1. a configured `PREFECT_API_URL` (environment, Prefect profile or prefect.toml) always wins; it
    must answer `/health` within `ARCHIVER_API_TIMEOUT` seconds, else one line naming the URL;
-2. otherwise the local server (`flows.local_server`), started in the background if it is down;
+2. otherwise the local server (`cli.local_server`), started in the background if it is down;
 3. with `ARCHIVER_LOCAL_SERVER=false`, a temporary server owned by (and dying with) this process.
 """
 
@@ -17,8 +17,8 @@ import httpx
 
 from archiver.errors import ConfigurationError
 from archiver.settings import Settings
-from flows import local_server
-from flows.temporary_server import TemporaryServer
+from cli import local_server
+from cli.temporary_server import TemporaryServer
 
 
 def configured_api_url() -> str | None:

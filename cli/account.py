@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from flows.cli_common import export_storage_options, fail
+from cli.common import export_storage_options, fail
 
 DEST_HELP = "Archive destination: path or fsspec URL [default: ./archive]"
 OPTION_HELP = "fsspec storage option K=V (repeatable)"
@@ -31,9 +31,9 @@ def _flow_report(
     """Run an archive flow on the Prefect API; its report (a failed run still carries one)."""
     from archiver.inputs import parse_options
     from archiver.progress import use_progress
-    from flows import checks, interrupts
-    from flows.console import RichProgress, quiet_prefect_console
-    from flows.prefect_api import prefect_api
+    from cli import checks, interrupts
+    from cli.console import RichProgress, quiet_prefect_console
+    from cli.prefect_api import prefect_api
 
     export_storage_options(parse_options(storage_option))
     checks.token()
@@ -63,7 +63,7 @@ def _run_report(
 ) -> None:
     """`call()` checks the command's own input and gives the flow call; run it, print its
     report, exit 1 if a paid result was lost (every error: one line, exit 1; Ctrl-C: 130)."""
-    from flows import interrupts
+    from cli import interrupts
 
     interrupts.install()
     try:
@@ -152,7 +152,7 @@ def webhooks(
 
     from archiver.errors import ConfigurationError, redact
     from archiver.inputs import parse_options
-    from flows import checks
+    from cli import checks
 
     def announce(url: str) -> None:
         typer.echo(f"listening on {url}")
@@ -169,7 +169,7 @@ def webhooks(
         export_storage_options(parse_options(storage_option))
         checks.token()
         checks.local_dest(dest)
-        from flows.console import quiet_prefect_console
+        from cli.console import quiet_prefect_console
         from flows.webhooks import receive
 
         with _prefect_if_available():
@@ -197,8 +197,8 @@ def _prefect_if_available() -> Any:
     import contextlib
 
     from archiver.settings import Settings
-    from flows import local_server
-    from flows.prefect_api import configured_api_url, prefect_api
+    from cli import local_server
+    from cli.prefect_api import configured_api_url, prefect_api
 
     settings = Settings()
     if configured_api_url():

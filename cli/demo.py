@@ -18,9 +18,9 @@ DEMO_INPUT = {"prompt": "a lighthouse archiving the sunset", "num_outputs": 2, "
 def run_demo(dest: str, processing_seconds: float) -> None:
     """Run one prediction through the pipeline on the emulator, then again from cache."""
     from archiver.progress import use_progress
+    from cli.console import RichProgress, print_summary, quiet_prefect_console, stderr
+    from cli.prefect_api import prefect_api
     from emulator import Emulator
-    from flows.console import RichProgress, print_summary, quiet_prefect_console, stderr
-    from flows.prefect_api import prefect_api
 
     with (
         Emulator(processing_seconds=processing_seconds, first_urls_expired=True) as emulator,

@@ -20,7 +20,7 @@ def fail(exc: BaseException, debug: bool) -> NoReturn:
     import asyncio
 
     from archiver.errors import ArchiverError, redact
-    from flows.checks import disk_full
+    from cli.checks import disk_full
 
     if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
         typer.echo("error: interrupted; what was running on Replicate was canceled", err=True)

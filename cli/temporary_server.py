@@ -1,6 +1,6 @@
 """The temporary Prefect server of one CLI process, used when the local server is off.
 
-The same API as `flows.local_server` (no UI, no services) on a free port, as a child in a session
+The same API as `cli.local_server` (no UI, no services) on a free port, as a child in a session
 of its own (a terminal's Ctrl-C reaches the CLI first, which stops it after cleaning up) that the
 kernel kills when the CLI dies (Linux parent-death signal): a SIGKILLed CLI leaves nothing behind.
 """
@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 
-from flows.local_server import (
+from cli.local_server import (
     HOST,
     Echo,
     kill_group,
