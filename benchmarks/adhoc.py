@@ -195,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                     proc.wait()
             figures["busy_runs"] = len(loaded)
             figures["busy_failures"] = sum(r["rc"] != 0 for r in loaded)
-            figures["busy_median_s"] = statistics.median(r["wall"] for r in loaded)
+            figures["busy_median_s"] = (
+                statistics.median(r["wall"] for r in loaded) if loaded else None
+            )
             if figures["busy_failures"]:
                 figures["busy_errors"] = [r["stderr"] for r in loaded if r["rc"]][:3]
             log(f"under load: {figures['busy_failures']}/{len(loaded)} failed")
