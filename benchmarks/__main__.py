@@ -67,6 +67,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="comma list of K for the growth table (raw and pipeline at each; '' for none)",
     )
     p.add_argument(
+        "--scale-repeat",
+        type=int,
+        default=None,
+        help="runs of each contender at each K of --scale (default: --repeat)",
+    )
+    p.add_argument(
         "--spy",
         default=None,
         help="py-spy: record the first main raw and pipeline runs into SPY-raw.txt and "
@@ -313,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             scale = [int(n) for n in args.scale.split(",") if n.strip()]
             if "scale" not in skip and scale:
-                figures["scale"] = run_scale(scale, base, config, env, args.repeat, log)
+                repeat = args.scale_repeat or args.repeat
+                figures["scale"] = run_scale(scale, base, config, env, repeat, log)
             if "rss" not in skip:
                 for label, size in (("rss_small", MiB), ("rss_large", args.rss_size)):
                     log(f"RSS: one prediction, one {size:,} B output")
