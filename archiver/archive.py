@@ -8,8 +8,21 @@ copy of possibly gigabytes), and that is safe because staged files are immutable
 attempt writes a temp file of its own, created exclusively, fsynced, made read-only and renamed
 into staging; nothing in the archiver ever opens a staged (or archived) path for writing, so a
 later attempt can only replace a name, never the bytes the archive's link points to. Every file
-is verified (size and sha256 read back) against what was measured while downloading before the
-manifest is written, and staging is dropped afterwards, leaving the archive the only link.
+is verified against what was measured while downloading before the manifest is written, and
+staging is dropped afterwards, leaving the archive the only link.
+
+Verification of a hard link is by identity: the archived name must be the very inode whose
+bytes were hashed (and fsynced) while downloading, with the size and modification time it had
+then (`StagedFile.identity`); that proves its bytes are the hashed ones without reading them
+again. Anything else (a copy to another device or store, an inline output, a staging whose
+identity is unknown, `read_back=True`) is checked by size and, where reading is cheap or asked
+for, by sha256 read back.
+
+Durability, in order: each staged file's bytes were fsynced before it got its staged name;
+its archive name is linked (or written and fsynced) next; the directory holding the new names
+is fsynced once, after all of them and before the manifest; the manifest is written to a temp
+name, fsynced, renamed, and its directory fsynced. A crash before the manifest's rename leaves
+no manifest, so the prediction is not archived and the rerun archives it again from staging.
 """
 
 from __future__ import annotations
@@ -23,7 +36,14 @@ from .errors import ConfigurationError
 from .manifest import MANIFEST_NAME, ArchivedFile, Manifest
 from .outputs import replace_files
 from .prediction import Prediction
-from .storage import Destination, put_file_atomic, remove, verify_stored, write_bytes_atomic
+from .storage import (
+    Destination,
+    put_file_atomic,
+    remove,
+    sync_directory,
+    verify_stored,
+    write_bytes_atomic,
+)
 
 
 def prediction_directory(template: str, prediction: Prediction) -> str:
@@ -60,14 +80,33 @@ def archive_staged(
     prediction = staged.prediction
     directory = prediction_directory(template, prediction)
     files = []
+    parents: set[str] = set()
     for item in staged.files:
         relative = f"{directory}/{item.name}"
         target = dest.path(relative)
         # A hard link when staging sits on the same local device (no copy; safe because staged
         # files are immutable, see the module docstring); staging stays whole until the
-        # manifest is written, so a failed archive can always be retried from it.
-        put_file_atomic(dest, staged.path_of(item), target, part_size=part_size, link=True)
-        verify_stored(dest, target, size=item.size, sha256=item.sha256, read_back=read_back)
+        # manifest is written, so a failed archive can always be retried from it. Staged bytes
+        # are fsynced before they get their staged name: no second fsync. The new names are
+        # made durable together, below, before the manifest.
+        put_file_atomic(
+            dest,
+            staged.path_of(item),
+            target,
+            part_size=part_size,
+            link=True,
+            source_synced=True,
+            sync_dir=False,
+        )
+        parents.add(posixpath.dirname(target))
+        verify_stored(
+            dest,
+            target,
+            size=item.size,
+            sha256=item.sha256,
+            read_back=read_back,
+            identity=item.identity,
+        )
         files.append(
             ArchivedFile(
                 name=item.name,
@@ -96,6 +135,8 @@ def archive_staged(
         cache_key=cache_key,
         directory=directory,
     )
+    for parent in sorted(parents):
+        sync_directory(dest, parent)
     remove_stray_temps(dest, directory, keep={f.name for f in files})
     write_bytes_atomic(dest, dest.path(f"{directory}/{MANIFEST_NAME}"), manifest.to_json())
     return manifest

@@ -36,6 +36,7 @@ from .errors import (
     UrlExpired,
     from_httpx,
 )
+from .iothreads import run_io
 from .outputs import HostAllowList, OutputFile, file_outputs, public_url, url_at
 from .prediction import Prediction
 from .progress import NullProgress, ProgressSink
@@ -56,6 +57,11 @@ class StagedFile(BaseModel):
     sha256: str
     content_type: str | None = None
     source_url: str  # without its query string (signatures expire and are not for keeping)
+    # The staged file as it was hashed: (st_dev, st_ino, st_size, st_mtime_ns), taken from the
+    # descriptor the bytes were written (or re-read) and hashed through, after its fsync. The
+    # archive proves a hard link holds exactly these bytes by this identity (see `archive`).
+    # Not kept in staged.json: a reused staging is re-hashed, which measures it afresh.
+    identity: tuple[int, int, int, int] | None = None
 
 
 class Staged(BaseModel):
@@ -105,30 +111,45 @@ def load_staged(staging_root: Path, prediction: Prediction) -> Staged | None:
         staged = Staged.model_validate({**data, "prediction": prediction})
     except (OSError, ValueError):
         return None
+    files = []
     for item in staged.files:
-        if not _intact(staged.path_of(item), item):
+        identity = _intact(staged.path_of(item), item)
+        if identity is None:
             discard_staging(staging_root, prediction.id)
             return None
-    return staged
+        files.append(item.model_copy(update={"identity": identity}))
+    return staged.model_copy(update={"files": files})
 
 
-def _intact(path: Path, item: StagedFile) -> bool:
-    """The file at `path` has exactly the size and sha256 measured while it was received."""
+def _intact(path: Path, item: StagedFile) -> tuple[int, int, int, int] | None:
+    """The identity of the file at `path` if it has exactly the size and sha256 measured while
+    it was received (hashed through one descriptor, unchanged while it was read); else None."""
     try:
         if not path.is_file() or path.stat().st_size != item.size:
-            return False
+            return None
         digest = hashlib.sha256()
         with path.open("rb") as source:
+            before = identity_of(os.fstat(source.fileno()))
             while chunk := source.read(2**20):
                 digest.update(chunk)
+            if identity_of(os.fstat(source.fileno())) != before:
+                return None
     except OSError:
-        return False
-    return digest.hexdigest() == item.sha256
+        return None
+    return before if digest.hexdigest() == item.sha256 else None
+
+
+def identity_of(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one file's bytes from any other's, short of reading them: the inode (device
+    and number) and its size and modification time (every write changes them)."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def _write_marker(directory: Path, staged: Staged) -> None:
     """Write `staged.json` all or nothing: a temp file of our own, fsynced, renamed."""
-    marker = staged.model_dump(mode="json", exclude={"prediction"})
+    marker = staged.model_dump(
+        mode="json", exclude={"prediction": True, "files": {"__all__": {"identity"}}}
+    )
     temp = _temp_path(directory, STAGED_MARKER)
     try:
         with temp.open("x") as out:
@@ -163,7 +184,7 @@ async def download_outputs(
     """Stage every output file of `prediction` locally; re-fetch URLs that expire."""
     options = options or DownloadOptions()
     # File-system calls run in threads: hundreds of predictions share one event loop.
-    existing = await asyncio.to_thread(load_staged, staging_root, prediction)
+    existing = await run_io(load_staged, staging_root, prediction)
     if existing is not None:
         return existing
     refresher = _Refresher(api, prediction, allow)
@@ -178,13 +199,13 @@ async def download_outputs(
         else:
             allow.check(item.url)
     directory = staging_directory(staging_root, prediction.id)
-    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    await run_io(directory.mkdir, parents=True, exist_ok=True)
     limit = asyncio.Semaphore(options.concurrency)
 
     async def one(item: OutputFile) -> StagedFile:
         if item.pointer in inline:
             uri = inline[item.pointer]
-            return await asyncio.to_thread(_stage_inline, item, uri, directory, options.progress)
+            return await run_io(_stage_inline, item, uri, directory, options.progress)
         async with limit:
             return await _download_file(item, directory, http, refresher, options)
 
@@ -195,7 +216,7 @@ async def download_outputs(
         files=staged_files,
         refetches=refresher.refetches,
     )
-    await asyncio.to_thread(_write_marker, directory, staged)
+    await run_io(_write_marker, directory, staged)
     return staged
 
 
@@ -289,7 +310,7 @@ async def _stream_to_file(
                     allow.check(url)
                     continue
                 _check_status(item, response)
-                size, digest = await _receive(response, part, options, name=item.name)
+                size, digest, identity = await _receive(response, part, options, name=item.name)
                 content_type = response.headers.get("content-type")
                 break
         else:
@@ -316,6 +337,7 @@ async def _stream_to_file(
         sha256=digest,
         content_type=content_type,
         source_url=strip_query(url),
+        identity=identity,
     )
 
 
@@ -329,9 +351,10 @@ def _check_status(item: OutputFile, response: httpx.Response) -> None:
 
 async def _receive(
     response: httpx.Response, part: Path, options: DownloadOptions, *, name: str | None = None
-) -> tuple[int, str]:
+) -> tuple[int, str, tuple[int, int, int, int]]:
     """Write the body to `part` (a new file: it must not exist), hashing as it goes; fsync it;
-    check it against Content-Length. `name` is the file's name for progress reports."""
+    check it against Content-Length. `name` is the file's name for progress reports. Returns
+    the size, the sha256 and the identity of the file written (see `StagedFile.identity`)."""
     declared = response.headers.get("content-length")
     encoded = response.headers.get("content-encoding", "identity") != "identity"
     expected = int(declared) if declared and declared.isdigit() and not encoded else None
@@ -341,41 +364,63 @@ async def _receive(
     # Writing and hashing happen in worker threads of their own, about `chunk_size` bytes at a
     # time, so the event loop keeps serving every other transfer (both release the GIL on large
     # buffers) and the data path never queues behind the fsyncs of cache and manifest writes.
+    # The file is created by the first write and fsynced by the last: a file of up to
+    # `chunk_size` bytes costs one trip to a writer thread.
     loop = asyncio.get_running_loop()
     chunks = response.aiter_bytes() if encoded else response.aiter_raw()
-    with await loop.run_in_executor(_WRITERS, part.open, "xb") as sink:
+    sink = _Sink(part)
+    try:
         batch: list[bytes] = []
         pending = 0
         async for chunk in chunks:
             batch.append(chunk)
             pending += len(chunk)
             if pending >= options.chunk_size:
-                await loop.run_in_executor(_WRITERS, _write_and_hash, sink, digest, batch)
+                await loop.run_in_executor(_WRITERS, sink.write, digest, batch)
                 size += pending
                 options.progress.bytes_done(pending)
                 batch, pending = [], 0
-        if batch:
-            await loop.run_in_executor(_WRITERS, _write_and_hash, sink, digest, batch)
-            size += pending
+        identity = await loop.run_in_executor(_WRITERS, sink.finish, digest, batch)
+        size += pending
+        if pending:
             options.progress.bytes_done(pending)
-        await loop.run_in_executor(_WRITERS, _flush_and_sync, sink)
+    finally:
+        sink.close()
     if expected is not None and size != expected:
         raise DownloadInterrupted(f"{part.name}: received {size} of {expected} bytes")
-    return size, digest.hexdigest()
+    return size, digest.hexdigest(), identity
 
 
-_WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="archiver-download")
+# One writer per delivery stream a runtime opens at once (`runtime.DELIVERY_STREAMS`): a file's
+# final fsync never waits for a free thread behind another file's.
+_WRITERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="archiver-download")
 
 
-def _flush_and_sync(sink: BinaryIO) -> None:
-    sink.flush()
-    os.fsync(sink.fileno())
+class _Sink:
+    """A download's temp file, created exclusively (it must not exist) by the first write."""
 
+    def __init__(self, part: Path) -> None:
+        self.part = part
+        self.file: BinaryIO | None = None
 
-def _write_and_hash(sink: BinaryIO, digest: Any, chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        sink.write(chunk)
-        digest.update(chunk)
+    def write(self, digest: Any, chunks: list[bytes]) -> None:
+        if self.file is None:
+            self.file = self.part.open("xb")
+        for chunk in chunks:
+            self.file.write(chunk)
+            digest.update(chunk)
+
+    def finish(self, digest: Any, chunks: list[bytes]) -> tuple[int, int, int, int]:
+        """Write the last chunks, flush and fsync; the identity of the file as written."""
+        self.write(digest, chunks)
+        assert self.file is not None
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        return identity_of(os.fstat(self.file.fileno()))
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def _stage_inline(

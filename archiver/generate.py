@@ -19,6 +19,7 @@ from datetime import datetime
 
 from .cache import CacheRecord, PredictionCache
 from .errors import InvalidRequest, PredictionCanceled
+from .iothreads import run_io
 from .locks import FileKeyLock, Lease, RedisKeyLock
 from .manifest import Manifest
 from .prediction import Prediction, PredictionRequest
@@ -68,9 +69,9 @@ async def generate(
     key = request.cache_key
     async with lock.hold(key) as lease:
         # Store I/O (fsynced writes) in worker threads: hundreds of runs share one event loop.
-        record = await asyncio.to_thread(cache.get, key)
+        record = await run_io(cache.get, key)
         if record is not None and not refresh:
-            manifest = await asyncio.to_thread(cache.archived_manifest, record, dest)
+            manifest = await run_io(cache.archived_manifest, record, dest)
             if manifest is not None:
                 return Cached(record=record, manifest=manifest)
             prediction = await _resumable(api, request, record)
@@ -132,7 +133,7 @@ async def _create(
         state="creating",
         archives=record.archives if record else {},
     )
-    await asyncio.to_thread(cache.put, intent)
+    await run_io(cache.put, intent)
     try:
         prediction = await api.create(request, fence=lease.ensure_held)
     except (asyncio.CancelledError, KeyboardInterrupt):
@@ -140,7 +141,7 @@ async def _create(
         raise
     pending = intent.model_copy(update={"state": "pending", "prediction_id": prediction.id})
     try:
-        record = await asyncio.to_thread(cache.put, pending)
+        record = await run_io(cache.put, pending)
     except (asyncio.CancelledError, KeyboardInterrupt):
         await _cancel(api, prediction.id)  # as an interrupted wait would
         raise

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ConfigurationError, LockLost
+from .iothreads import run_io
 
 POLL = 0.05
 DEFAULT_TTL = 60.0
@@ -60,8 +61,14 @@ class FileKeyLock:
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[FileLease]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / f"{key}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        # Creating the lock file is a journaled metadata write: on an I/O thread, not stalling
+        # the event loop behind the fsyncs of hundreds of concurrent predictions.
+        opening = asyncio.ensure_future(run_io(self._open, key))
+        try:
+            fd = await asyncio.shield(opening)
+        except asyncio.CancelledError:  # the open still completes: close what it opens
+            opening.add_done_callback(_close_opened)
+            raise
         try:
             while True:
                 try:
@@ -72,6 +79,15 @@ class FileKeyLock:
             yield FileLease(key)
         finally:
             os.close(fd)  # closing the descriptor releases the lock
+
+    def _open(self, key: str) -> int:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return os.open(self.directory / f"{key}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+
+
+def _close_opened(opening: asyncio.Future[int]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        os.close(opening.result())
 
 
 class RedisLease:

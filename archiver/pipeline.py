@@ -6,7 +6,6 @@ coarse-grained batch items, benchmarks, and tests that need no Prefect).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -17,6 +16,7 @@ from .archive import archive_staged, prediction_directory
 from .download import Staged, discard_staging, download_outputs
 from .errors import ArchiverError, OutputsRemoved
 from .generate import Cached, Generated, Ready, finalize, generate
+from .iothreads import run_io
 from .manifest import MANIFEST_NAME, Manifest
 from .prediction import Prediction, PredictionRequest
 from .report.previews import Preview, current_budget, previews_of
@@ -107,10 +107,16 @@ async def download_step(runtime: Runtime, prediction: Prediction) -> Staged:
 async def archive_step(runtime: Runtime, ready: Ready, staged: Staged) -> Manifest:
     """Archive the staged files and their manifest, record the cache entry, drop the staging.
 
-    Touches storage only (the archive, the cache, the staging): no API call."""
+    Touches storage only (the archive, the cache, the staging): no API call. One trip to an I/O
+    thread for all three, in this order."""
+    manifest = await run_io(_archive_record_discard, runtime, ready, staged)
+    runtime.progress.prediction_done(manifest.prediction_id, "archived")
+    return manifest
+
+
+def _archive_record_discard(runtime: Runtime, ready: Ready, staged: Staged) -> Manifest:
     settings = runtime.settings
-    manifest = await asyncio.to_thread(
-        archive_staged,
+    manifest = archive_staged(
         staged,
         runtime.dest,
         cache_key=ready.record.key,
@@ -118,9 +124,8 @@ async def archive_step(runtime: Runtime, ready: Ready, staged: Staged) -> Manife
         part_size=settings.part_size,
         read_back=settings.read_back,
     )
-    await asyncio.to_thread(runtime.cache.mark_archived, ready.record, runtime.dest, manifest)
-    await asyncio.to_thread(discard_staging, runtime.staging, manifest.prediction_id)
-    runtime.progress.prediction_done(manifest.prediction_id, "archived")
+    runtime.cache.mark_archived(ready.record, runtime.dest, manifest)
+    discard_staging(runtime.staging, manifest.prediction_id)
     return manifest
 
 
@@ -176,7 +181,7 @@ async def process(
 async def _deliver(runtime: Runtime, steps: Steps, ready: Ready, created: int) -> RunSummary:
     """Download and archive `ready.prediction`, alone: under its lock, unless already done."""
     async with runtime.lock.hold(prediction_lock_key(ready.prediction.id)) as lease:
-        manifest = await asyncio.to_thread(_archived_meanwhile, runtime, ready)
+        manifest = await run_io(_archived_meanwhile, runtime, ready)
         if manifest is not None:
             return RunSummary.of(runtime, manifest, cached=True, created=created, refetches=0)
         staged = await steps.download(runtime, ready.prediction)

@@ -1,9 +1,12 @@
 """The three ways of archiving K predictions that the benchmark compares, one per subprocess.
 
-    python -m benchmarks.contenders naive|raw|raw_safe|pipeline CONFIG_JSON
+    python -m benchmarks.contenders naive|raw|raw_safe|serve|pipeline CONFIG_JSON
 
-Each prints one JSON line on stdout: wall seconds (of the work itself, not of interpreter start
-or imports), bytes written, per-prediction (completed_at, safe_at) pairs for time-to-safety,
+`serve` is the raw script receiving every byte without writing it: what the emulator (and one
+client process) can serve at all, the ceiling of every other contender.
+
+Each prints one JSON line on stdout: wall seconds and CPU seconds (of the work itself, not of
+interpreter start or imports), bytes written, per-prediction (completed_at, safe_at) pairs for time-to-safety,
 and the process's peak RSS. The environment (REPLICATE_*, PREFECT_API_URL, ARCHIVER_*) comes
 from the parent, `benchmarks.__main__`.
 """
@@ -17,6 +20,7 @@ import os
 import resource
 import sys
 import time
+import zlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,14 +34,16 @@ SHARDS = 4  # ... over this many connection pools (as the pipeline does)
 
 
 def inputs(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """K distinct inputs. The seed is shared so the emulator generates (and caches) one block of
-    content for all of them; `item` makes each input, hence each cache key, distinct."""
+    """K distinct inputs, each with its own `seed`: every prediction's outputs are distinct
+    bytes (nothing can be served from, or deduplicated against, another item's). `item` makes
+    each input, hence each cache key, distinct across runs too."""
     run = config.get("run", "")
+    base = zlib.crc32(run.encode()) * 1_000_000  # < 2**53: a seed range of its own per run
     return [
         {
             "size_bytes": config["size"],
             "num_outputs": config["files"],
-            "seed": 1,
+            "seed": base + i,
             "item": f"{run}-{i}",
         }
         for i in range(config["k"])
@@ -47,6 +53,12 @@ def inputs(config: dict[str, Any]) -> list[dict[str, Any]]:
 def peak_rss() -> int:
     """Peak resident set size of this process, in bytes (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _parse_time(text: str | None) -> float | None:
@@ -66,7 +78,7 @@ def naive(config: dict[str, Any]) -> dict[str, Any]:
     )
     dest = Path(config["dest"])
     written = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     with httpx.Client(timeout=60) as http:
         for number, item in enumerate(inputs(config)):
             output = client.run(MODEL, input=item)
@@ -89,6 +101,7 @@ def naive(config: dict[str, Any]) -> dict[str, Any]:
         "predictions": config["k"],
         "safety": [],
         "peak_rss": peak_rss(),
+        "cpu": cpu_seconds() - cpu,
     }
 
 
@@ -106,6 +119,7 @@ async def _raw(config: dict[str, Any]) -> dict[str, Any]:
     timeout = httpx.Timeout(120, connect=30, pool=None)
     api_limits = httpx.Limits(max_connections=4096, max_keepalive_connections=16)
     safe = bool(config.get("safe"))
+    discard = bool(config.get("discard"))
     per_shard = STREAMS // SHARDS
     delivery_limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
     lanes = [
@@ -130,13 +144,18 @@ async def _raw(config: dict[str, Any]) -> dict[str, Any]:
                     await api.get(f"{base}/v1/predictions/{prediction['id']}", headers=headers)
                 ).json()
             directory = dest / prediction["id"]
-            directory.mkdir(parents=True, exist_ok=True)
+            if not discard:
+                directory.mkdir(parents=True, exist_ok=True)
 
             async def fetch(index: int, url: str) -> None:
                 nonlocal written, next_lane
                 lane, next_lane = lanes[next_lane], (next_lane + 1) % SHARDS
                 async with lane[0], lane[1].stream("GET", url) as body:
                     body.raise_for_status()
+                    if discard:  # the emulator's capacity: receive and drop the bytes
+                        async for chunk in body.aiter_raw():
+                            written += len(chunk)
+                        return
                     # a plain script writes inline, as most do
                     with open(directory / f"blob-{index}.bin", "wb") as sink:  # noqa: ASYNC230
                         digest = hashlib.sha256()
@@ -152,7 +171,7 @@ async def _raw(config: dict[str, Any]) -> dict[str, Any]:
             await asyncio.gather(*(fetch(i, url) for i, url in enumerate(prediction["output"])))
             safety.append((_parse_time(prediction.get("completed_at")), time.time()))
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         await asyncio.gather(*(one(item) for item in inputs(config)))
         wall = time.perf_counter() - started
         for _, client in lanes:
@@ -163,6 +182,7 @@ async def _raw(config: dict[str, Any]) -> dict[str, Any]:
         "predictions": config["k"],
         "safety": safety,
         "peak_rss": peak_rss(),
+        "cpu": cpu_seconds() - cpu,
     }
 
 
@@ -198,7 +218,7 @@ def pipeline(config: dict[str, Any]) -> dict[str, Any]:
 
         profiler = Profiler(async_mode="enabled")
         profiler.start()
-    started, started_at = time.perf_counter(), time.time()
+    started, started_at, cpu = time.perf_counter(), time.time(), cpu_seconds()
     state = asyncio.run(
         archive_batch(
             file=str(batch_file),
@@ -241,6 +261,7 @@ def pipeline(config: dict[str, Any]) -> dict[str, Any]:
         "predictions": config["k"],
         "safety": safety,
         "peak_rss": peak_rss(),
+        "cpu": cpu_seconds() - cpu,
         "counts": summary.counts,
         "phases": phases,
         "created": summary.predictions_created,
@@ -251,6 +272,7 @@ RUNNERS = {
     "naive": naive,
     "raw": raw,
     "raw_safe": lambda c: raw({**c, "safe": True}),
+    "serve": lambda c: raw({**c, "discard": True}),
     "pipeline": pipeline,
 }
 

@@ -37,8 +37,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def emulator(processing_seconds: float) -> Iterator[str]:
-    """An emulator process; yields its base URL."""
+def emulator(processing_seconds: float) -> Iterator[tuple[str, int]]:
+    """An emulator process; yields its base URL and process id."""
     proc = subprocess.Popen(
         [PYTHON, "-m", "benchmarks.servers", "emulator", str(processing_seconds)],
         stdout=subprocess.PIPE,
@@ -48,7 +48,7 @@ def emulator(processing_seconds: float) -> Iterator[str]:
         line = proc.stdout.readline().strip() if proc.stdout else ""
         if not line.startswith("http"):
             raise RuntimeError(f"the emulator did not start: {line!r}")
-        yield line
+        yield line, proc.pid
     finally:
         _stop(proc)
 
@@ -91,6 +91,12 @@ def prefect_server(home: Path, timeout: float = 120) -> Iterator[tuple[str, floa
     finally:
         _stop(proc)
         log.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _serve_emulator(processing_seconds: float) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import secrets
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +120,10 @@ class Store:
         #: ``completed``); set by the backend.
         self.on_event: Callable[[Prediction, str], None] = lambda pred, event: None
         self.predictions: dict[str, Prediction] = {}
+        # Every prediction most recent first, with ascending negated (created_at, seq) keys,
+        # re-sorted only after a prediction was added (created_at is set before it is stored).
+        self._listing: tuple[list[Prediction], list[tuple[float, int]]] = ([], [])
+        self._by_seq: dict[int, Prediction] = {}
         self.versions: dict[str, str] = {version_id(name): name for name in BUILTIN_MODELS}
         self._seq = 0
 
@@ -292,6 +297,17 @@ class Store:
         except Exception as exc:  # noqa: BLE001 - a model bug becomes a failed prediction
             self.finish(pred, "failed", error=f"{type(exc).__name__}: {exc}")
 
+    def _newest_first(self) -> tuple[list[Prediction], list[tuple[float, int]]]:
+        """All predictions, most recent first, and their negated keys (ascending): sorted once
+        per new prediction, not once per page (a lookup pages through thousands)."""
+        if len(self._listing[0]) != len(self.predictions):
+            items = sorted(
+                self.predictions.values(), key=lambda p: (p.created_at, p.seq), reverse=True
+            )
+            self._listing = (items, [(-p.created_at, -p.seq) for p in items])
+            self._by_seq = {p.seq: p for p in items}
+        return self._listing
+
     def page(
         self,
         cursor: str | None,
@@ -306,18 +322,19 @@ class Store:
         Only predictions created at or after ``created_after``, before ``created_before`` and
         (when given) made from ``source`` are listed.
         """
-        self.sweep()
-        items = sorted(
-            (
-                p
-                for p in self.predictions.values()
-                if (created_after is None or p.created_at >= created_after)
-                and (created_before is None or p.created_at < created_before)
-                and (source is None or p.source == source)
-            ),
-            key=lambda p: (p.created_at, p.seq),
-            reverse=True,
+        everything, negated = self._newest_first()
+        # created_before / created_after bound a contiguous run of the newest-first list.
+        start = 0 if created_before is None else bisect_right(negated, (-created_before, 0))
+        stop = (
+            len(everything)
+            if created_after is None
+            else bisect_right(negated, (-created_after, float("inf")))
         )
+        items = everything[start:stop]
+        keys = negated[start:stop]
+        if source is not None:
+            items = [p for p in items if p.source == source]
+            keys = [(-p.created_at, -p.seq) for p in items]
 
         def key(p: Prediction) -> tuple[float, int]:
             return (p.created_at, p.seq)
@@ -326,18 +343,22 @@ class Store:
             window = items[:size]
         else:
             kind, seq = _decode_cursor(cursor)
-            anchor = next((p for p in self.predictions.values() if p.seq == seq), None)
+            anchor = self._by_seq.get(seq)
             if anchor is None:
                 raise ValueError(f"invalid cursor {cursor!r}")
-            if kind == "b":
-                window = [p for p in items if key(p) < key(anchor)][:size]
+            mark = (-anchor.created_at, -anchor.seq)
+            if kind == "b":  # older than the anchor: after it, newest first
+                window = items[bisect_right(keys, mark) :][:size]
             else:
-                window = [p for p in items if key(p) > key(anchor)][-size:]
+                window = items[: bisect_left(keys, mark)][-size:]
         if not window:
             return [], None, None
+        retention, now = self.faults.get().retention_seconds, self.clock.now()
+        for pred in window:  # retention applies to what is shown (as `sweep` would)
+            pred.expire(retention, now)
         oldest, newest = window[-1], window[0]
-        has_older = any(key(p) < key(oldest) for p in items)
-        has_newer = any(key(p) > key(newest) for p in items)
+        has_older = key(items[-1]) < key(oldest)  # items: newest first
+        has_newer = key(items[0]) > key(newest)
         return (
             window,
             _encode_cursor("b", oldest.seq) if has_older else None,

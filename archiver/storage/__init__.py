@@ -14,7 +14,13 @@ Every foreign exception leaves this package translated once, by `errors.storage_
 `translate.translated`. This package must not import Prefect.
 """
 
-from .atomic import DEFAULT_PART_SIZE, put_file_atomic, remove, write_bytes_atomic
+from .atomic import (
+    DEFAULT_PART_SIZE,
+    put_file_atomic,
+    remove,
+    sync_directory,
+    write_bytes_atomic,
+)
 from .location import Destination, open_destination
 from .options import StorageOptions, is_secret
 from .verify import exists, read_bytes, stored_size, verify_stored
@@ -27,6 +33,7 @@ __all__ = [
     "is_secret",
     "open_destination",
     "put_file_atomic",
+    "sync_directory",
     "read_bytes",
     "remove",
     "stored_size",

@@ -31,7 +31,7 @@ from archiver import errors
 from .location import Destination, is_s3
 from .translate import translated
 
-__all__ = ["put_file_atomic", "remove", "write_bytes_atomic"]
+__all__ = ["put_file_atomic", "remove", "sync_directory", "write_bytes_atomic"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ def put_file_atomic(
     part_size: int = DEFAULT_PART_SIZE,
     move: bool = False,
     link: bool = False,
+    source_synced: bool = False,
+    sync_dir: bool = True,
 ) -> None:
     """Store a local file at `path`: afterwards the path holds the whole file or nothing.
 
@@ -56,16 +58,25 @@ def put_file_atomic(
     is consumed on success (renamed into place when local and on the same device, otherwise
     deleted after the upload) and left untouched on failure. With `link=True` a local
     destination on the same device gets a hard link (no copy) and the local file stays.
+
+    On local disk the new name is durable on return (its directory fsynced), except for a hard
+    link with `sync_dir=False`: then the caller must `sync_directory` the parent before relying
+    on it (one fsync for many files of one directory). `source_synced`: the caller guarantees
+    the local file's bytes were fsynced already (no second fsync before linking it).
     """
     local_path = Path(local_path)
     with translated(f"storing {dest.url_for(path)}"):
         size = local_path.stat().st_size
         if move and dest.is_local and _rename_into_place(local_path, path):
             return
-        if link and dest.is_local and _link_into_place(local_path, path):
+        if (
+            link
+            and dest.is_local
+            and _link_into_place(local_path, path, synced=source_synced, sync_dir=sync_dir)
+        ):
             return
         with _open_source(local_path) as source:
-            _put_stream(dest, source, size, path, part_size)
+            _put_stream(dest, source, size, path, part_size)  # its directory fsynced, always
         if move:
             local_path.unlink(missing_ok=True)
 
@@ -164,8 +175,7 @@ def _rename_into_place(local_path: Path, path: str) -> bool:
     """Move a local file onto `path` with one rename; False when it is on another device."""
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    with open(local_path, "rb") as handle:
-        os.fsync(handle.fileno())
+    _fsync_file(local_path)
     try:
         os.replace(local_path, path)
     except OSError as exc:
@@ -179,12 +189,17 @@ def _rename_into_place(local_path: Path, path: str) -> bool:
     return True
 
 
-def _link_into_place(local_path: Path, path: str) -> bool:
+def _fsync_file(local_path: Path) -> None:
+    with open(local_path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _link_into_place(local_path: Path, path: str, *, synced: bool, sync_dir: bool) -> bool:
     """Hard-link a local file onto `path` atomically; False when links cannot be made there."""
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    with open(local_path, "rb") as handle:
-        os.fsync(handle.fileno())
+    if not synced:
+        _fsync_file(local_path)
     temp = _temp_sibling(path)
     try:
         os.link(local_path, temp)
@@ -200,8 +215,16 @@ def _link_into_place(local_path: Path, path: str) -> bool:
         raise
     with contextlib.suppress(OSError):
         os.chmod(path, 0o666 & ~_UMASK)
-    _fsync_dir(parent)
+    if sync_dir:
+        _fsync_dir(parent)
     return True
+
+
+def sync_directory(dest: Destination, directory: str) -> None:
+    """Make the names just put into a local `directory` durable (fsync it); a no-op on object
+    stores, where a completed put is durable by itself."""
+    if dest.is_local:
+        _fsync_dir(directory)
 
 
 def _read_umask() -> int:

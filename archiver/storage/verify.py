@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,27 @@ def stored_size(dest: Destination, path: str) -> int | None:
 
 
 def verify_stored(
-    dest: Destination, path: str, *, size: int, sha256: str, read_back: bool = False
+    dest: Destination,
+    path: str,
+    *,
+    size: int,
+    sha256: str,
+    read_back: bool = False,
+    identity: tuple[int, int, int, int] | None = None,
 ) -> None:
     """Check the stored file's size, and its sha256 when `read_back` or reading is cheap.
 
     Raises errors.IntegrityError on a missing file or any mismatch. Local and memory stores are
-    always read back; remote stores only on request (a read-back doubles the transfer).
+    read back, remote stores only on request (a read-back doubles the transfer), except this:
+    `identity` is (st_dev, st_ino, st_size, st_mtime_ns) of the local file whose bytes were
+    hashed to `sha256` (through the descriptor that wrote or read them, after its last write).
+    A local `path` with that very identity is a hard link to that inode, unwritten since, so
+    its bytes are the hashed ones and are not read again (without `read_back`): a read-back
+    right after writing is served from the same page cache anyway and proves nothing more.
     """
+    if identity is not None and dest.is_local and not read_back:
+        if _local_identity(path) == identity and identity[2] == size:
+            return
     url = dest.url_for(path)
     actual = stored_size(dest, path)
     if actual is None:
@@ -76,6 +91,14 @@ def _stored_sha256(dest: Destination, path: str) -> str:
             while chunk := handle.read(chunk_size):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def _local_identity(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def _info(dest: Destination, path: str) -> dict[str, Any] | None:
