@@ -230,4 +230,4 @@ async def staged_previews(staged: Staged) -> list[Preview]:
     if budget is None:
         return []
     files = [(f.name, f.content_type, f.size, staged.path_of(f)) for f in staged.files]
-    return await asyncio.to_thread(previews_of, files, budget)
+    return await run_io(previews_of, files, budget)
