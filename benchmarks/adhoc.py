@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = iter(range(1, 10**6))
     with open("/proc/loadavg") as loadavg:
         figures["loadavg_before"] = loadavg.read().split()[:3]
-    with emulator(args.model_seconds) as base_url:
+    with emulator(args.model_seconds) as (base_url, _pid):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
         env.update(
             REPLICATE_BASE_URL=base_url,
