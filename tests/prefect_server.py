@@ -17,13 +17,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -44,15 +45,11 @@ def free_port() -> int:
 def wait_for(
     predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25
 ) -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+    """`tests.waiting.wait_until`, failing with TimeoutError (callers add server logs to it)."""
+    try:
+        return wait_until(predicate, timeout, what, interval)
+    except AssertionError as exc:
+        raise TimeoutError(str(exc)) from None
 
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
