@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
-import shutil
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
-from pydantic import BaseModel
 
 from .datauri import DataUri, decode, is_data_uri, write_atomic
 from .errors import (
@@ -42,38 +38,33 @@ from .prediction import Prediction
 from .progress import NullProgress, ProgressSink
 from .replicate_api import ReplicateAPI
 from .retry import RetryPolicy, Sleep, given_up, retry_call, should_retry
+from .staging import (
+    STAGED_MARKER,
+    Staged,
+    StagedFile,
+    discard_staging,
+    identity_of,
+    load_staged,
+    staging_directory,
+    temp_path,
+    write_marker,
+)
+
+__all__ = [
+    "STAGED_MARKER",
+    "DownloadOptions",
+    "Staged",
+    "StagedFile",
+    "discard_staging",
+    "download_outputs",
+    "identity_of",
+    "load_staged",
+    "staging_directory",
+    "strip_query",
+]
 
 EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
-STAGED_MARKER = "staged.json"
 MAX_REDIRECTS = 5
-
-
-class StagedFile(BaseModel):
-    """A whole output file in local staging, with what we measured while receiving it."""
-
-    name: str
-    pointer: str
-    size: int
-    sha256: str
-    content_type: str | None = None
-    source_url: str  # without its query string (signatures expire and are not for keeping)
-    # The staged file as it was hashed: (st_dev, st_ino, st_size, st_mtime_ns), taken from the
-    # descriptor the bytes were written (or re-read) and hashed through, after its fsync. The
-    # archive proves a hard link holds exactly these bytes by this identity (see `archive`).
-    # Not kept in staged.json: a reused staging is re-hashed, which measures it afresh.
-    identity: tuple[int, int, int, int] | None = None
-
-
-class Staged(BaseModel):
-    """All output files of one prediction, staged locally and ready to archive."""
-
-    prediction: Prediction
-    directory: str
-    files: list[StagedFile]
-    refetches: int = 0
-
-    def path_of(self, staged: StagedFile) -> Path:
-        return Path(self.directory) / staged.name
 
 
 @dataclass
@@ -96,80 +87,6 @@ class DownloadOptions:
 def strip_query(url: str) -> str:
     """The URL as recorded: without userinfo, query string or fragment (see `public_url`)."""
     return public_url(url)
-
-
-def staging_directory(staging_root: Path, prediction_id: str) -> Path:
-    return staging_root / prediction_id
-
-
-def load_staged(staging_root: Path, prediction: Prediction) -> Staged | None:
-    """A complete earlier download of this prediction, if every file still has the size and
-    sha256 recorded while it was downloaded. A staging that fails the check is discarded."""
-    directory = staging_directory(staging_root, prediction.id)
-    try:
-        data = json.loads((directory / STAGED_MARKER).read_text())
-        staged = Staged.model_validate({**data, "prediction": prediction})
-    except (OSError, ValueError):
-        return None
-    files = []
-    for item in staged.files:
-        identity = _intact(staged.path_of(item), item)
-        if identity is None:
-            discard_staging(staging_root, prediction.id)
-            return None
-        files.append(item.model_copy(update={"identity": identity}))
-    return staged.model_copy(update={"files": files})
-
-
-def _intact(path: Path, item: StagedFile) -> tuple[int, int, int, int] | None:
-    """The identity of the file at `path` if it has exactly the size and sha256 measured while
-    it was received (hashed through one descriptor, unchanged while it was read); else None."""
-    try:
-        if not path.is_file() or path.stat().st_size != item.size:
-            return None
-        digest = hashlib.sha256()
-        with path.open("rb") as source:
-            before = identity_of(os.fstat(source.fileno()))
-            while chunk := source.read(2**20):
-                digest.update(chunk)
-            if identity_of(os.fstat(source.fileno())) != before:
-                return None
-    except OSError:
-        return None
-    return before if digest.hexdigest() == item.sha256 else None
-
-
-def identity_of(stat: os.stat_result) -> tuple[int, int, int, int]:
-    """What tells one file's bytes from any other's, short of reading them: the inode (device
-    and number) and its size and modification time (every write changes them)."""
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
-def _write_marker(directory: Path, staged: Staged) -> None:
-    """Write `staged.json` all or nothing: a temp file of our own, fsynced, renamed."""
-    marker = staged.model_dump(
-        mode="json", exclude={"prediction": True, "files": {"__all__": {"identity"}}}
-    )
-    temp = _temp_path(directory, STAGED_MARKER)
-    try:
-        with temp.open("x") as out:
-            out.write(json.dumps(marker, indent=1))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, directory / STAGED_MARKER)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def _temp_path(directory: Path, name: str) -> Path:
-    """A hidden name beside `name` that no other attempt, thread or process can share."""
-    return directory / f".{name}.tmp-{uuid.uuid4().hex}"
-
-
-def discard_staging(staging_root: Path, prediction_id: str) -> None:
-    """Remove a prediction's staging once its manifest is written."""
-    shutil.rmtree(staging_directory(staging_root, prediction_id), ignore_errors=True)
 
 
 async def download_outputs(
@@ -216,7 +133,7 @@ async def download_outputs(
         files=staged_files,
         refetches=refresher.refetches,
     )
-    await run_io(_write_marker, directory, staged)
+    await run_io(write_marker, directory, staged)
     return staged
 
 
@@ -301,7 +218,7 @@ async def _stream_to_file(
     allow: HostAllowList,
     options: DownloadOptions,
 ) -> StagedFile:
-    part = _temp_path(directory, item.name)  # this attempt's own: never shared, never reused
+    part = temp_path(directory, item.name)  # this attempt's own: never shared, never reused
     try:
         for _ in range(MAX_REDIRECTS + 1):
             async with http.stream("GET", url) as response:
