@@ -108,6 +108,16 @@ class Backend:
         self.stats.reset()
         self.faults.reset_counters()
 
+    def _throttled(self) -> Response:
+        """Replicate's 429: Retry-After, and the wait in the detail text as well."""
+        wait = self.faults.get().retry_after_seconds
+        return problem_response(
+            429,
+            "Request was throttled.",
+            f"Request was throttled. Your rate limit resets in ~{wait}s.",
+            headers={"Retry-After": str(wait)},
+        )
+
     # -- predictions -----------------------------------------------------------------
     async def create(self, request: Request) -> Response:
         """``POST /v1/predictions``, ``/v1/models/{o}/{n}/predictions``, ``/v1/deployments/...``."""
@@ -115,13 +125,7 @@ class Backend:
             return _unauthenticated()
         self.stats.create_attempt()
         if self.faults.take("throttle_creates"):
-            wait = self.faults.get().retry_after_seconds
-            return problem_response(
-                429,
-                "Request was throttled.",
-                f"Request was throttled. Your rate limit resets in ~{wait}s.",
-                headers={"Retry-After": str(wait)},
-            )
+            return self._throttled()
         try:
             body = await request.json()
         except ValueError:
@@ -240,13 +244,7 @@ class Backend:
             return _unauthenticated()
         self.stats.list_call()
         if self.faults.take("throttle_lists"):
-            wait = self.faults.get().retry_after_seconds
-            return problem_response(
-                429,
-                "Request was throttled.",
-                f"Request was throttled. Your rate limit resets in ~{wait}s.",
-                headers={"Retry-After": str(wait)},
-            )
+            return self._throttled()
         query = request.query_params
         filters = {k: query[k] for k in ("created_after", "created_before", "source") if k in query}
         try:
