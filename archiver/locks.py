@@ -1,11 +1,12 @@
 """Per-key locks that serialise runs of the same request, so two runs pay for one prediction.
 
-`FileKeyLock` (flock) covers processes on one machine; `RedisKeyLock` covers many machines
-sharing one Redis. Two kinds of key are held: a request's cache key around "look up the cache,
-create if needed", and `prediction-<id>` around "download and archive that prediction".
+`FileKeyLock` (a byte lock per key in one file) covers processes on one machine;
+`RedisKeyLock` covers many machines sharing one Redis. Two kinds of key are held: a request's
+cache key around "look up the cache, create if needed", and `prediction-<id>` around "download
+and archive that prediction".
 
-`hold(key)` yields a `Lease`. Holding never silently ends while its holder works: a flock lasts
-as long as its descriptor is open; a Redis lock carries a TTL (so a dead worker's lock frees
+`hold(key)` yields a `Lease`. Holding never silently ends while its holder works: a file lock
+lasts as long as its descriptor is open; a Redis lock carries a TTL (so a dead worker's lock frees
 itself) that a background task renews every third of it. A Redis lease that could not be
 renewed in time, or that Redis no longer knows as ours, is lost: `ensure_held()` then raises
 `LockLost`, and holders call it right before each paid or published step (the create POST, the
@@ -17,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import os
+import struct
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -54,15 +57,25 @@ class FileLease:
 
 
 class FileKeyLock:
-    """An exclusive flock on `<directory>/<key>.lock`."""
+    """Per-key exclusive locks in one file, `<directory>/keys.lock`: one byte per key.
+
+    Each hold opens the file anew (an open file description of its own) and takes a Linux
+    open-file-description lock (`F_OFD_SETLK`) on the byte at the key's hash, so holders in one
+    process exclude each other as holders in different processes do, and closing the descriptor
+    (or dying) releases it. One file for every key: taking a lock allocates no inode (a file per
+    key did, twice per prediction, and left them all behind). Where OFD locks are missing (not
+    Linux), a flock on `<directory>/<key>.lock` does the same job.
+    """
+
+    FILE = "keys.lock"
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[FileLease]:
-        # Creating the lock file is a journaled metadata write: on an I/O thread, not stalling
-        # the event loop behind the fsyncs of hundreds of concurrent predictions.
+        # Opening (creating, the first time) is file-system work: on an I/O thread, not
+        # stalling the event loop behind the fsyncs of hundreds of concurrent predictions.
         opening = asyncio.ensure_future(run_io(self._open, key))
         try:
             fd = await asyncio.shield(opening)
@@ -70,19 +83,37 @@ class FileKeyLock:
             opening.add_done_callback(_close_opened)
             raise
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(POLL)
+            while not _try_lock(fd, key):
+                await asyncio.sleep(POLL)
             yield FileLease(key)
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
     def _open(self, key: str) -> int:
         self.directory.mkdir(parents=True, exist_ok=True)
-        return os.open(self.directory / f"{key}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        name = self.FILE if _OFD else f"{key}.lock"
+        return os.open(self.directory / name, os.O_CREAT | os.O_RDWR, 0o600)
+
+
+_OFD = getattr(fcntl, "F_OFD_SETLK", None)  # Linux >= 3.15
+
+
+def _try_lock(fd: int, key: str) -> bool:
+    """Take the key's lock on `fd` without waiting; False if someone else holds it."""
+    try:
+        if _OFD is None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            fcntl.fcntl(fd, _OFD, _byte_lock(key))
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held elsewhere
+        return False
+    return True
+
+
+def _byte_lock(key: str) -> bytes:
+    """A `struct flock` write-locking the one byte at the key's hash (l_pid 0, as OFD wants)."""
+    offset = int.from_bytes(hashlib.sha256(key.encode()).digest()[:7], "big")  # < 2**56
+    return struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
 
 
 def _close_opened(opening: asyncio.Future[int]) -> None:

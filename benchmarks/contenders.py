@@ -195,7 +195,7 @@ def raw(config: dict[str, Any]) -> dict[str, Any]:
 
 def pipeline(config: dict[str, Any]) -> dict[str, Any]:
     from archiver.manifest import Manifest
-    from flows.__main__ import _quiet_prefect_console
+    from cli.console import quiet_prefect_console
     from flows.batch import archive_batch
 
     dest = Path(config["dest"])
@@ -205,7 +205,7 @@ def pipeline(config: dict[str, Any]) -> dict[str, Any]:
     os.environ["ARCHIVER_CREATE_LIMIT_NAME"] = f"bench-{config['run']}"[-100:]
     batch_file = dest.parent / f"{dest.name}.jsonl"
     batch_file.write_text("".join(json.dumps(item) + "\n" for item in inputs(config)))
-    _quiet_prefect_console(debug=False)
+    quiet_prefect_console(debug=False)
     if config.get("warm", True):
         # A worker (or any process that ran a flow before) has Prefect's lazy imports, its API
         # client and the rate limit already set up: warm them with an empty batch, untimed.
@@ -268,7 +268,54 @@ def pipeline(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- (4) the same domain code without Prefect: what the orchestrator adds --------------------------
+
+
+def domain(config: dict[str, Any]) -> dict[str, Any]:
+    """The batch's domain code alone (`archiver.batch.run_batch`): no flow, no tasks, no
+    Prefect API; the pipeline's wall minus this one's is what Prefect costs."""
+    from archiver.batchfile import load_batch
+    from archiver.batch import run_batch
+    from archiver.manifest import Manifest
+    from archiver.runtime import Runtime
+    from archiver.settings import Settings
+
+    dest = Path(config["dest"])
+    dest.mkdir(parents=True, exist_ok=True)
+    batch_file = dest.parent / f"{dest.name}.jsonl"
+    batch_file.write_text("".join(json.dumps(item) + "\n" for item in inputs(config)))
+    items = load_batch(str(batch_file), default_model=MODEL)
+
+    async def go() -> Any:
+        runtime = Runtime.build(Settings(), dest=str(dest))
+        try:
+            return await run_batch(runtime, items, concurrency=config["concurrency"])
+        finally:
+            await runtime.aclose()
+
+    started, cpu = time.perf_counter(), cpu_seconds()
+    summary = asyncio.run(go())
+    wall = time.perf_counter() - started
+    safety, written = [], 0
+    for item in summary.items:
+        if item.manifest_url:
+            manifest = Manifest.from_json(Path(item.manifest_url).read_bytes())
+            completed = manifest.completed_at.timestamp() if manifest.completed_at else None
+            safety.append((completed, manifest.archived_at.timestamp()))
+            written += sum(f.size for f in manifest.files)
+    return {
+        "wall": wall,
+        "bytes": written,
+        "predictions": config["k"],
+        "safety": safety,
+        "peak_rss": peak_rss(),
+        "cpu": cpu_seconds() - cpu,
+        "counts": summary.counts,
+    }
+
+
 RUNNERS = {
+    "domain": domain,
     "naive": naive,
     "raw": raw,
     "raw_safe": lambda c: raw({**c, "safe": True}),

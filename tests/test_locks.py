@@ -167,3 +167,55 @@ def test_file_lock_serialises_holders_and_never_expires(tmp_path):
         return events
 
     assert asyncio.run(go()) == ["first releases", "second acquired"]
+
+
+def test_file_locks_of_many_keys_share_one_file_and_exclude_across_processes(tmp_path):
+    """Every key locks a byte of one file (no file per key), distinct keys do not block each
+    other, and a holder in another process excludes this one until it exits."""
+    import subprocess
+    import sys
+
+    lock = FileKeyLock(tmp_path / "locks")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio, sys\n"
+            "from pathlib import Path\n"
+            "from archiver.locks import FileKeyLock\n"
+            "async def main():\n"
+            "    async with FileKeyLock(Path(sys.argv[1])).hold('shared'):\n"
+            "        print('held', flush=True)\n"
+            "        sys.stdin.readline()\n"
+            "asyncio.run(main())\n",
+            str(tmp_path / "locks"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+
+        async def go() -> tuple[bool, bool]:
+            async with lock.hold("a"), lock.hold("b"), lock.hold("c"):
+                pass  # distinct keys: all held at once
+            blocked = asyncio.ensure_future(_enter(lock, "shared"))
+            await asyncio.sleep(0.3)
+            was_blocked = not blocked.done()
+            assert holder.stdin is not None
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            await asyncio.wait_for(blocked, DEADLINE)
+            return was_blocked, blocked.result()
+
+        assert asyncio.run(go()) == (True, True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == ["keys.lock"]
+
+
+async def _enter(lock: FileKeyLock, key: str) -> bool:
+    async with lock.hold(key):
+        return True
