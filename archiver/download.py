@@ -101,7 +101,7 @@ async def download_outputs(
     """Stage every output file of `prediction` locally; re-fetch URLs that expire."""
     options = options or DownloadOptions()
     # File-system calls run in threads: hundreds of predictions share one event loop.
-    existing = await run_io(load_staged, staging_root, prediction)
+    existing = await run_io(_staged_or_prepare, staging_root, prediction)
     if existing is not None:
         return existing
     refresher = _Refresher(api, prediction, allow)
@@ -116,7 +116,6 @@ async def download_outputs(
         else:
             allow.check(item.url)
     directory = staging_directory(staging_root, prediction.id)
-    await run_io(directory.mkdir, parents=True, exist_ok=True)
     limit = asyncio.Semaphore(options.concurrency)
 
     async def one(item: OutputFile) -> StagedFile:
@@ -135,6 +134,15 @@ async def download_outputs(
     )
     await run_io(write_marker, directory, staged)
     return staged
+
+
+def _staged_or_prepare(staging_root: Path, prediction: Prediction) -> Staged | None:
+    """An intact earlier download of `prediction`, or None with its staging directory made
+    (one trip to an I/O thread for both)."""
+    existing = load_staged(staging_root, prediction)
+    if existing is None:
+        staging_directory(staging_root, prediction.id).mkdir(parents=True, exist_ok=True)
+    return existing
 
 
 class _Refresher:
@@ -227,7 +235,9 @@ async def _stream_to_file(
                     allow.check(url)
                     continue
                 _check_status(item, response)
-                size, digest, identity = await _receive(response, part, options, name=item.name)
+                size, digest, identity = await _receive(
+                    response, part, options, final=directory / item.name, name=item.name
+                )
                 content_type = response.headers.get("content-type")
                 break
         else:
@@ -237,12 +247,6 @@ async def _stream_to_file(
         if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.ReadTimeout):
             raise DownloadInterrupted(f"{item.name}: stream broke off: {exc}") from exc
         raise from_httpx(exc, f"download {item.name}") from exc
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    try:  # read-only from here on: nothing may change bytes the archive may hard-link
-        os.chmod(part, 0o444)
-        os.replace(part, directory / item.name)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -267,45 +271,47 @@ def _check_status(item: OutputFile, response: httpx.Response) -> None:
 
 
 async def _receive(
-    response: httpx.Response, part: Path, options: DownloadOptions, *, name: str | None = None
+    response: httpx.Response,
+    part: Path,
+    options: DownloadOptions,
+    *,
+    final: Path,
+    name: str | None = None,
 ) -> tuple[int, str, tuple[int, int, int, int]]:
     """Write the body to `part` (a new file: it must not exist), hashing as it goes; fsync it;
-    check it against Content-Length. `name` is the file's name for progress reports. Returns
-    the size, the sha256 and the identity of the file written (see `StagedFile.identity`)."""
+    check it against Content-Length; make it read-only and rename it to `final`. `name` is the
+    file's name for progress reports. Returns the size, the sha256 and the identity of the file
+    written (see `StagedFile.identity`)."""
     declared = response.headers.get("content-length")
     encoded = response.headers.get("content-encoding", "identity") != "identity"
     expected = int(declared) if declared and declared.isdigit() and not encoded else None
-    options.progress.file_started(name or part.name, expected)
+    options.progress.file_started(name or final.name, expected)
     digest = hashlib.sha256()
-    size = 0
     # Writing and hashing happen in worker threads of their own, about `chunk_size` bytes at a
     # time, so the event loop keeps serving every other transfer (both release the GIL on large
     # buffers) and the data path never queues behind the fsyncs of cache and manifest writes.
-    # The file is created by the first write and fsynced by the last: a file of up to
-    # `chunk_size` bytes costs one trip to a writer thread.
+    # A full batch is written only once more bytes arrive: the last batch goes with the fsync,
+    # the size check and the rename, so a file of up to `chunk_size` bytes is one trip to a
+    # writer thread (each trip wakes a thread and then the event loop).
     loop = asyncio.get_running_loop()
     chunks = response.aiter_bytes() if encoded else response.aiter_raw()
-    sink = _Sink(part)
+    sink = _Sink(part, final)
     try:
         batch: list[bytes] = []
         pending = 0
         async for chunk in chunks:
-            batch.append(chunk)
-            pending += len(chunk)
             if pending >= options.chunk_size:
                 await loop.run_in_executor(_WRITERS, sink.write, digest, batch)
-                size += pending
                 options.progress.bytes_done(pending)
                 batch, pending = [], 0
-        identity = await loop.run_in_executor(_WRITERS, sink.finish, digest, batch)
-        size += pending
+            batch.append(chunk)
+            pending += len(chunk)
+        identity = await loop.run_in_executor(_WRITERS, sink.finish, digest, batch, expected)
         if pending:
             options.progress.bytes_done(pending)
     finally:
         sink.close()
-    if expected is not None and size != expected:
-        raise DownloadInterrupted(f"{part.name}: received {size} of {expected} bytes")
-    return size, digest.hexdigest(), identity
+    return sink.size, digest.hexdigest(), identity
 
 
 # One writer per delivery stream a runtime opens at once (`runtime.DELIVERY_STREAMS`): a file's
@@ -314,11 +320,14 @@ _WRITERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="archiver-downl
 
 
 class _Sink:
-    """A download's temp file, created exclusively (it must not exist) by the first write."""
+    """A download's temp file, created exclusively (it must not exist) by the first write, and
+    renamed to its final name by `finish` once whole and durable."""
 
-    def __init__(self, part: Path) -> None:
+    def __init__(self, part: Path, final: Path) -> None:
         self.part = part
+        self.final = final
         self.file: BinaryIO | None = None
+        self.size = 0
 
     def write(self, digest: Any, chunks: list[bytes]) -> None:
         if self.file is None:
@@ -326,14 +335,26 @@ class _Sink:
         for chunk in chunks:
             self.file.write(chunk)
             digest.update(chunk)
+            self.size += len(chunk)
 
-    def finish(self, digest: Any, chunks: list[bytes]) -> tuple[int, int, int, int]:
-        """Write the last chunks, flush and fsync; the identity of the file as written."""
+    def finish(
+        self, digest: Any, chunks: list[bytes], expected: int | None
+    ) -> tuple[int, int, int, int]:
+        """Write the last chunks, flush and fsync; check the size against `expected`; then
+        read-only (nothing may change bytes the archive may hard-link) and renamed to its final
+        name. Returns the identity of the file as written."""
         self.write(digest, chunks)
         assert self.file is not None
         self.file.flush()
         os.fsync(self.file.fileno())
-        return identity_of(os.fstat(self.file.fileno()))
+        if expected is not None and self.size != expected:
+            raise DownloadInterrupted(
+                f"{self.final.name}: received {self.size} of {expected} bytes"
+            )
+        identity = identity_of(os.fstat(self.file.fileno()))
+        os.chmod(self.part, 0o444)
+        os.replace(self.part, self.final)
+        return identity
 
     def close(self) -> None:
         if self.file is not None:

@@ -69,8 +69,8 @@ async def generate(
     key = request.cache_key
     async with lock.hold(key) as lease:
         # Store I/O (fsynced writes) in worker threads: hundreds of runs share one event loop.
-        record = await run_io(cache.get, key)
-        if record is not None and not refresh:
+        record, intent = await run_io(_look_up, cache, request, refresh)
+        if intent is None and record is not None:
             manifest = await run_io(cache.archived_manifest, record, dest)
             if manifest is not None:
                 return Cached(record=record, manifest=manifest)
@@ -85,7 +85,7 @@ async def generate(
                 record, prediction = await _create(api, cache, request, record, lease)
                 created = True
         else:
-            record, prediction = await _create(api, cache, request, record, lease)
+            record, prediction = await _create(api, cache, request, record, lease, intent)
             created = True
     prediction = await _wait(api, prediction, timeout=timeout, cancel_on_exit=created, early=True)
     if not prediction.files_ready_early:
@@ -120,20 +120,37 @@ async def _resumable(
     return prediction
 
 
+def _look_up(
+    cache: PredictionCache, request: PredictionRequest, refresh: bool
+) -> tuple[CacheRecord | None, CacheRecord | None]:
+    """The request's cache record, and the `creating` intent if a prediction is to be created
+    anyway (no record, or `refresh`), written in the same trip to an I/O thread."""
+    record = cache.get(request.cache_key)
+    if record is not None and not refresh:
+        return record, None
+    return record, cache.put(_intent(request, record))
+
+
+def _intent(request: PredictionRequest, record: CacheRecord | None) -> CacheRecord:
+    return CacheRecord(
+        key=request.cache_key,
+        model=str(request.model),
+        state="creating",
+        archives=record.archives if record else {},
+    )
+
+
 async def _create(
     api: ReplicateAPI,
     cache: PredictionCache,
     request: PredictionRequest,
     record: CacheRecord | None,
     lease: Lease,
+    intent: CacheRecord | None = None,
 ) -> tuple[CacheRecord, Prediction]:
-    intent = CacheRecord(
-        key=request.cache_key,
-        model=str(request.model),
-        state="creating",
-        archives=record.archives if record else {},
-    )
-    await run_io(cache.put, intent)
+    """Create the prediction after its intent is durable (`intent`, if already written)."""
+    if intent is None:
+        intent = await run_io(cache.put, _intent(request, record))
     try:
         prediction = await api.create(request, fence=lease.ensure_held)
     except (asyncio.CancelledError, KeyboardInterrupt):

@@ -47,7 +47,7 @@ class KeyLock(Protocol):
 
 
 class FileLease:
-    """A flock: held until its descriptor is closed, it never expires."""
+    """A file lock: held until released (or its holder dies), it never expires."""
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -59,24 +59,70 @@ class FileLease:
 class FileKeyLock:
     """Per-key exclusive locks in one file, `<directory>/keys.lock`: one byte per key.
 
-    Each hold opens the file anew (an open file description of its own) and takes a Linux
-    open-file-description lock (`F_OFD_SETLK`) on the byte at the key's hash, so holders in one
-    process exclude each other as holders in different processes do, and closing the descriptor
-    (or dying) releases it. One file for every key: taking a lock allocates no inode (a file per
-    key did, twice per prediction, and left them all behind). Where OFD locks are missing (not
-    Linux), a flock on `<directory>/<key>.lock` does the same job.
+    Across processes, a Linux open-file-description lock (`F_OFD_SETLK`) on the byte at the
+    key's hash excludes every other holder of that key; the kernel drops it when its holder
+    dies. Within this process, where every hold shares one descriptor (the kernel cannot tell
+    our own holders apart on it), an asyncio lock per key orders them first. One file for every
+    key, opened once: taking a lock allocates no inode and costs no trip to an I/O thread (a
+    file per key did both, twice per prediction, and left the files behind). Where OFD locks
+    are missing (not Linux), a flock on a descriptor of `<directory>/<key>.lock` of its own
+    does the same job.
     """
 
     FILE = "keys.lock"
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._fd: int | None = None
+        self._opening: asyncio.Future[int] | None = None
+        self._local: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> (lock, users)
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[FileLease]:
-        # Opening (creating, the first time) is file-system work: on an I/O thread, not
-        # stalling the event loop behind the fsyncs of hundreds of concurrent predictions.
-        opening = asyncio.ensure_future(run_io(self._open, key))
+        if _OFD is None:
+            async with self._hold_flock(key) as lease:
+                yield lease
+            return
+        lock, users = self._local.get(key) or (asyncio.Lock(), 0)
+        self._local[key] = (lock, users + 1)
+        try:
+            async with lock:
+                fd = await self._descriptor()
+                while not _try_lock(fd, key):
+                    await asyncio.sleep(POLL)
+                try:
+                    yield FileLease(key)
+                finally:
+                    _unlock(fd, key)
+        finally:
+            lock, users = self._local[key]
+            if users == 1:
+                del self._local[key]
+            else:
+                self._local[key] = (lock, users - 1)
+
+    async def _descriptor(self) -> int:
+        if self._fd is None:
+            # Opening (creating, the first time) is file-system work: on an I/O thread, once
+            # for all the holders that start together.
+            opening = self._opening
+            if opening is None or opening.cancelled() or (opening.done() and opening.exception()):
+                self._opening = asyncio.ensure_future(run_io(self._open, self.FILE))
+            fd = await asyncio.shield(self._opening)
+            if self._fd is None:
+                self._fd = fd
+        return self._fd
+
+    def close(self) -> None:
+        """Close the shared descriptor (no lock is held once every hold has ended)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._opening = None
+
+    @asynccontextmanager
+    async def _hold_flock(self, key: str) -> AsyncIterator[FileLease]:
+        opening = asyncio.ensure_future(run_io(self._open, f"{key}.lock"))
         try:
             fd = await asyncio.shield(opening)
         except asyncio.CancelledError:  # the open still completes: close what it opens
@@ -89,10 +135,9 @@ class FileKeyLock:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    def _open(self, key: str) -> int:
+    def _open(self, name: str) -> int:
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = self.FILE if _OFD else f"{key}.lock"
-        return os.open(self.directory / name, os.O_CREAT | os.O_RDWR, 0o600)
+        return os.open(self.directory / name, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
 
 
 _OFD = getattr(fcntl, "F_OFD_SETLK", None)  # Linux >= 3.15
@@ -110,10 +155,15 @@ def _try_lock(fd: int, key: str) -> bool:
     return True
 
 
-def _byte_lock(key: str) -> bytes:
-    """A `struct flock` write-locking the one byte at the key's hash (l_pid 0, as OFD wants)."""
+def _unlock(fd: int, key: str) -> None:
+    assert _OFD is not None
+    fcntl.fcntl(fd, _OFD, _byte_lock(key, fcntl.F_UNLCK))
+
+
+def _byte_lock(key: str, kind: int = fcntl.F_WRLCK) -> bytes:
+    """A `struct flock` on the one byte at the key's hash (l_pid 0, as OFD wants)."""
     offset = int.from_bytes(hashlib.sha256(key.encode()).digest()[:7], "big")  # < 2**56
-    return struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, 1, 0)
 
 
 def _close_opened(opening: asyncio.Future[int]) -> None:

@@ -117,6 +117,8 @@ class Runtime:
     async def aclose(self) -> None:
         await self.http.aclose()
         await self.api.aclose()
+        if isinstance(self.lock, FileKeyLock):
+            self.lock.close()
 
 
 def api_client(settings: Settings, token: str | None) -> httpx.AsyncClient:

@@ -274,8 +274,8 @@ def pipeline(config: dict[str, Any]) -> dict[str, Any]:
 def domain(config: dict[str, Any]) -> dict[str, Any]:
     """The batch's domain code alone (`archiver.batch.run_batch`): no flow, no tasks, no
     Prefect API; the pipeline's wall minus this one's is what Prefect costs."""
-    from archiver.batchfile import load_batch
     from archiver.batch import run_batch
+    from archiver.batchfile import load_batch
     from archiver.manifest import Manifest
     from archiver.runtime import Runtime
     from archiver.settings import Settings

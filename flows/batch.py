@@ -26,7 +26,7 @@ from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from flows.archive_prediction import WebhookParam
 from flows.settings import flow_settings
-from tasks.artifacts import progress_artifact, publish_batch
+from tasks.artifacts import new_progress_artifact, progress_artifact, publish_batch
 from tasks.batch import archive_items, read_batch
 from tasks.limits import prefect_create_limiter
 
@@ -66,8 +66,10 @@ async def archive_batch(
     runtime = Runtime.build(settings, dest=dest)  # creates limited in-process until...
     use_previews(PreviewBudget())  # one gallery's worth of thumbnails for the whole batch
     try:
-        limiter, items = await asyncio.gather(
-            prefect_create_limiter(settings), read_batch(runtime, _project_file(file), model)
+        limiter, items, progress_id = await asyncio.gather(
+            prefect_create_limiter(settings),
+            read_batch(runtime, _project_file(file), model),
+            new_progress_artifact(),
         )
         if limiter is not None:  # ...Prefect's global limit, shared by every run, takes over
             runtime.api.before_create = limiter
@@ -81,7 +83,7 @@ async def archive_batch(
             deadline=deadline,
             webhook=webhook,
         )
-        async with progress_artifact(progress):
+        async with progress_artifact(progress_id, progress):
             chunks = chunked(items)
             outcomes = await asyncio.gather(
                 *(_archive_chunk(runner, chunk) for chunk in chunks), return_exceptions=True

@@ -32,10 +32,17 @@ from archiver.storage import Destination
 
 
 def key(kind: str) -> str:
-    """The artifact key of `kind` for the current flow run (stable per deployment)."""
+    """The artifact key of `kind` for the current flow run (stable per deployment).
+
+    Outside a deployment (its run context says so) no API call is made: `prefect.runtime`'s
+    deployment name reads the flow run from the API every time it is asked."""
+    from prefect.context import FlowRunContext
     from prefect.runtime import deployment, flow_run
 
-    return render.artifact_key(flow_run.flow_name or "archiver", deployment.name or "", kind)
+    context = FlowRunContext.get()
+    run = context.flow_run if context else None
+    name = "" if run is not None and run.deployment_id is None else (deployment.name or "")
+    return render.artifact_key(flow_run.flow_name or "archiver", name, kind)
 
 
 async def publish_run(
@@ -62,21 +69,23 @@ async def publish_run(
 
 
 async def publish_batch(summary: BatchSummary, dest: Destination, presign_seconds: int = 0) -> None:
-    """Table, summary and gallery artifacts of a batch (one after the other: concurrent writes
-    contend for a SQLite-backed server's lock)."""
+    """Table, summary and gallery artifacts of a batch, sent at once (the run is over: nothing
+    else contends for a SQLite-backed server's lock now)."""
     try:
         files = [f for item in summary.items for f in item.files]
         links = render.presigned_links(dest, files, presign_seconds)
-        await acreate_table_artifact(
-            key=key("files"), table=render.batch_table(summary), description=summary.headline()
-        )
-        await acreate_markdown_artifact(
-            key=key("summary"),
-            markdown=render.batch_summary(summary, links=links),
-            description="archived files",
-        )
-        await acreate_markdown_artifact(
-            key=key("gallery"), markdown=render.batch_gallery(summary), description="outputs"
+        await asyncio.gather(
+            acreate_table_artifact(
+                key=key("files"), table=render.batch_table(summary), description=summary.headline()
+            ),
+            acreate_markdown_artifact(
+                key=key("summary"),
+                markdown=render.batch_summary(summary, links=links),
+                description="archived files",
+            ),
+            acreate_markdown_artifact(
+                key=key("gallery"), markdown=render.batch_gallery(summary), description="outputs"
+            ),
         )
     except Exception as exc:  # noqa: BLE001 - never fail an archived batch over its artifacts
         get_run_logger().warning("could not publish the batch's artifacts: %s", exc)
@@ -104,16 +113,19 @@ async def publish_report(
 PROGRESS_EVERY = 2.0  # seconds between progress artifact updates
 
 
-@contextlib.asynccontextmanager
-async def progress_artifact(progress: BatchProgress) -> AsyncIterator[None]:
-    """A progress artifact, updated at most every PROGRESS_EVERY seconds while the body runs.
+async def new_progress_artifact() -> Any:
+    """Create a batch's progress artifact (0 %); its id, for `progress_artifact`.
 
-    Created before the body starts: on a SQLite-backed server, creating it while the first
-    creates take their rate-limit slots made those wait ~2 s for the database lock.
-    """
-    artifact_id = await acreate_progress_artifact(
-        progress=0.0, description=render.progress_text(progress.snapshot())
-    )
+    Created before the items start (a flow gathers it with its other start-up calls): on a
+    SQLite-backed server, creating it while the first creates take their rate-limit slots made
+    those wait ~2 s for the database lock."""
+    return await acreate_progress_artifact(progress=0.0, description="reading the batch file")
+
+
+@contextlib.asynccontextmanager
+async def progress_artifact(artifact_id: Any, progress: BatchProgress) -> AsyncIterator[None]:
+    """Keep the progress artifact `artifact_id` up to date (at most every PROGRESS_EVERY
+    seconds) while the body runs, and once more at its end."""
 
     async def follow() -> None:
         last: dict[str, int] | None = None
