@@ -107,8 +107,8 @@ class FileKeyLock:
             # for all the holders that start together.
             opening = self._opening
             if opening is None or opening.cancelled() or (opening.done() and opening.exception()):
-                self._opening = asyncio.ensure_future(run_io(self._open, self.FILE))
-            fd = await asyncio.shield(self._opening)
+                opening = self._opening = asyncio.ensure_future(run_io(self._open, self.FILE))
+            fd = await asyncio.shield(opening)
             if self._fd is None:
                 self._fd = fd
         return self._fd
