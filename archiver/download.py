@@ -331,11 +331,17 @@ class _Sink:
 
     def write(self, digest: Any, chunks: list[bytes]) -> None:
         if self.file is None:
-            self.file = self.part.open("xb")
-        for chunk in chunks:
-            self.file.write(chunk)
-            digest.update(chunk)
-            self.size += len(chunk)
+            self.file = self.part.open("xb", buffering=0)
+        # One buffer, one write and one hash call: each call releases and retakes the GIL,
+        # and every retake competes with the event loop thread (a chunk is ~64 KiB).
+        if not chunks:
+            return
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        view = memoryview(data)
+        while view:  # an unbuffered write may write less than asked
+            view = view[self.file.write(view) :]
+        digest.update(data)
+        self.size += len(data)
 
     def finish(
         self, digest: Any, chunks: list[bytes], expected: int | None
@@ -345,7 +351,6 @@ class _Sink:
         name. Returns the identity of the file as written."""
         self.write(digest, chunks)
         assert self.file is not None
-        self.file.flush()
         os.fsync(self.file.fileno())
         if expected is not None and self.size != expected:
             raise DownloadInterrupted(

@@ -57,24 +57,25 @@ class FileLease:
 
 
 class FileKeyLock:
-    """Per-key exclusive locks in one file, `<directory>/keys.lock`: one byte per key.
+    """Per-key exclusive locks in a few files, `<directory>/keys-NN.lock`: one byte per key.
 
     Across processes, a Linux open-file-description lock (`F_OFD_SETLK`) on the byte at the
     key's hash excludes every other holder of that key; the kernel drops it when its holder
-    dies. Within this process, where every hold shares one descriptor (the kernel cannot tell
-    our own holders apart on it), an asyncio lock per key orders them first. One file for every
-    key, opened once: taking a lock allocates no inode and costs no trip to an I/O thread (a
-    file per key did both, twice per prediction, and left the files behind). Where OFD locks
-    are missing (not Linux), a flock on a descriptor of `<directory>/<key>.lock` of its own
-    does the same job.
+    dies. Within this process, where every hold shares one descriptor per file (the kernel
+    cannot tell our own holders apart on it), an asyncio lock per key orders them first. A
+    fixed set of files, each opened once: taking a lock allocates no inode and costs no trip
+    to an I/O thread (a file per key did both, twice per prediction, and left the files
+    behind); keys are spread over `STRIPES` files because the kernel scans a file's held
+    locks on every lock call. Where OFD locks are missing (not Linux), a flock on a
+    descriptor of `<directory>/<key>.lock` of its own does the same job.
     """
 
-    FILE = "keys.lock"
+    STRIPES = 64
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._fd: int | None = None
-        self._opening: asyncio.Future[int] | None = None
+        self._fds: dict[int, int] = {}
+        self._openings: dict[int, asyncio.Future[int]] = {}
         self._local: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> (lock, users)
 
     @asynccontextmanager
@@ -83,17 +84,18 @@ class FileKeyLock:
             async with self._hold_flock(key) as lease:
                 yield lease
             return
+        stripe, offset = _place(key, self.STRIPES)
         lock, users = self._local.get(key) or (asyncio.Lock(), 0)
         self._local[key] = (lock, users + 1)
         try:
             async with lock:
-                fd = await self._descriptor()
-                while not _try_lock(fd, key):
+                fd = await self._descriptor(stripe)
+                while not _try_lock(fd, offset):
                     await asyncio.sleep(POLL)
                 try:
                     yield FileLease(key)
                 finally:
-                    _unlock(fd, key)
+                    _set_lock(fd, offset, fcntl.F_UNLCK)
         finally:
             lock, users = self._local[key]
             if users == 1:
@@ -101,24 +103,24 @@ class FileKeyLock:
             else:
                 self._local[key] = (lock, users - 1)
 
-    async def _descriptor(self) -> int:
-        if self._fd is None:
+    async def _descriptor(self, stripe: int) -> int:
+        fd = self._fds.get(stripe)
+        if fd is None:
             # Opening (creating, the first time) is file-system work: on an I/O thread, once
             # for all the holders that start together.
-            opening = self._opening
+            opening = self._openings.get(stripe)
             if opening is None or opening.cancelled() or (opening.done() and opening.exception()):
-                opening = self._opening = asyncio.ensure_future(run_io(self._open, self.FILE))
-            fd = await asyncio.shield(opening)
-            if self._fd is None:
-                self._fd = fd
-        return self._fd
+                name = f"keys-{stripe:02d}.lock"
+                opening = self._openings[stripe] = asyncio.ensure_future(run_io(self._open, name))
+            fd = self._fds.setdefault(stripe, await asyncio.shield(opening))
+        return fd
 
     def close(self) -> None:
-        """Close the shared descriptor (no lock is held once every hold has ended)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        self._opening = None
+        """Close the shared descriptors (no lock is held once every hold has ended)."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self._openings.clear()
 
     @asynccontextmanager
     async def _hold_flock(self, key: str) -> AsyncIterator[FileLease]:
@@ -143,27 +145,29 @@ class FileKeyLock:
 _OFD = getattr(fcntl, "F_OFD_SETLK", None)  # Linux >= 3.15
 
 
-def _try_lock(fd: int, key: str) -> bool:
-    """Take the key's lock on `fd` without waiting; False if someone else holds it."""
+def _try_lock(fd: int, where: str | int) -> bool:
+    """Take a lock on `fd` without waiting (a flock for a key's own file; else the OFD lock
+    on the byte at offset `where`); False if someone else holds it."""
     try:
-        if _OFD is None:
+        if isinstance(where, str):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         else:
-            fcntl.fcntl(fd, _OFD, _byte_lock(key))
+            _set_lock(fd, where, fcntl.F_WRLCK)
     except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held elsewhere
         return False
     return True
 
 
-def _unlock(fd: int, key: str) -> None:
+def _place(key: str, stripes: int) -> tuple[int, int]:
+    """The key's lock file (stripe) and byte offset in it, from its hash."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return digest[0] % stripes, int.from_bytes(digest[1:8], "big")  # offset < 2**56
+
+
+def _set_lock(fd: int, offset: int, kind: int) -> None:
+    """An OFD lock call on the one byte at `offset` (`struct flock`, l_pid 0 as OFD wants)."""
     assert _OFD is not None
-    fcntl.fcntl(fd, _OFD, _byte_lock(key, fcntl.F_UNLCK))
-
-
-def _byte_lock(key: str, kind: int = fcntl.F_WRLCK) -> bytes:
-    """A `struct flock` on the one byte at the key's hash (l_pid 0, as OFD wants)."""
-    offset = int.from_bytes(hashlib.sha256(key.encode()).digest()[:7], "big")  # < 2**56
-    return struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, 1, 0)
+    fcntl.fcntl(fd, _OFD, struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, 1, 0))
 
 
 def _close_opened(opening: asyncio.Future[int]) -> None:
