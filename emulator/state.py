@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import heapq
 import secrets
 import time
 from bisect import bisect_left, bisect_right
@@ -124,6 +125,8 @@ class Store:
         # re-sorted only after a prediction was added (created_at is set before it is stored).
         self._listing: tuple[list[Prediction], list[tuple[float, int]]] = ([], [])
         self._by_seq: dict[int, Prediction] = {}
+        # API predictions by creation time, until retention has applied to them (`sweep`).
+        self._retained: list[tuple[float, int, Prediction]] = []
         self.versions: dict[str, str] = {version_id(name): name for name in BUILTIN_MODELS}
         self._seq = 0
 
@@ -141,9 +144,15 @@ class Store:
         return pred
 
     def sweep(self) -> None:
-        """Apply retention to every prediction."""
+        """Apply retention to every prediction old enough for it.
+
+        Incremental: the API predictions not yet past retention wait in a heap by creation
+        time, and each sweep pops only those now old enough (one that has not finished yet is
+        expired by `finish` instead; `get` and listings apply retention to what they show).
+        A full pass per create made every create cost O(predictions held)."""
         retention, now = self.faults.get().retention_seconds, self.clock.now()
-        for pred in self.predictions.values():
+        while self._retained and now - self._retained[0][0] >= retention:
+            _, _, pred = heapq.heappop(self._retained)
             pred.expire(retention, now)
 
     def create(
@@ -197,6 +206,8 @@ class Store:
         pred.created_at = self.clock.now() if created_at is None else created_at
         pred.source = source
         self.predictions[pred_id] = pred
+        if source == "api":
+            heapq.heappush(self._retained, (pred.created_at, pred.seq, pred))
         return pred
 
     async def add_finished(

@@ -121,3 +121,25 @@ def test_add_prediction_rejects_bad_fields(emulator, fields):
     """Unknown fields, statuses or sources and negative ages are refused (422)."""
     with pytest.raises(ValueError, match="422"):
         emulator.add_prediction(**fields)
+
+
+def test_a_create_does_not_revisit_every_prediction_held(monkeypatch):
+    """Retention on create is incremental: with many predictions held, one more create
+    applies it to the few now old enough, not to all (each create cost O(held) before, and the
+    emulator became the bottleneck of its own benchmark)."""
+    from emulator import state
+
+    calls = []
+    original = state.Prediction.expire
+
+    def counting(self, retention_seconds, now):
+        calls.append(self.id)
+        return original(self, retention_seconds, now)
+
+    monkeypatch.setattr(state.Prediction, "expire", counting)
+    with Emulator() as emu:
+        for _ in range(120):
+            emu.add_prediction(age_seconds=10)
+        calls.clear()
+        emu.add_prediction(age_seconds=10)
+    assert len(calls) <= 3, len(calls)
