@@ -59,7 +59,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--overhead-size", type=int, default=1024, help="bytes per tiny file")
     p.add_argument("--rss-size", type=int, default=1 << 30, help="the large output for RSS")
     p.add_argument(
-        "--skip", default="", help="comma list of: serve,raw_safe,naive,tts,overhead,rss,scale"
+        "--skip",
+        default="",
+        help="comma list of: serve,domain,raw_safe,naive,tts,overhead,rss,scale",
     )
     p.add_argument(
         "--scale",
@@ -297,7 +299,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 runs.setdefault("_raw", []).append(raw_run)
                 runs.setdefault("_pipeline", []).append(pipe_run)
-            for name in ("raw", "pipeline"):
+                if "domain" not in skip:  # the same batch code without Prefect
+                    cfg = config(f"domain{attempt}", concurrency=concurrency)
+                    runs.setdefault("_domain", []).append(run_median("domain", cfg, env, 1, log))
+            for name in ("raw", "pipeline", "domain"):
+                if f"_{name}" not in runs:
+                    continue
                 ordered = sorted(runs.pop(f"_{name}"), key=lambda r: r["wall"])
                 runs[name] = {**ordered[len(ordered) // 2], "walls": [r["wall"] for r in ordered]}
             if "raw_safe" not in skip:
@@ -390,6 +397,8 @@ def summarize(figures: dict[str, Any], args: argparse.Namespace) -> dict[str, An
             targets.append(
                 (f"pipeline wall <= 1.25x raw at K={row['k']}", f"{ratio:.2f}x", ratio <= 1.25)
             )
+    if runs.get("domain") and pipe:
+        report["prefect_s"] = pipe["wall"] - runs["domain"]["wall"]
     if runs.get("raw_safe") and pipe:
         ratio = pipe["wall"] / runs["raw_safe"]["wall"]
         targets.append(("(context) pipeline wall / raw_safe wall", f"{ratio:.2f}x", ratio <= 1.25))
@@ -497,6 +506,14 @@ def markdown(figures: dict[str, Any], report: dict[str, Any]) -> str:
                 f"{serve['bytes'] / MiB / serve['wall']:.0f} MB/s, "
                 f"{serve['predictions'] / serve['wall']:.0f} predictions/s, emulator CPU "
                 f"{_f(serve.get('emulator_cpu'))} s."
+            ),
+        ]
+    if "prefect_s" in report:
+        lines += [
+            "",
+            (
+                f"What Prefect adds (pipeline wall - domain wall, the same batch code without a "
+                f"flow): {report['prefect_s']:.2f} s."
             ),
         ]
     if "overhead_ms_main" in report:
