@@ -104,8 +104,21 @@ def flow_runs(api_url: str) -> list[dict]:
         return json.loads(response.read())
 
 
+def run_logs(api_url: str, flow_run_id: str) -> list[dict]:
+    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}}
+    request = urllib.request.Request(
+        f"{api_url}/logs/filter",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
 def test_run_starts_the_local_server_and_is_visible_in_its_api(home, emulator, tmp_path):
-    """With no API configured, a run starts the local server (one stderr line) and shows in it."""
+    """With no API configured, a run starts the local server (one stderr line) and shows in it,
+    with its logs to the last line."""
     env = cli_env(home, emulator, tmp_path)
     result = flows(*run_args(tmp_path, "visible"), env=env)
     assert result.returncode == 0, result.stderr
@@ -114,6 +127,11 @@ def test_run_starts_the_local_server_and_is_visible_in_its_api(home, emulator, t
     assert state is not None and local_server.healthy(state.api_url)
     runs = flow_runs(state.api_url)
     assert [r["state_type"] for r in runs] == ["COMPLETED"]
+    # The CLI ends without the interpreter's teardown (flows/__main__.py), after the exit
+    # handlers: the run's last log lines still reached the API.
+    messages = [entry["message"] for entry in run_logs(state.api_url, runs[0]["id"])]
+    assert any(m.startswith("archived ") for m in messages), messages
+    assert any("Finished in state Completed" in m for m in messages), messages
     status = flows("server", "status", env=env, timeout=60)
     assert status.returncode == 0
     for value in (str(state.port), str(state.pid), state.url, str(home / "prefect.db")):
