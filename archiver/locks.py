@@ -95,7 +95,8 @@ class FileKeyLock:
                 try:
                     yield FileLease(key)
                 finally:
-                    _set_lock(fd, offset, fcntl.F_UNLCK)
+                    with contextlib.suppress(OSError):  # closed meanwhile: nothing is held
+                        _set_lock(fd, offset, fcntl.F_UNLCK)
         finally:
             lock, users = self._local[key]
             if users == 1:
