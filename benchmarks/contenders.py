@@ -193,18 +193,39 @@ def raw(config: dict[str, Any]) -> dict[str, Any]:
 # -- (3) this pipeline: the archive-batch flow over a JSONL file --------------------------------
 
 
-def pipeline(config: dict[str, Any]) -> dict[str, Any]:
+def _batch_file(config: dict[str, Any]) -> tuple[Path, Path]:
+    """The run's dest (made) and its batch file of K distinct inputs, as JSONL beside it."""
+    dest = Path(config["dest"])
+    dest.mkdir(parents=True, exist_ok=True)
+    batch_file = dest.parent / f"{dest.name}.jsonl"
+    batch_file.write_text("".join(json.dumps(item) + "\n" for item in inputs(config)))
+    return dest, batch_file
+
+
+def _archived(summary: Any) -> tuple[list[tuple[float | None, float]], list[float], int]:
+    """From each archived item's manifest: (completed, archived) times, created times, bytes."""
     from archiver.manifest import Manifest
+
+    safety, created, written = [], [], 0
+    for item in summary.items:
+        if item.manifest_url:
+            manifest = Manifest.from_json(Path(item.manifest_url).read_bytes())
+            completed = manifest.completed_at.timestamp() if manifest.completed_at else None
+            safety.append((completed, manifest.archived_at.timestamp()))
+            if manifest.created_at:
+                created.append(manifest.created_at.timestamp())
+            written += sum(f.size for f in manifest.files)
+    return safety, created, written
+
+
+def pipeline(config: dict[str, Any]) -> dict[str, Any]:
     from cli.console import quiet_prefect_console
     from flows.batch import archive_batch
 
-    dest = Path(config["dest"])
-    dest.mkdir(parents=True, exist_ok=True)
+    dest, batch_file = _batch_file(config)
     # Each run gets its own global create limit (a full burst, like raw, which has no limit):
     # a shared one would throttle later runs by the slots earlier runs took.
     os.environ["ARCHIVER_CREATE_LIMIT_NAME"] = f"bench-{config['run']}"[-100:]
-    batch_file = dest.parent / f"{dest.name}.jsonl"
-    batch_file.write_text("".join(json.dumps(item) + "\n" for item in inputs(config)))
     quiet_prefect_console(debug=False)
     if config.get("warm", True):
         # A worker (or any process that ran a flow before) has Prefect's lazy imports, its API
@@ -241,16 +262,7 @@ def pipeline(config: dict[str, Any]) -> dict[str, Any]:
     summary = state.result(raise_on_failure=False)  # sync context: the sync variant
     if isinstance(summary, BaseException):
         raise summary
-    safety = []
-    written = 0
-    created = []
-    for item in summary.items:
-        if item.manifest_url:
-            manifest = Manifest.from_json(Path(item.manifest_url).read_bytes())
-            completed = manifest.completed_at.timestamp() if manifest.completed_at else None
-            safety.append((completed, manifest.archived_at.timestamp()))
-            created.append(manifest.created_at.timestamp() if manifest.created_at else ended_at)
-            written += sum(f.size for f in manifest.files)
+    safety, created, written = _archived(summary)
     phases = {  # where the wall time went: before the first create, after the last archive
         "to_first_create": min(created, default=ended_at) - started_at,
         "after_last_archive": ended_at - max((s for _, s in safety), default=started_at),
@@ -276,14 +288,10 @@ def domain(config: dict[str, Any]) -> dict[str, Any]:
     Prefect API; the pipeline's wall minus this one's is what Prefect costs."""
     from archiver.batch import run_batch
     from archiver.batchfile import load_batch
-    from archiver.manifest import Manifest
     from archiver.runtime import Runtime
     from archiver.settings import Settings
 
-    dest = Path(config["dest"])
-    dest.mkdir(parents=True, exist_ok=True)
-    batch_file = dest.parent / f"{dest.name}.jsonl"
-    batch_file.write_text("".join(json.dumps(item) + "\n" for item in inputs(config)))
+    dest, batch_file = _batch_file(config)
     items = load_batch(str(batch_file), default_model=MODEL)
 
     async def go() -> Any:
@@ -296,13 +304,7 @@ def domain(config: dict[str, Any]) -> dict[str, Any]:
     started, cpu = time.perf_counter(), cpu_seconds()
     summary = asyncio.run(go())
     wall = time.perf_counter() - started
-    safety, written = [], 0
-    for item in summary.items:
-        if item.manifest_url:
-            manifest = Manifest.from_json(Path(item.manifest_url).read_bytes())
-            completed = manifest.completed_at.timestamp() if manifest.completed_at else None
-            safety.append((completed, manifest.archived_at.timestamp()))
-            written += sum(f.size for f in manifest.files)
+    safety, _, written = _archived(summary)
     return {
         "wall": wall,
         "bytes": written,
