@@ -22,7 +22,7 @@ import hashlib
 import os
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -90,7 +90,7 @@ class FileKeyLock:
         try:
             async with lock:
                 fd = await self._descriptor(stripe)
-                while not _try_lock(fd, offset):
+                while not _try(_set_lock, fd, offset, fcntl.F_WRLCK):
                     await asyncio.sleep(POLL)
                 try:
                     yield FileLease(key)
@@ -132,7 +132,7 @@ class FileKeyLock:
             opening.add_done_callback(_close_opened)
             raise
         try:
-            while not _try_lock(fd, key):
+            while not _try(fcntl.flock, fd, fcntl.LOCK_EX | fcntl.LOCK_NB):
                 await asyncio.sleep(POLL)
             yield FileLease(key)
         finally:
@@ -146,14 +146,10 @@ class FileKeyLock:
 _OFD = getattr(fcntl, "F_OFD_SETLK", None)  # Linux >= 3.15
 
 
-def _try_lock(fd: int, where: str | int) -> bool:
-    """Take a lock on `fd` without waiting (a flock for a key's own file; else the OFD lock
-    on the byte at offset `where`); False if someone else holds it."""
+def _try(take: Callable[..., Any], *args: Any) -> bool:
+    """Take a lock without waiting (`take` must not block); False if someone else holds it."""
     try:
-        if isinstance(where, str):
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        else:
-            _set_lock(fd, where, fcntl.F_WRLCK)
+        take(*args)
     except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held elsewhere
         return False
     return True
