@@ -1,13 +1,13 @@
 """Download every output file of a succeeded prediction into local staging, at once.
 
-Each file streams in chunks (sha256 and size computed on the way, Content-Length checked) into
-a temp file of that attempt's own (`<staging>/<prediction id>/.<name>.tmp-<random>`, created
-exclusively: no attempt ever opens a path another one writes), which is fsynced, made read-only
-and renamed to `<name>` when whole. A staged file is therefore immutable: a later attempt only
+Each file streams (on a `Delivery` worker thread; sha256 and size computed on the way,
+Content-Length checked) into a temp file of that attempt's own
+(`<staging>/<prediction id>/.<name>.tmp-<random>`, created exclusively: no attempt ever opens a
+path another one writes), which is fsynced, made read-only and renamed to `<name>` when whole. A staged file is therefore immutable: a later attempt only
 ever replaces the name, never the bytes behind it. `staged.json` (written atomically) records the
 whole set with every file's size and sha256, and an earlier staging is reused only when every
-file still hashes to what was recorded; otherwise it is discarded and downloaded again. A URL the delivery host refuses (401/403/404/410) or a stream that breaks re-fetches
-the prediction for freshly signed URLs (one re-fetch shared by all files that need it) and tries
+file still hashes to what was recorded; otherwise it is discarded and downloaded again. A URL the delivery host refuses
+(401/403/404/410) or a stream that breaks re-fetches the prediction for freshly signed URLs (one re-fetch shared by all files that need it) and tries
 that file again. Delivery requests never carry the API token, and only allow-listed hosts are
 contacted. `data:` URI outputs are decoded (within a size bound) and staged without a request.
 """
@@ -15,23 +15,12 @@ contacted. `data:` URI outputs are decoded (within a size bound) and staged with
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import httpx
 
 from .datauri import DataUri, decode, is_data_uri, write_atomic
-from .errors import (
-    DownloadInterrupted,
-    OutputsRemoved,
-    ServiceUnavailable,
-    UrlExpired,
-    from_httpx,
-)
+from .delivery import Delivery
+from .errors import DownloadInterrupted, OutputsRemoved, ServiceUnavailable, UrlExpired
 from .iothreads import run_io
 from .outputs import HostAllowList, OutputFile, file_outputs, public_url, url_at
 from .prediction import Prediction
@@ -63,9 +52,6 @@ __all__ = [
     "strip_query",
 ]
 
-EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
-MAX_REDIRECTS = 5
-
 
 @dataclass
 class DownloadOptions:
@@ -93,9 +79,8 @@ async def download_outputs(
     prediction: Prediction,
     *,
     api: ReplicateAPI,
-    http: httpx.AsyncClient,
+    delivery: Delivery,
     staging_root: Path,
-    allow: HostAllowList,
     options: DownloadOptions | None = None,
 ) -> Staged:
     """Stage every output file of `prediction` locally; re-fetch URLs that expire."""
@@ -104,6 +89,7 @@ async def download_outputs(
     existing = await run_io(_staged_or_prepare, staging_root, prediction)
     if existing is not None:
         return existing
+    allow = delivery.allow
     refresher = _Refresher(api, prediction, allow)
     if not prediction.outputs_available:
         await refresher.refresh(0)  # raises OutputsRemoved when they are gone
@@ -123,7 +109,7 @@ async def download_outputs(
             uri = inline[item.pointer]
             return await run_io(_stage_inline, item, uri, directory, options.progress)
         async with limit:
-            return await _download_file(item, directory, http, refresher, options)
+            return await _download_file(item, directory, delivery, refresher, options)
 
     staged_files = list(await asyncio.gather(*(one(item) for item in files)))
     staged = Staged(
@@ -184,7 +170,7 @@ class _Refresher:
 async def _download_file(
     item: OutputFile,
     directory: Path,
-    http: httpx.AsyncClient,
+    delivery: Delivery,
     refresher: _Refresher,
     options: DownloadOptions,
 ) -> StagedFile:
@@ -196,7 +182,7 @@ async def _download_file(
     async def attempt() -> StagedFile:
         nonlocal tries
         tries += 1
-        return await _stream_to_file(item, url, directory, http, refresher.allow, options)
+        return await _stream_to_file(item, url, directory, delivery, options)
 
     def retry_if(exc: BaseException) -> bool:
         return isinstance(exc, UrlExpired) or should_retry(exc)
@@ -219,151 +205,28 @@ async def _download_file(
 
 
 async def _stream_to_file(
-    item: OutputFile,
-    url: str,
-    directory: Path,
-    http: httpx.AsyncClient,
-    allow: HostAllowList,
-    options: DownloadOptions,
+    item: OutputFile, url: str, directory: Path, delivery: Delivery, options: DownloadOptions
 ) -> StagedFile:
-    part = temp_path(directory, item.name)  # this attempt's own: never shared, never reused
-    try:
-        for _ in range(MAX_REDIRECTS + 1):
-            async with http.stream("GET", url) as response:
-                if response.is_redirect and "location" in response.headers:
-                    url = str(response.url.join(response.headers["location"]))
-                    allow.check(url)
-                    continue
-                _check_status(item, response)
-                size, digest, identity = await _receive(
-                    response, part, options, final=directory / item.name, name=item.name
-                )
-                content_type = response.headers.get("content-type")
-                break
-        else:
-            raise ServiceUnavailable(f"{item.name}: more than {MAX_REDIRECTS} redirects")
-    except httpx.HTTPError as exc:
-        part.unlink(missing_ok=True)
-        if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.ReadTimeout):
-            raise DownloadInterrupted(f"{item.name}: stream broke off: {exc}") from exc
-        raise from_httpx(exc, f"download {item.name}") from exc
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    options.progress.file_done(item.name)
+    progress = options.progress
+    fetched = await delivery.fetch(
+        url,
+        temp_path(directory, item.name),  # this attempt's own: never shared, never reused
+        directory / item.name,
+        name=item.name,
+        chunk_size=options.chunk_size,
+        started=progress.file_started,
+        received=progress.bytes_done,
+    )
+    progress.file_done(item.name)
     return StagedFile(
         name=item.name,
         pointer=item.pointer,
-        size=size,
-        sha256=digest,
-        content_type=content_type,
-        source_url=strip_query(url),
-        identity=identity,
+        size=fetched.size,
+        sha256=fetched.sha256,
+        content_type=fetched.content_type,
+        source_url=strip_query(fetched.url),
+        identity=fetched.identity,
     )
-
-
-def _check_status(item: OutputFile, response: httpx.Response) -> None:
-    status = response.status_code
-    if status in EXPIRED_STATUSES:
-        raise UrlExpired(f"{item.name}: delivery answered {status} (URL expired or revoked)")
-    if status != 200:
-        raise ServiceUnavailable(f"{item.name}: delivery answered {status}")
-
-
-async def _receive(
-    response: httpx.Response,
-    part: Path,
-    options: DownloadOptions,
-    *,
-    final: Path,
-    name: str | None = None,
-) -> tuple[int, str, tuple[int, int, int, int]]:
-    """Write the body to `part` (a new file: it must not exist), hashing as it goes; fsync it;
-    check it against Content-Length; make it read-only and rename it to `final`. `name` is the
-    file's name for progress reports. Returns the size, the sha256 and the identity of the file
-    written (see `StagedFile.identity`)."""
-    declared = response.headers.get("content-length")
-    encoded = response.headers.get("content-encoding", "identity") != "identity"
-    expected = int(declared) if declared and declared.isdigit() and not encoded else None
-    options.progress.file_started(name or final.name, expected)
-    digest = hashlib.sha256()
-    # Writing and hashing happen in worker threads of their own, about `chunk_size` bytes at a
-    # time, so the event loop keeps serving every other transfer (both release the GIL on large
-    # buffers) and the data path never queues behind the fsyncs of cache and manifest writes.
-    # A full batch is written only once more bytes arrive: the last batch goes with the fsync,
-    # the size check and the rename, so a file of up to `chunk_size` bytes is one trip to a
-    # writer thread (each trip wakes a thread and then the event loop).
-    loop = asyncio.get_running_loop()
-    chunks = response.aiter_bytes() if encoded else response.aiter_raw()
-    sink = _Sink(part, final)
-    try:
-        batch: list[bytes] = []
-        pending = 0
-        async for chunk in chunks:
-            if pending >= options.chunk_size:
-                await loop.run_in_executor(_WRITERS, sink.write, digest, batch)
-                options.progress.bytes_done(pending)
-                batch, pending = [], 0
-            batch.append(chunk)
-            pending += len(chunk)
-        identity = await loop.run_in_executor(_WRITERS, sink.finish, digest, batch, expected)
-        if pending:
-            options.progress.bytes_done(pending)
-    finally:
-        sink.close()
-    return sink.size, digest.hexdigest(), identity
-
-
-# One writer per delivery stream a runtime opens at once (`runtime.DELIVERY_STREAMS`): a file's
-# final fsync never waits for a free thread behind another file's.
-_WRITERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="archiver-download")
-
-
-class _Sink:
-    """A download's temp file, created exclusively (it must not exist) by the first write, and
-    renamed to its final name by `finish` once whole and durable."""
-
-    def __init__(self, part: Path, final: Path) -> None:
-        self.part = part
-        self.final = final
-        self.file: BinaryIO | None = None
-        self.size = 0
-
-    def write(self, digest: Any, chunks: list[bytes]) -> None:
-        if self.file is None:
-            self.file = self.part.open("xb", buffering=0)
-        # One buffer, one write and one hash call: each call releases and retakes the GIL,
-        # and every retake competes with the event loop thread (a chunk is ~64 KiB).
-        if not chunks:
-            return
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        view = memoryview(data)
-        while view:  # an unbuffered write may write less than asked
-            view = view[self.file.write(view) :]
-        digest.update(data)
-        self.size += len(data)
-
-    def finish(
-        self, digest: Any, chunks: list[bytes], expected: int | None
-    ) -> tuple[int, int, int, int]:
-        """Write the last chunks, flush and fsync; check the size against `expected`; then
-        read-only (nothing may change bytes the archive may hard-link) and renamed to its final
-        name. Returns the identity of the file as written."""
-        self.write(digest, chunks)
-        assert self.file is not None
-        os.fsync(self.file.fileno())
-        if expected is not None and self.size != expected:
-            raise DownloadInterrupted(
-                f"{self.final.name}: received {self.size} of {expected} bytes"
-            )
-        identity = identity_of(os.fstat(self.file.fileno()))
-        os.chmod(self.part, 0o444)
-        os.replace(self.part, self.final)
-        return identity
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
 
 
 def _stage_inline(

@@ -34,6 +34,7 @@ import re
 from collections.abc import Mapping
 
 import httpx
+import urllib3
 
 __all__ = [
     "ArchiverError",
@@ -224,6 +225,20 @@ def from_httpx(exc: httpx.HTTPError, what: str) -> ArchiverError:
     """Translate a transport-level httpx error (no response) into a transient error."""
     name = type(exc).__name__
     if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return ConfigurationError(f"{what}: {name}: {exc}")
+    return ServiceUnavailable(f"{what}: {name}: {exc or 'no detail'}")
+
+
+def from_urllib3(exc: urllib3.exceptions.HTTPError, what: str) -> ArchiverError:
+    """Translate a urllib3 error of a delivery download (`archiver.delivery`): a stream that
+    broke or stalled after the request was sent is `DownloadInterrupted` (the caller re-fetches
+    fresh URLs), a bad URL is a `ConfigurationError`, anything else (refused, unreachable,
+    TLS) `ServiceUnavailable`."""
+    name = type(exc).__name__
+    errors = urllib3.exceptions
+    if isinstance(exc, errors.ProtocolError | errors.ReadTimeoutError | errors.DecodeError):
+        return DownloadInterrupted(f"{what}: stream broke off: {name}: {exc}")
+    if isinstance(exc, errors.LocationValueError):
         return ConfigurationError(f"{what}: {name}: {exc}")
     return ServiceUnavailable(f"{what}: {name}: {exc or 'no detail'}")
 

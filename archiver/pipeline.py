@@ -92,9 +92,8 @@ async def download_step(runtime: Runtime, prediction: Prediction) -> Staged:
     staged = await download_outputs(
         prediction,
         api=runtime.api,
-        http=runtime.http,
+        delivery=runtime.delivery,
         staging_root=runtime.staging,
-        allow=runtime.allow,
         options=runtime.download_options(),
     )
     runtime.progress.prediction_done(prediction.id, "downloaded")

@@ -12,6 +12,7 @@ import httpx
 
 from . import __version__
 from .cache import PredictionCache
+from .delivery import Delivery
 from .download import DownloadOptions
 from .errors import register_secret
 from .locks import FileKeyLock, RedisKeyLock, key_lock
@@ -25,7 +26,7 @@ from .storage import Destination, StorageOptions, open_destination
 
 USER_AGENT = f"replicate-archiver/{__version__}"
 API_CONNECTIONS = 1024  # API requests open at once (creates hold theirs during Prefer: wait)
-DELIVERY_STREAMS = 16  # delivery downloads open at once, over all predictions of a runtime
+DELIVERY_STREAMS = 8  # delivery downloads open at once (worker threads), over all predictions
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Runtime:
 
     settings: Settings
     api: ReplicateAPI
-    http: httpx.AsyncClient
+    delivery: Delivery
     dest: Destination
     cache: PredictionCache
     lock: FileKeyLock | RedisKeyLock
@@ -55,6 +56,7 @@ class Runtime:
         """`before_create` is awaited before every create request (the rate limit); default:
         an in-process token bucket at `settings.create_rate_per_minute`."""
         token = settings.token()
+        allow = HostAllowList(settings.delivery_hosts)
         register_secret(token)
         # Parsed once (their secrets registered for redaction), then shared by both stores.
         options = StorageOptions.parse({**settings.storage_options, **(storage_options or {})})
@@ -85,21 +87,18 @@ class Runtime:
                     settings.create_rate_per_minute, settings.create_burst_size
                 ),
             ),
-            http=httpx.AsyncClient(
-                headers={"User-Agent": USER_AGENT},
-                timeout=httpx.Timeout(settings.http_timeout, connect=10.0, pool=None),
-                follow_redirects=False,
-                # Downloads past DELIVERY_STREAMS wait in the transport, not in httpcore's pools
-                # (whose upkeep per request grows with their size and queue) nor against a pool
-                # timeout; 4 pools of 4 connections keep that upkeep small. Fewer streams than
-                # files also finish each prediction sooner (time-to-safety) at the same throughput.
-                transport=LimitedTransport(_delivery_pool, DELIVERY_STREAMS, shards=4),
+            delivery=Delivery(
+                streams=DELIVERY_STREAMS,
+                timeout=settings.http_timeout,
+                user_agent=USER_AGENT,
+                allow=allow,
+                ssl_context=_tls_context(),
             ),
             dest=destination,
             cache=PredictionCache(cache_store),
             lock=key_lock(settings.lock_url, staging.parent / "locks", ttl=settings.lock_ttl),
             staging=staging,
-            allow=HostAllowList(settings.delivery_hosts),
+            allow=allow,
             progress=progress or NullProgress(),
         )
 
@@ -115,7 +114,7 @@ class Runtime:
         )
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        self.delivery.close()
         await self.api.aclose()
         if isinstance(self.lock, FileKeyLock):
             self.lock.close()
@@ -143,11 +142,6 @@ def api_client(settings: Settings, token: str | None) -> httpx.AsyncClient:
 def _api_pool(connections: int) -> httpx.AsyncHTTPTransport:
     # Few idle connections: httpcore asks each idle one's socket for news on every request.
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=4)
-    return httpx.AsyncHTTPTransport(verify=_tls_context(), limits=limits, retries=0)
-
-
-def _delivery_pool(connections: int) -> httpx.AsyncHTTPTransport:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return httpx.AsyncHTTPTransport(verify=_tls_context(), limits=limits, retries=0)
 
 

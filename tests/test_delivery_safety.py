@@ -70,9 +70,8 @@ def test_output_url_of_another_scheme_fails_the_run(archive_env, tmp_path, url):
             await download_outputs(
                 prediction,
                 api=runtime.api,
-                http=runtime.http,
+                delivery=runtime.delivery,
                 staging_root=tmp_path / "staging",
-                allow=runtime.allow,
             )
         finally:
             await runtime.aclose()

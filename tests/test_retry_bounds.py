@@ -13,12 +13,12 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
 from archiver.batch import run_batch
 from archiver.batchfile import BatchItem
+from archiver.delivery import Delivery
 from archiver.download import DownloadOptions, download_outputs
 from archiver.errors import (
     DownloadInterrupted,
@@ -209,7 +209,12 @@ def _download(
 
     async def go() -> BaseException:
         api = _api(emulator.base_url, sleep)
-        http = httpx.AsyncClient(timeout=30)
+        delivery = Delivery(
+            streams=4,
+            timeout=30,
+            user_agent="test",
+            allow=HostAllowList(emulator.delivery_host),
+        )
         try:
             prediction = await api.create(_request(prompt))
             prediction = await api.wait(prediction, timeout=60)
@@ -219,14 +224,13 @@ def _download(
                 await download_outputs(
                     prediction,
                     api=api,
-                    http=http,
+                    delivery=delivery,
                     staging_root=tmp_path,
-                    allow=HostAllowList(emulator.delivery_host),
                     options=options,
                 )
             return caught.value
         finally:
-            await http.aclose()
+            delivery.close()
             await api.aclose()
 
     return sleep, asyncio.run(go())
