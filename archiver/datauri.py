@@ -13,12 +13,12 @@ import hashlib
 import mimetypes
 import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 from .errors import InvalidOutput
+from .storage import temp_name
 
 DEFAULT_MEDIA_TYPE = "text/plain;charset=US-ASCII"
 _TOKEN = r"[A-Za-z0-9!#$&^_.+-]+"
@@ -116,7 +116,7 @@ def decode(uri: str, *, max_bytes: int, what: str) -> DataUri:
 def write_atomic(data: bytes, target: Path) -> None:
     """Write `data` to `target` through a temp name of this call's own (never a shared path
     opened for writing), flushed to disk, made read-only, then renamed into place."""
-    part = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
+    part = target.with_name(temp_name(target.name))
     try:
         with part.open("xb") as sink:
             sink.write(data)

@@ -13,12 +13,12 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from .prediction import Prediction
+from .storage import temp_name
 
 STAGED_MARKER = "staged.json"
 
@@ -117,7 +117,7 @@ def write_marker(directory: Path, staged: Staged) -> None:
 
 def temp_path(directory: Path, name: str) -> Path:
     """A hidden name beside `name` that no other attempt, thread or process can share."""
-    return directory / f".{name}.tmp-{uuid.uuid4().hex}"
+    return directory / temp_name(name)
 
 
 def discard_staging(staging_root: Path, prediction_id: str) -> None:

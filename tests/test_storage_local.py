@@ -253,3 +253,20 @@ def test_disk_full_is_a_one_line_storage_error_naming_the_path(tmp_path, tiny_di
     assert not isinstance(caught.value, errors.TransientError)  # a retry right away cannot help
     assert Path(target).read_bytes() == b"previous version"
     assert _litter(tiny_disk) == []
+
+
+def test_temp_names_never_repeat_within_a_process_or_across_a_fork():
+    """Every call gets its own hidden temp name, and so does a forked child whose serial
+    number starts where its parent's was."""
+    names = {storage.temp_name("a.png") for _ in range(1000)}
+    assert len(names) == 1000 and all(n.startswith(".a.png.tmp-") for n in names)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, storage.temp_name("a.png").encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read, "rb") as pipe:
+        in_child = pipe.read().decode()
+    assert in_child.startswith(".a.png.tmp-") and in_child != storage.temp_name("a.png")

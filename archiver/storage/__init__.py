@@ -19,6 +19,7 @@ from .atomic import (
     put_file_atomic,
     remove,
     sync_directory,
+    temp_name,
     write_bytes_atomic,
 )
 from .location import Destination, open_destination
@@ -34,6 +35,7 @@ __all__ = [
     "open_destination",
     "put_file_atomic",
     "sync_directory",
+    "temp_name",
     "read_bytes",
     "remove",
     "stored_size",

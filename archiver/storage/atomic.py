@@ -15,11 +15,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import itertools
 import logging
 import math
 import os
 import posixpath
-import uuid
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,7 +32,7 @@ from archiver import errors
 from .location import Destination, is_s3
 from .translate import translated
 
-__all__ = ["put_file_atomic", "remove", "sync_directory", "write_bytes_atomic"]
+__all__ = ["put_file_atomic", "remove", "sync_directory", "temp_name", "write_bytes_atomic"]
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,19 @@ def _put_stream(dest: Destination, source: BinaryIO, size: int, path: str, part_
 def _temp_sibling(path: str) -> str:
     """A hidden, unique name next to `path`, for a write that is renamed into place."""
     parent, name = posixpath.split(path)
-    return posixpath.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    return posixpath.join(parent, temp_name(name))
+
+
+_TOKEN = secrets.token_hex(4)  # this import's own: a new process (even a fork) differs by pid
+_SERIAL = itertools.count()
+
+
+def temp_name(name: str) -> str:
+    """`.<name>.tmp-<token>`: a hidden name beside `name` that no other call, thread or process
+    gets (process id, a random token drawn once per process, a serial number). No syscall:
+    `uuid4()` asks the kernel for randomness with the GIL released, and on a busy event loop
+    winning it back cost up to a millisecond per temp name."""
+    return f".{name}.tmp-{os.getpid():x}-{_TOKEN}-{next(_SERIAL):x}"
 
 
 # -- local disk -----------------------------------------------------------------------------------
