@@ -141,8 +141,8 @@ class CoalescingLimiter:
 
     `take(n)` must wait until `n` slots of the shared limit are granted (e.g. Prefect's global
     rate limit, in `tasks/limits.py`). Waiters that queue up together take their slots in one
-    `take` call, so a burst of creates costs a few remote calls instead of one serialized call
-    each. When `take` raises (limit deleted, API down) every waiter, now and later, goes
+    `take` call (up to `max_batch`, by default the whole burst the limit allows), so a burst of
+    creates costs one remote call, or a few, instead of one serialized call each. When `take` raises (limit deleted, API down) every waiter, now and later, goes
     through `fallback` instead, and `warn` is told once.
     """
 
@@ -151,11 +151,11 @@ class CoalescingLimiter:
         take: Callable[[int], Awaitable[Any]],
         fallback: TokenBucket,
         warn: Callable[..., Any],
-        max_batch: int = 50,
+        max_batch: int | None = None,
     ) -> None:
         self.take = take
         self.fallback = fallback
-        self.max_batch = max(1, min(max_batch, fallback.burst))
+        self.max_batch = max(1, min(max_batch or fallback.burst, fallback.burst))
         self._warn = warn
         self._waiters: list[asyncio.Future[None]] = []
         self._pump: asyncio.Task[None] | None = None

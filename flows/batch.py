@@ -17,6 +17,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.states import Failed
+from prefect.utilities.annotations import quote
 
 from archiver.batch import BatchProgress, BatchRunner, BatchSummary, ItemResult, chunked
 from archiver.batchfile import BatchItem
@@ -68,7 +69,7 @@ async def archive_batch(
     try:
         limiter, items, progress_id = await asyncio.gather(
             prefect_create_limiter(settings),
-            read_batch(runtime, _project_file(file), model),
+            read_batch(quote(runtime), _project_file(file), model, return_state=False),
             new_progress_artifact(),
         )
         if limiter is not None:  # ...Prefect's global limit, shared by every run, takes over
@@ -107,8 +108,11 @@ async def archive_batch(
 
 
 def _archive_chunk(runner: BatchRunner, chunk: list[BatchItem]) -> Awaitable[list[ItemResult]]:
+    """The chunk's task run. Its arguments are quoted: Prefect would otherwise walk the runner
+    (runtime, settings, clients) and every item, twice, before the task starts."""
     first, last = chunk[0].index, chunk[-1].index
-    return archive_items.with_options(task_run_name=f"items {first}-{last}")(runner, chunk)
+    task = archive_items.with_options(task_run_name=f"items {first}-{last}")
+    return task(quote(runner), quote(chunk), return_state=False)
 
 
 def _project_file(file: str) -> str:

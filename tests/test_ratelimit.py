@@ -160,8 +160,8 @@ def test_flow_creates_a_decaying_global_limit_and_creates_through_it(
 
 
 def test_coalescing_limiter_takes_queued_slots_together_and_falls_back_when_broken():
-    """Ten waiters queued together cost one `take(10)`; once `take` fails, every waiter (then
-    and later) goes through the in-process bucket, with one warning."""
+    """Sixty waiters queued together cost one `take(60)` (up to the burst); once `take` fails,
+    every waiter (then and later) goes through the in-process bucket, with one warning."""
     from archiver.ratelimit import CoalescingLimiter
 
     clock = FakeClock()
@@ -176,14 +176,14 @@ def test_coalescing_limiter_takes_queued_slots_together_and_falls_back_when_brok
 
     async def main() -> None:
         nonlocal broken
-        fallback = TokenBucket(10.0, 50, clock=clock, sleep=clock.sleep)
+        fallback = TokenBucket(10.0, 100, clock=clock, sleep=clock.sleep)
         limiter = CoalescingLimiter(take, fallback, lambda msg, *a: warnings.append(msg % a))
-        await asyncio.gather(*(limiter() for _ in range(10)))
-        assert takes == [10] and fallback.acquired == 0
+        await asyncio.gather(*(limiter() for _ in range(60)))
+        assert takes == [60] and fallback.acquired == 0
         broken = True
         await asyncio.gather(*(limiter() for _ in range(3)))
         await limiter()
-        assert fallback.acquired == 4 and takes == [10]
+        assert fallback.acquired == 4 and takes == [60]
 
     asyncio.run(main())
     assert warnings == ["create rate limit falls back to in-process: limit deleted"]
