@@ -146,7 +146,7 @@ class _Transfer:
         self.part = part
         self.final = final
         self.name = name
-        self.chunk_size = max(2**16, chunk_size)
+        self.chunk_size = chunk_size
         self.started = started
         self.received = received
         self._lock = threading.Lock()
