@@ -3,13 +3,15 @@
 Each file streams (on a `Delivery` worker thread; sha256 and size computed on the way,
 Content-Length checked) into a temp file of that attempt's own
 (`<staging>/<prediction id>/.<name>.tmp-<random>`, created exclusively: no attempt ever opens a
-path another one writes), which is fsynced, made read-only and renamed to `<name>` when whole. A staged file is therefore immutable: a later attempt only
-ever replaces the name, never the bytes behind it. `staged.json` (written atomically) records the
-whole set with every file's size and sha256, and an earlier staging is reused only when every
-file still hashes to what was recorded; otherwise it is discarded and downloaded again. A URL the delivery host refuses
-(401/403/404/410) or a stream that breaks re-fetches the prediction for freshly signed URLs (one re-fetch shared by all files that need it) and tries
-that file again. Delivery requests never carry the API token, and only allow-listed hosts are
-contacted. `data:` URI outputs are decoded (within a size bound) and staged without a request.
+path another one writes), which is fsynced, made read-only and renamed to `<name>` when whole.
+A staged file is therefore immutable: a later attempt only ever replaces the name, never the
+bytes behind it. `staged.json` (written atomically) records the whole set with every file's
+size and sha256, and an earlier staging is reused only when every file still hashes to what was
+recorded; otherwise it is discarded and downloaded again. A URL the delivery host refuses
+(401/403/404/410) or a stream that breaks re-fetches the prediction for freshly signed URLs (one
+re-fetch shared by all files that need it) and tries that file again. Delivery requests never
+carry the API token, and only allow-listed hosts are contacted. `data:` URI outputs are decoded
+(within a size bound) and staged without a request.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -349,11 +350,17 @@ def _start(
         )
     state = ServerState(pid=proc.pid, port=chosen, log=str(log), database=database_path(home))
     _write_state(home, state)
-    echo(
-        f"started a local Prefect server for ad-hoc runs: UI {state.url} "
-        f"(stop: python -m flows server stop)"
-    )
+    echo(f"started a local Prefect server for ad-hoc runs: UI {state.url} (stop: {stop_command()})")
     return state, proc
+
+
+def stop_command() -> str:
+    """How to stop this PREFECT_HOME's server from a shell: with the PREFECT_HOME it runs under
+    when that is not the default (`make` keeps Prefect's state in the checkout's `.prefect/`)."""
+    command = "python -m flows server stop"
+    if os.environ.get("PREFECT_HOME"):
+        return f"PREFECT_HOME={shlex.quote(str(prefect_home()))} {command}"
+    return command
 
 
 def stop(home: Path | None = None, timeout: float = STOP_TIMEOUT) -> ServerState | None:

@@ -122,7 +122,7 @@ def test_run_starts_the_local_server_and_is_visible_in_its_api(home, emulator, t
     env = cli_env(home, emulator, tmp_path)
     result = flows(*run_args(tmp_path, "visible"), env=env)
     assert result.returncode == 0, result.stderr
-    assert "python -m flows server stop" in result.stderr
+    assert f"(stop: PREFECT_HOME={home.resolve()} python -m flows server stop)" in result.stderr
     state = local_server.status(home)
     assert state is not None and local_server.healthy(state.api_url)
     runs = flow_runs(state.api_url)
