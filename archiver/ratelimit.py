@@ -77,8 +77,8 @@ class LimitedTransport(httpx.AsyncBaseTransport):
 
     httpcore's pool scans every connection (and asks each idle one's socket whether it was
     closed) on every request and every response close, and scans its queue too: with hundreds
-    of concurrent downloads that upkeep dominated the CPU. Waiting here keeps each pool small
-    (`limit / shards` connections) with no queue of its own.
+    of creates held open (`Prefer: wait`) that upkeep dominated the CPU. Waiting here keeps each
+    pool small (`limit / shards` connections) with no queue of its own.
     """
 
     def __init__(

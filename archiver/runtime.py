@@ -40,7 +40,6 @@ class Runtime:
     cache: PredictionCache
     lock: FileKeyLock | RedisKeyLock
     staging: Path
-    allow: HostAllowList
     progress: ProgressSink = field(default_factory=NullProgress)
 
     @classmethod
@@ -56,7 +55,6 @@ class Runtime:
         """`before_create` is awaited before every create request (the rate limit); default:
         an in-process token bucket at `settings.create_rate_per_minute`."""
         token = settings.token()
-        allow = HostAllowList(settings.delivery_hosts)
         register_secret(token)
         # Parsed once (their secrets registered for redaction), then shared by both stores.
         options = StorageOptions.parse({**settings.storage_options, **(storage_options or {})})
@@ -91,14 +89,13 @@ class Runtime:
                 streams=DELIVERY_STREAMS,
                 timeout=settings.http_timeout,
                 user_agent=USER_AGENT,
-                allow=allow,
+                allow=HostAllowList(settings.delivery_hosts),
                 ssl_context=_tls_context(),
             ),
             dest=destination,
             cache=PredictionCache(cache_store),
             lock=key_lock(settings.lock_url, staging.parent / "locks", ttl=settings.lock_ttl),
             staging=staging,
-            allow=allow,
             progress=progress or NullProgress(),
         )
 
