@@ -73,3 +73,11 @@ def test_the_nightly_sample_is_found_from_any_working_directory(tmp_path, monkey
     (tmp_path / "mine.jsonl").write_text('{"prompt": "x"}\n')
     for given in ("mine.jsonl", "s3://bucket/p.jsonl", "missing.jsonl", str(tmp_path)):
         assert _project_file(given) == given
+
+
+def test_every_entrypoint_is_a_module_path_a_worker_imports_from_anywhere():
+    """No deployment names a file: a worker started outside the checkout (no pull step) must
+    import every flow from the installed package; a `flows/x.py:f` path fails there."""
+    for spec in load_specs():
+        assert ":" not in spec.entrypoint and "/" not in spec.entrypoint, spec.name
+        assert spec.load_flow().name, spec.name
