@@ -11,6 +11,7 @@ the same file again only retries what failed. `BatchSummary` is JSON-safe and to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ from .batchfile import BatchItem
 from .download import Staged
 from .errors import ArchiverError, redact
 from .generate import Generated, Ready
+from .iothreads import local_disk
 from .manifest import Manifest
 from .pipeline import (
     FileSummary,
@@ -165,7 +167,9 @@ class BatchRunner:
 
     async def run_many(self, items: Iterable[BatchItem]) -> list[ItemResult]:
         """Every item, concurrently within the runner's bound; results in the given order."""
-        return list(await asyncio.gather(*(self.run_one(item) for item in items)))
+        with local_disk() if self.runtime.on_local_disk else contextlib.nullcontext():
+            running = asyncio.gather(*(self.run_one(item) for item in items))  # tasks made here
+        return list(await running)
 
     async def run_one(self, item: BatchItem) -> ItemResult:
         """One item, to an outcome; only cancellation escapes."""

@@ -99,6 +99,11 @@ class Runtime:
             progress=progress or NullProgress(),
         )
 
+    @property
+    def on_local_disk(self) -> bool:
+        """Whether the archive and the cache are both on local disk (staging always is)."""
+        return self.dest.is_local and self.cache.store.is_local
+
     def download_options(self) -> DownloadOptions:
         s = self.settings
         return DownloadOptions(
