@@ -195,3 +195,23 @@ class CoalescingLimiter:
 
 class _LimitUnavailable(Exception):
     pass
+
+
+class DeferredLimiter:
+    """A create limiter that is still being set up (e.g. looked up on a server).
+
+    Work that needs no create (locks, cache look-ups, intents) starts at once; each create
+    first waits until `setup` is done, then goes through the limiter it gave, or through
+    `fallback` when it gave none. A set-up that failed fails every create with its error.
+    """
+
+    def __init__(
+        self, setup: asyncio.Future[CreateLimiter | None], fallback: CreateLimiter | None
+    ) -> None:
+        self.setup = setup
+        self.fallback = fallback
+
+    async def __call__(self) -> None:
+        limiter = await asyncio.shield(self.setup) or self.fallback  # a waiter's cancel: its own
+        if limiter is not None:
+            await limiter()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.states import Failed
@@ -23,8 +24,10 @@ from archiver.batch import BatchProgress, BatchRunner, BatchSummary, ItemResult,
 from archiver.batchfile import BatchItem
 from archiver.pipeline import OnDataRemoved
 from archiver.progress import current_progress
+from archiver.ratelimit import CreateLimiter, DeferredLimiter
 from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
+from archiver.settings import Settings
 from flows.archive_prediction import WebhookParam
 from flows.settings import flow_settings
 from tasks.artifacts import new_progress_artifact, progress_artifact, publish_batch
@@ -66,14 +69,14 @@ async def archive_batch(
     settings = await flow_settings()
     runtime = Runtime.build(settings, dest=dest)  # creates limited in-process until...
     use_previews(PreviewBudget())  # one gallery's worth of thumbnails for the whole batch
+    # Prefect's set-up calls run while the items start (locks, cache look-ups and intents need
+    # no API); every create waits for them.
+    progress_id = asyncio.ensure_future(new_progress_artifact())
+    limiter = asyncio.ensure_future(_create_limiter(settings, progress_id))
     try:
-        limiter, items, progress_id = await asyncio.gather(
-            prefect_create_limiter(settings),
-            read_batch(quote(runtime), _project_file(file), model, return_state=False),
-            new_progress_artifact(),
-        )
-        if limiter is not None:  # ...Prefect's global limit, shared by every run, takes over
-            runtime.api.before_create = limiter
+        items = await read_batch(quote(runtime), _project_file(file), model, return_state=False)
+        # ...Prefect's global limit, shared by every run, takes over (if there is a server)
+        runtime.api.before_create = DeferredLimiter(limiter, runtime.api.before_create)
         progress = BatchProgress(len(items), current_progress())
         runtime.progress = progress
         runner = BatchRunner.of(
@@ -98,6 +101,7 @@ async def archive_batch(
             else:
                 results.extend(outcome)
     finally:
+        await _settled(progress_id, limiter)
         await runtime.aclose()
     summary = BatchSummary(file=file, dest=runtime.dest.url, items=results)
     await publish_batch(summary, runtime.dest, settings.presign_seconds)
@@ -105,6 +109,27 @@ async def archive_batch(
     if summary.failed:
         return Failed(message=summary.headline(), data=summary)  # type: ignore[return-value]
     return summary
+
+
+async def _create_limiter(
+    settings: Settings, progress_id: asyncio.Future[Any]
+) -> CreateLimiter | None:
+    """Prefect's global create limit (None: in-process), ready once the progress artifact
+    exists: on a SQLite-backed server, creating it while the first creates took their
+    rate-limit slots made those wait ~2 s for the database lock."""
+    found = await prefect_create_limiter(settings)
+    await asyncio.wait([progress_id])
+    return found
+
+
+async def _settled(*futures: asyncio.Future[Any]) -> None:
+    """Cancel what is still running of `futures` and wait for it (their errors are theirs)."""
+    for future in futures:
+        future.cancel()
+    await asyncio.wait(futures)
+    for future in futures:
+        if not future.cancelled():
+            future.exception()  # retrieved: asyncio logs none as "never retrieved"
 
 
 def _archive_chunk(runner: BatchRunner, chunk: list[BatchItem]) -> Awaitable[list[ItemResult]]:

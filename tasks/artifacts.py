@@ -114,18 +114,17 @@ PROGRESS_EVERY = 2.0  # seconds between progress artifact updates
 
 
 async def new_progress_artifact() -> Any:
-    """Create a batch's progress artifact (0 %); its id, for `progress_artifact`.
-
-    Created before the items start (a flow gathers it with its other start-up calls): on a
-    SQLite-backed server, creating it while the first creates take their rate-limit slots made
-    those wait ~2 s for the database lock."""
+    """Create a batch's progress artifact (0 %); its id, for `progress_artifact`."""
     return await acreate_progress_artifact(progress=0.0, description="reading the batch file")
 
 
 @contextlib.asynccontextmanager
-async def progress_artifact(artifact_id: Any, progress: BatchProgress) -> AsyncIterator[None]:
-    """Keep the progress artifact `artifact_id` up to date (at most every PROGRESS_EVERY
-    seconds) while the body runs, and once more at its end."""
+async def progress_artifact(
+    artifact_id: asyncio.Future[Any], progress: BatchProgress
+) -> AsyncIterator[None]:
+    """Keep the progress artifact `artifact_id` (a future: it may still be being created) up
+    to date, at most every PROGRESS_EVERY seconds while the body runs, and once more at its
+    end. Best effort: an artifact that could not be created is not followed."""
 
     async def follow() -> None:
         last: dict[str, int] | None = None
@@ -146,9 +145,9 @@ async def progress_artifact(artifact_id: Any, progress: BatchProgress) -> AsyncI
         await _update(artifact_id, progress.snapshot())
 
 
-async def _update(artifact_id: Any, snapshot: dict[str, int]) -> None:
+async def _update(artifact_id: asyncio.Future[Any], snapshot: dict[str, int]) -> None:
     percent = 100.0 * snapshot["finished"] / snapshot["total"] if snapshot["total"] else 100.0
     with contextlib.suppress(Exception):  # progress is best effort; never fail the batch
         await aupdate_progress_artifact(
-            artifact_id, progress=percent, description=render.progress_text(snapshot)
+            await artifact_id, progress=percent, description=render.progress_text(snapshot)
         )

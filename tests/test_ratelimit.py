@@ -187,3 +187,81 @@ def test_coalescing_limiter_takes_queued_slots_together_and_falls_back_when_brok
 
     asyncio.run(main())
     assert warnings == ["create rate limit falls back to in-process: limit deleted"]
+
+
+def test_deferred_limiter_holds_creates_until_set_up_then_uses_what_it_gave():
+    """Creates wait for the set-up; then they go through the limiter it gave, or through the
+    fallback when it gave none; a failed set-up fails each create with its own error."""
+    from archiver.ratelimit import DeferredLimiter
+
+    calls: list[str] = []
+
+    async def shared() -> None:
+        calls.append("shared")
+
+    async def fallback() -> None:
+        calls.append("fallback")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        setup: asyncio.Future = loop.create_future()
+        limiter = DeferredLimiter(setup, fallback)
+        waiting = [asyncio.ensure_future(limiter()) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        assert calls == [] and not any(w.done() for w in waiting)
+        setup.set_result(shared)
+        await asyncio.gather(*waiting)
+        assert calls == ["shared"] * 3
+
+        none: asyncio.Future = loop.create_future()
+        none.set_result(None)
+        await DeferredLimiter(none, fallback)()
+        assert calls[-1] == "fallback"
+
+        failed: asyncio.Future = loop.create_future()
+        failed.set_exception(RuntimeError("no API"))
+        try:
+            await DeferredLimiter(failed, fallback)()
+        except RuntimeError as exc:
+            assert str(exc) == "no API"
+        else:
+            raise AssertionError("a failed set-up let a create through")
+
+    asyncio.run(main())
+
+
+def test_batch_items_start_their_local_work_while_prefect_is_set_up(
+    prefect_harness, archive_env, emulator, tmp_path, monkeypatch
+):
+    """The batch flow's items take their locks and write their intents while the global limit
+    is still being looked up; no create is sent until the look-up is done."""
+    import flows.batch
+    from archiver.cache import PredictionCache
+
+    intents: list[str] = []
+    put = PredictionCache.put
+
+    def recording_put(self, record):
+        intents.append(record.state)
+        return put(self, record)
+
+    monkeypatch.setattr(PredictionCache, "put", recording_put)
+    seen_at_lookup: dict[str, object] = {}
+    lookup = flows.batch.prefect_create_limiter
+
+    async def slow_lookup(settings):
+        for _ in range(200):  # until both items wrote their intents (or 10 s)
+            if intents.count("creating") == 2:
+                break
+            await asyncio.sleep(0.05)
+        seen_at_lookup.update(intents=list(intents), creates=emulator.stats().create_attempts)
+        return await lookup(settings)
+
+    monkeypatch.setattr(flows.batch, "prefect_create_limiter", slow_lookup)
+    batch = tmp_path / "two.jsonl"
+    batch.write_text("".join(json.dumps({"prompt": f"overlap {i}"}) + "\n" for i in range(2)))
+    summary = asyncio.run(
+        flows.batch.archive_batch(file=str(batch), model=MODEL, dest=str(archive_env))
+    )
+    assert seen_at_lookup == {"intents": ["creating", "creating"], "creates": 0}
+    assert summary.counts["archived"] == 2
