@@ -149,5 +149,8 @@ async def _update(artifact_id: asyncio.Future[Any], snapshot: dict[str, int]) ->
     percent = 100.0 * snapshot["finished"] / snapshot["total"] if snapshot["total"] else 100.0
     with contextlib.suppress(Exception):  # progress is best effort; never fail the batch
         await aupdate_progress_artifact(
-            await artifact_id, progress=percent, description=render.progress_text(snapshot)
+            # shielded: a cancelled follower must not cancel the artifact's creation itself
+            await asyncio.shield(artifact_id),
+            progress=percent,
+            description=render.progress_text(snapshot),
         )

@@ -149,3 +149,32 @@ def test_cli_batch_exits_1_when_an_item_fails_and_lists_every_item(cli, archive_
     assert "Traceback" not in failed.stderr
     missing = cli("batch", str(tmp_path / "absent.jsonl"), "--model", MODEL)
     assert missing.returncode == 1 and missing.stderr.strip().startswith("error: batch file")
+
+
+def test_progress_follower_cancelled_mid_creation_leaves_the_artifact_to_its_final_update(
+    monkeypatch,
+):
+    """The progress artifact may still be being created when the batch ends: cancelling the
+    follower that waits for it does not cancel the creation, and the final update still lands."""
+    import tasks.artifacts as artifacts
+    from archiver.batch import BatchProgress
+
+    updates: list[tuple[str, float]] = []
+
+    async def update(artifact_id, progress, description):
+        updates.append((artifact_id, progress))
+
+    monkeypatch.setattr(artifacts, "aupdate_progress_artifact", update)
+    monkeypatch.setattr(artifacts, "PROGRESS_EVERY", 0.01)
+
+    async def main() -> None:
+        created: asyncio.Future = asyncio.get_running_loop().create_future()
+        progress = BatchProgress(1)
+        async with artifacts.progress_artifact(created, progress):
+            await asyncio.sleep(0.05)  # the follower now waits for the artifact's id
+            progress.prediction_done("p1", "archived")
+            asyncio.get_running_loop().call_later(0.05, created.set_result, "artifact-1")
+        assert not created.cancelled()
+
+    asyncio.run(main())
+    assert updates == [("artifact-1", 100.0)]

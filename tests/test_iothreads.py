@@ -22,9 +22,13 @@ def test_local_disk_context_and_its_tasks_use_the_small_pool():
     """Inside `local_disk()`, and in tasks started there, calls run on the disk pool (8 threads);
     outside it on the remote pool; many calls at once never use more threads than the pool has."""
 
+    def busy_name() -> str:
+        threading.Event().wait(0.02)  # busy long enough that the pool runs many at once
+        return _thread_name()
+
     async def names(count: int) -> set[str]:
         async def one() -> str:
-            return await run_io(lambda: (threading.Event().wait(0.02), _thread_name())[1])
+            return await run_io(busy_name)
 
         return set(await asyncio.gather(*(one() for _ in range(count))))
 
