@@ -45,7 +45,7 @@ def test_local_disk_context_and_its_tasks_use_the_small_pool():
     assert DISK_THREADS < IO_THREADS
 
 
-def _batch_threads(dest: str, emulator, monkeypatch) -> set[str]:
+def _batch_threads(dest: str, monkeypatch) -> set[str]:
     """The threads every cache record of a two-item batch into `dest` was written on."""
     seen: set[str] = set()
     put = cache_module.PredictionCache.put
@@ -74,12 +74,12 @@ def _batch_threads(dest: str, emulator, monkeypatch) -> set[str]:
 
 def test_a_batch_on_local_disk_writes_on_the_disk_pool(archive_env, emulator, monkeypatch):
     """A batch whose archive and cache are local writes its cache records on the disk pool."""
-    threads = _batch_threads(str(archive_env), emulator, monkeypatch)
+    threads = _batch_threads(str(archive_env), monkeypatch)
     assert threads and all(name.startswith("archiver-disk") for name in threads), threads
 
 
 def test_a_batch_to_a_remote_store_writes_on_the_io_pool(archive_env, emulator, monkeypatch):
     """A batch whose archive and cache are an fsspec store writes on the larger I/O pool."""
     monkeypatch.delenv("ARCHIVER_CACHE_URL")  # the cache then lives in the (remote) archive
-    threads = _batch_threads("memory://iothreads-remote", emulator, monkeypatch)
+    threads = _batch_threads("memory://iothreads-remote", monkeypatch)
     assert threads and all(name.startswith("archiver-io") for name in threads), threads
