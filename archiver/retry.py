@@ -36,6 +36,7 @@ these counts:
 | download one file | `download_file` (`DOWNLOAD_ATTEMPTS` 5) | 5 delivery GETs (each may follow 5 redirects); between them at most 4 re-fetches of the prediction (`api_get` each) when URLs expire or streams break |
 | a pipeline step (generate, download, archive) | `step` (`TASK_RETRIES` 3 + 1) | 4 runs of the step, only for transient errors no loop above handled: store outages; each store request is 1 HTTP request |
 | read a batch file | `READ_BATCH` (Prefect task retries) | 3 reads |
+| take slots of Prefect's global create limit | `PREFECT_LIMIT` | 8 requests answered 503 (a busy server; they skip the Prefect client's own retry), 2.3 s in all, then creates are limited in-process; other errors are retried by the Prefect client alone; a full limit (423) is waited out as the server asks, as Prefect does |
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ class RetryPolicies:
 
 #: Reading a batch file: Prefect's task retries (the read is one task, no loop inside).
 READ_BATCH = RetryPolicy(attempts=3, first_delay=1.0, max_delay=4.0)
+
+#: Taking slots of Prefect's global create limit (`tasks/limits.py`): a SQLite-backed server
+#: answers 503 when two writes collide, and the collision is over in milliseconds; Prefect's
+#: client would wait 2 s before its retry, holding back every create of the batch.
+PREFECT_LIMIT = RetryPolicy(attempts=8, first_delay=0.02, max_delay=1.0, jitter=0.5)
 
 
 def should_retry(exc: BaseException | None) -> bool:

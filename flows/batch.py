@@ -24,15 +24,14 @@ from archiver.batch import BatchProgress, BatchRunner, BatchSummary, ItemResult,
 from archiver.batchfile import BatchItem
 from archiver.pipeline import OnDataRemoved
 from archiver.progress import current_progress
-from archiver.ratelimit import CreateLimiter, DeferredLimiter
+from archiver.ratelimit import DeferredLimiter
 from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
-from archiver.settings import Settings
 from flows.archive_prediction import WebhookParam
 from flows.settings import flow_settings
 from tasks.artifacts import new_progress_artifact, progress_artifact, publish_batch
 from tasks.batch import archive_items, read_batch
-from tasks.limits import prefect_create_limiter
+from tasks.limits import PrefectCreateLimit
 
 # The directory holding the installed `flows` package: the checkout, or site-packages.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +71,8 @@ async def archive_batch(
     # Prefect's set-up calls run while the items start (locks, cache look-ups and intents need
     # no API); every create waits for them.
     progress_id = asyncio.ensure_future(new_progress_artifact())
-    limiter = asyncio.ensure_future(_create_limiter(settings, progress_id))
+    create_limit = PrefectCreateLimit(settings)
+    limiter = asyncio.ensure_future(create_limit.setup())
     try:
         items = await read_batch(quote(runtime), _project_file(file), model, return_state=False)
         # ...Prefect's global limit, shared by every run, takes over (if there is a server)
@@ -102,6 +102,7 @@ async def archive_batch(
                 results.extend(outcome)
     finally:
         await _settled(progress_id, limiter)
+        await create_limit.aclose()
         await runtime.aclose()
     summary = BatchSummary(file=file, dest=runtime.dest.url, items=results)
     await publish_batch(summary, runtime.dest, settings.presign_seconds)
@@ -109,17 +110,6 @@ async def archive_batch(
     if summary.failed:
         return Failed(message=summary.headline(), data=summary)  # type: ignore[return-value]
     return summary
-
-
-async def _create_limiter(
-    settings: Settings, progress_id: asyncio.Future[Any]
-) -> CreateLimiter | None:
-    """Prefect's global create limit (None: in-process), ready once the progress artifact
-    exists: on a SQLite-backed server, creating it while the first creates took their
-    rate-limit slots made those wait ~2 s for the database lock."""
-    found = await prefect_create_limiter(settings)
-    await asyncio.wait([progress_id])
-    return found
 
 
 async def _settled(*futures: asyncio.Future[Any]) -> None:

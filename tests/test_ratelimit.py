@@ -237,6 +237,7 @@ def test_batch_items_start_their_local_work_while_prefect_is_set_up(
     is still being looked up; no create is sent until the look-up is done."""
     import flows.batch
     from archiver.cache import PredictionCache
+    from tasks.limits import PrefectCreateLimit
 
     intents: list[str] = []
     put = PredictionCache.put
@@ -247,17 +248,17 @@ def test_batch_items_start_their_local_work_while_prefect_is_set_up(
 
     monkeypatch.setattr(PredictionCache, "put", recording_put)
     seen_at_lookup: dict[str, object] = {}
-    lookup = flows.batch.prefect_create_limiter
+    setup = PrefectCreateLimit.setup
 
-    async def slow_lookup(settings):
+    async def slow_setup(self):
         for _ in range(200):  # until both items wrote their intents (or 10 s)
             if intents.count("creating") == 2:
                 break
             await asyncio.sleep(0.05)
         seen_at_lookup.update(intents=list(intents), creates=emulator.stats().create_attempts)
-        return await lookup(settings)
+        return await setup(self)
 
-    monkeypatch.setattr(flows.batch, "prefect_create_limiter", slow_lookup)
+    monkeypatch.setattr(PrefectCreateLimit, "setup", slow_setup)
     batch = tmp_path / "two.jsonl"
     batch.write_text("".join(json.dumps({"prompt": f"overlap {i}"}) + "\n" for i in range(2)))
     summary = asyncio.run(

@@ -1,0 +1,167 @@
+"""Prefect's global create limit, through a real Prefect server: slots taken, a busy server's
+answers retried at once (not after the Prefect client's 2 s), failures left to the in-process
+limit."""
+
+import asyncio
+import os
+
+import httpx
+from prefect import flow
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+from archiver.retry import RetryPolicy
+from archiver.settings import Settings
+from tasks.limits import PrefectCreateLimit
+
+INCREMENT = "/v2/concurrency_limits/increment"
+
+
+class FaultyTransport(httpx.AsyncBaseTransport):
+    """Passes every request to the server, except that the first increments get the given
+    answers instead (None: pass that one through too). Counts the increments sent."""
+
+    def __init__(self, answers: list[httpx.Response | None]) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.answers = list(answers)
+        self.increments = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(INCREMENT):
+            self.increments += 1
+            answer = self.answers.pop(0) if self.answers else None
+            if answer is not None:
+                return answer
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def busy() -> httpx.Response:
+    return httpx.Response(503, json={"exception_message": "Service Unavailable"})
+
+
+def settings_for(name: str) -> Settings:
+    """A limit of its own: a burst of 10, 1 create a minute (the slots barely decay meanwhile)."""
+    env = {
+        "ARCHIVER_CREATE_LIMIT_NAME": name,
+        "ARCHIVER_CREATE_RATE_PER_MINUTE": "1",
+        "ARCHIVER_CREATE_BURST": "10",
+    }
+    os.environ.update(env)
+    try:
+        return Settings()
+    finally:
+        for key in env:
+            del os.environ[key]
+
+
+def limit_through(api: str, transport: FaultyTransport, name: str, sleeps: list[float]):
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    def client(httpx_settings: dict) -> PrefectClient:
+        return PrefectClient(api, httpx_settings={**httpx_settings, "transport": transport})
+
+    return PrefectCreateLimit(settings_for(name), client=client, sleep=sleep)
+
+
+async def active_slots(name: str) -> int:
+    async with get_client() as client:
+        return (await client.read_global_concurrency_limit_by_name(name)).active_slots
+
+
+def unique(tmp_path) -> str:
+    return f"test-limit-{os.getpid()}-{tmp_path.name}".lower().replace("_", "-")
+
+
+def test_busy_answers_are_retried_at_once_by_our_policy_alone(prefect_harness, tmp_path):
+    """Two 503s (SQLite busy) then the server: the slots are taken after two of our short
+    waits, with no retry of the Prefect client's own (which waits 2 s, then 4 s)."""
+    name, sleeps = unique(tmp_path), []
+    transport = FaultyTransport([busy(), busy()])
+    limit = limit_through(prefect_harness, transport, name, sleeps)
+
+    @flow
+    async def take_three() -> bool:
+        try:
+            limiter = await limit.setup()
+            await limit.take(3)
+        finally:
+            await limit.aclose()
+        return limiter is not None
+
+    assert asyncio.run(take_three())
+    assert transport.increments == 3
+    assert len(sleeps) == 2 and all(wait < 0.1 for wait in sleeps)
+    assert asyncio.run(active_slots(name)) == 3
+
+
+def test_a_full_limit_is_waited_out_as_the_server_says(prefect_harness, tmp_path):
+    """A 423 with Retry-After 0.25: the take waits 0.25 s, then gets its slot."""
+    name, sleeps = unique(tmp_path), []
+    locked = httpx.Response(423, headers={"Retry-After": "0.25"})
+    transport = FaultyTransport([locked])
+    limit = limit_through(prefect_harness, transport, name, sleeps)
+
+    @flow
+    async def take_one() -> None:
+        try:
+            await limit.setup()
+            await limit.take(1)
+        finally:
+            await limit.aclose()
+
+    asyncio.run(take_one())
+    assert sleeps == [0.25] and transport.increments == 2
+    assert asyncio.run(active_slots(name)) == 1
+
+
+def test_a_server_that_stays_busy_leaves_creates_to_the_in_process_limit(prefect_harness, tmp_path):
+    """Every increment answered 503: exactly the policy's attempts are sent (no client retry
+    multiplies them), then creates go through the in-process bucket, with one warning."""
+    name, sleeps = unique(tmp_path), []
+    transport = FaultyTransport([busy() for _ in range(50)])
+    limit = limit_through(prefect_harness, transport, name, sleeps)
+    limit._policy = RetryPolicy(attempts=3, first_delay=0.01)  # noqa: SLF001 - a short budget
+
+    @flow
+    async def create_twice() -> int:
+        try:
+            limiter = await limit.setup()
+            assert limiter is not None
+            await limiter()
+            await limiter()
+            return limiter.fallback.acquired
+        finally:
+            await limit.aclose()
+
+    assert asyncio.run(create_twice()) == 2
+    assert transport.increments == 3 and len(sleeps) == 2
+
+
+def test_a_limit_that_cannot_rate_limit_leaves_creates_in_process(prefect_harness, tmp_path):
+    """An inactive limit of that name: no slot is taken, the runtime's bucket applies."""
+    name = unique(tmp_path)
+
+    async def inactive() -> None:
+        async with get_client() as client:
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(
+                    name=name, limit=5, slot_decay_per_second=1.0, active=False
+                )
+            )
+
+    asyncio.run(inactive())
+    transport = FaultyTransport([])
+    limit = limit_through(prefect_harness, transport, name, [])
+
+    @flow
+    async def set_up() -> object:
+        try:
+            return await limit.setup()
+        finally:
+            await limit.aclose()
+
+    assert asyncio.run(set_up()) is None and transport.increments == 0
