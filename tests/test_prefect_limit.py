@@ -57,14 +57,16 @@ def settings_for(name: str) -> Settings:
             del os.environ[key]
 
 
-def limit_through(api: str, transport: FaultyTransport, name: str, sleeps: list[float]):
+def limit_through(
+    api: str, transport: FaultyTransport, name: str, sleeps: list[float], **options
+) -> PrefectCreateLimit:
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
     def client(httpx_settings: dict) -> PrefectClient:
         return PrefectClient(api, httpx_settings={**httpx_settings, "transport": transport})
 
-    return PrefectCreateLimit(settings_for(name), client=client, sleep=sleep)
+    return PrefectCreateLimit(settings_for(name), client=client, sleep=sleep, **options)
 
 
 async def active_slots(name: str) -> int:
@@ -123,8 +125,8 @@ def test_a_server_that_stays_busy_leaves_creates_to_the_in_process_limit(prefect
     multiplies them), then creates go through the in-process bucket, with one warning."""
     name, sleeps = unique(tmp_path), []
     transport = FaultyTransport([busy() for _ in range(50)])
-    limit = limit_through(prefect_harness, transport, name, sleeps)
-    limit._policy = RetryPolicy(attempts=3, first_delay=0.01)  # noqa: SLF001 - a short budget
+    short = RetryPolicy(attempts=3, first_delay=0.01)
+    limit = limit_through(prefect_harness, transport, name, sleeps, policy=short)
 
     @flow
     async def create_twice() -> int:
