@@ -64,12 +64,15 @@ class PrefectCreateLimit:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.settings = settings
-        self.name = settings.create_limit_name
         self._make_client = client
         self._policy = policy
         self._sleep = sleep
         self._exit = contextlib.AsyncExitStack()
         self._client: PrefectClient | None = None
+
+    @property
+    def name(self) -> str:
+        return self.settings.create_limit_name
 
     async def setup(self) -> CreateLimiter | None:
         """The limit, created if missing; None (with a warning) if it cannot be used."""
@@ -173,8 +176,7 @@ class PrefectCreateLimit:
 async def _fail_fast_when_busy(response: httpx.Response) -> None:
     """httpx response hook: a busy server's answer raises here, before Prefect's client would
     sleep 2 s to try again; `retry_call` tries again instead."""
-    if response.status_code == BUSY:
-        await response.aclose()
+    if response.status_code == BUSY:  # httpx closes the response on the way out
         raise ServiceUnavailable(f"the Prefect API is busy (HTTP {response.status_code})")
 
 
