@@ -20,7 +20,14 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 from prefect.utilities.annotations import quote
 
-from archiver.batch import BatchProgress, BatchRunner, BatchSummary, ItemResult, chunked
+from archiver.batch import (
+    BatchProgress,
+    BatchRunner,
+    BatchSummary,
+    ItemResult,
+    ItemResults,
+    chunked,
+)
 from archiver.batchfile import BatchItem
 from archiver.pipeline import OnDataRemoved
 from archiver.progress import current_progress
@@ -104,7 +111,7 @@ async def archive_batch(
         await _settled(progress_id, limiter)
         await create_limit.aclose()
         await runtime.aclose()
-    summary = BatchSummary(file=file, dest=runtime.dest.url, items=results)
+    summary = BatchSummary(file=file, dest=runtime.dest.url, items=ItemResults(results))
     await publish_batch(summary, runtime.dest, settings.presign_seconds)
     get_run_logger().info("%s", summary.headline())
     if summary.failed:
