@@ -36,7 +36,12 @@ from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from flows.archive_prediction import WebhookParam
 from flows.settings import flow_settings
-from tasks.artifacts import new_progress_artifact, progress_artifact, publish_batch
+from tasks.artifacts import (
+    final_progress,
+    new_progress_artifact,
+    progress_artifact,
+    publish_batch,
+)
 from tasks.batch import archive_items, read_batch
 from tasks.limits import PrefectCreateLimit
 
@@ -107,12 +112,18 @@ async def archive_batch(
                 results.extend(ItemResult.failed(item, outcome) for item in chunk)
             else:
                 results.extend(outcome)
+    except BaseException:
+        await _settled(progress_id)  # not created yet: never will be
+        raise
     finally:
-        await _settled(progress_id, limiter)
+        await _settled(limiter)
         await create_limit.aclose()
         await runtime.aclose()
     summary = BatchSummary(file=file, dest=runtime.dest.url, items=ItemResults(results))
-    await publish_batch(summary, runtime.dest, settings.presign_seconds)
+    await asyncio.gather(  # two API calls at once: each is a round trip to a busy server
+        final_progress(progress_id, progress),
+        publish_batch(summary, runtime.dest, settings.presign_seconds),
+    )
     get_run_logger().info("%s", summary.headline())
     if summary.failed:
         return Failed(message=summary.headline(), data=summary)  # type: ignore[return-value]

@@ -123,8 +123,10 @@ async def progress_artifact(
     artifact_id: asyncio.Future[Any], progress: BatchProgress
 ) -> AsyncIterator[None]:
     """Keep the progress artifact `artifact_id` (a future: it may still be being created) up
-    to date, at most every PROGRESS_EVERY seconds while the body runs, and once more at its
-    end. Best effort: an artifact that could not be created is not followed."""
+    to date, at most every PROGRESS_EVERY seconds while the body runs. The last update is the
+    caller's (`final_progress`, sent together with the run's other artifacts), unless the body
+    raises: then it is sent here. Best effort: an artifact that could not be created is not
+    followed."""
 
     async def follow() -> None:
         last: dict[str, int] | None = None
@@ -138,11 +140,22 @@ async def progress_artifact(
     follower = asyncio.create_task(follow())
     try:
         yield
-    finally:
-        follower.cancel()
-        with contextlib.suppress(BaseException):
-            await follower
-        await _update(artifact_id, progress.snapshot())
+    except BaseException:
+        await _stop(follower)
+        await final_progress(artifact_id, progress)
+        raise
+    await _stop(follower)
+
+
+async def final_progress(artifact_id: asyncio.Future[Any], progress: BatchProgress) -> None:
+    """The progress artifact's last update: where the batch ended."""
+    await _update(artifact_id, progress.snapshot())
+
+
+async def _stop(follower: asyncio.Task[None]) -> None:
+    follower.cancel()
+    with contextlib.suppress(BaseException):
+        await follower
 
 
 async def _update(artifact_id: asyncio.Future[Any], snapshot: dict[str, int]) -> None:

@@ -1,6 +1,7 @@
 """Batch runs over real HTTP: per-item models, failures that stay local, resume, artifacts, CLI."""
 
 import asyncio
+import contextlib
 import json
 
 import fsspec
@@ -154,8 +155,9 @@ def test_cli_batch_exits_1_when_an_item_fails_and_lists_every_item(cli, archive_
 def test_progress_follower_cancelled_mid_creation_leaves_the_artifact_to_its_final_update(
     monkeypatch,
 ):
-    """The progress artifact may still be being created when the batch ends: cancelling the
-    follower that waits for it does not cancel the creation, and the final update still lands."""
+    """The progress artifact may still be being created when the batch ends: stopping the
+    follower that waits for it does not cancel the creation, and the final update lands, by
+    the caller's hand or, when the batch raised, by the follower's."""
     import tasks.artifacts as artifacts
     from archiver.batch import BatchProgress
 
@@ -174,7 +176,13 @@ def test_progress_follower_cancelled_mid_creation_leaves_the_artifact_to_its_fin
             await asyncio.sleep(0.05)  # the follower now waits for the artifact's id
             progress.prediction_done("p1", "archived")
             asyncio.get_running_loop().call_later(0.05, created.set_result, "artifact-1")
-        assert not created.cancelled()
+        assert not created.cancelled() and updates == []
+        await artifacts.final_progress(created, progress)
+        failing: asyncio.Future = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(RuntimeError):
+            async with artifacts.progress_artifact(failing, BatchProgress(2)):
+                asyncio.get_running_loop().call_later(0.05, failing.set_result, "artifact-2")
+                raise RuntimeError("the batch broke")
 
     asyncio.run(main())
-    assert updates == [("artifact-1", 100.0)]
+    assert updates == [("artifact-1", 100.0), ("artifact-2", 0.0)]
