@@ -13,6 +13,7 @@ line) becomes that item's error, so the rest of the batch still runs.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -25,6 +26,7 @@ from fsspec.utils import infer_compression
 from .errors import ArchiverError, ConfigurationError, storage_error
 from .inputs import parse_value
 from .prediction import ModelRef, PredictionRequest
+from .retry import READ_BATCH, Sleep, retry_call
 from .storage import open_destination
 
 Format = Literal["jsonl", "csv", "json"]
@@ -62,6 +64,24 @@ def load_batch(
 ) -> list[BatchItem]:
     """Read and parse the batch file at `url` (local path or fsspec URL)."""
     return parse_batch(read_text(url, storage_options), name=url, default_model=default_model)
+
+
+async def read_batch(
+    url: str,
+    *,
+    default_model: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> list[BatchItem]:
+    """`load_batch` on a worker thread, a transient failure (a store outage) tried again as
+    `READ_BATCH` says; a file that is missing or malformed fails at once."""
+    return await retry_call(
+        READ_BATCH,
+        lambda: asyncio.to_thread(
+            load_batch, url, default_model=default_model, storage_options=storage_options
+        ),
+        sleep=sleep,
+    )
 
 
 def read_text(url: str, storage_options: Mapping[str, Any] | None = None) -> str:

@@ -35,7 +35,7 @@ these counts:
 | wait for a prediction | `wait_poll` (`WAIT_FAILURES` 8) | 8 consecutive failed polls, then `ServiceUnavailable` (not an hour of swallowed errors) |
 | download one file | `download_file` (`DOWNLOAD_ATTEMPTS` 5) | 5 delivery GETs (each may follow 5 redirects); between them at most 4 re-fetches of the prediction (`api_get` each) when URLs expire or streams break |
 | a pipeline step (generate, download, archive) | `step` (`TASK_RETRIES` 3 + 1) | 4 runs of the step, only for transient errors no loop above handled: store outages; each store request is 1 HTTP request |
-| read a batch file | `READ_BATCH` (Prefect task retries) | 3 reads |
+| read a batch file | `READ_BATCH` | 3 reads, only for transient errors (a store outage) |
 | take slots of Prefect's global create limit | `PREFECT_LIMIT` | 8 requests answered 503 (a busy server; they skip the Prefect client's own retry), 2.3 s in all, then creates are limited in-process; other errors are retried by the Prefect client alone; a full limit (423) is waited out as the server asks, as Prefect does |
 """
 
@@ -131,7 +131,7 @@ class RetryPolicies:
         )
 
 
-#: Reading a batch file: Prefect's task retries (the read is one task, no loop inside).
+#: Reading a batch file (`batchfile.read_batch`): one read, no loop inside.
 READ_BATCH = RetryPolicy(attempts=3, first_delay=1.0, max_delay=4.0)
 
 #: Taking slots of Prefect's global create limit (`tasks/limits.py`): a SQLite-backed server

@@ -28,7 +28,7 @@ from archiver.batch import (
     ItemResults,
     chunked,
 )
-from archiver.batchfile import BatchItem
+from archiver.batchfile import BatchItem, read_batch
 from archiver.pipeline import OnDataRemoved
 from archiver.progress import current_progress
 from archiver.ratelimit import DeferredLimiter
@@ -42,7 +42,7 @@ from tasks.artifacts import (
     progress_artifact,
     publish_batch,
 )
-from tasks.batch import archive_items, read_batch
+from tasks.batch import archive_items
 from tasks.limits import PrefectCreateLimit
 
 # The directory holding the installed `flows` package: the checkout, or site-packages.
@@ -86,7 +86,10 @@ async def archive_batch(
     create_limit = PrefectCreateLimit(settings)
     limiter = asyncio.ensure_future(create_limit.setup())
     try:
-        items = await read_batch(quote(runtime), _project_file(file), model, return_state=False)
+        items = await read_batch(
+            _project_file(file), default_model=model, storage_options=settings.storage_options
+        )
+        get_run_logger().info("%s: %d record(s)", file, len(items))
         # ...Prefect's global limit, shared by every run, takes over (if there is a server)
         runtime.api.before_create = DeferredLimiter(limiter, runtime.api.before_create)
         progress = BatchProgress(len(items), current_progress())

@@ -1,37 +1,19 @@
-"""Tasks of a batch run: read the batch file, and archive a chunk of its items.
+"""The task of a batch run: archive a chunk of its items.
 
 A batch of hundreds of items runs as a few coarse tasks (one per chunk of items), not three
 tasks per item: Prefect's per-task cost would otherwise dominate. Each item is retried inside
-its chunk (`BatchRunner`), and never raises: its failure is its outcome.
+its chunk (`BatchRunner`), and never raises: its failure is its outcome. Reading the batch file
+is no task (`archiver.batchfile.read_batch`, with its own retries): a task run of its own cost
+the start of every batch about 40 ms, for one read.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from archiver.batch import BatchRunner, ItemResult
-from archiver.batchfile import BatchItem, load_batch
-from archiver.retry import READ_BATCH
-from archiver.runtime import Runtime
-
-from .retry import retry_transient
-
-
-@task(
-    name="read-batch",
-    cache_policy=NO_CACHE,
-    retries=READ_BATCH.retries,
-    retry_delay_seconds=READ_BATCH.delays(),
-    retry_condition_fn=retry_transient,
-)
-async def read_batch(runtime: Runtime, file: str, model: str | None) -> list[BatchItem]:
-    options = runtime.settings.storage_options
-    items = await asyncio.to_thread(load_batch, file, default_model=model, storage_options=options)
-    get_run_logger().info("%s: %d record(s)", file, len(items))
-    return items
+from archiver.batchfile import BatchItem
 
 
 @task(name="archive-items", cache_policy=NO_CACHE)

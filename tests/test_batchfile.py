@@ -1,13 +1,15 @@
 """Batch files: JSONL, CSV and JSON lists at any fsspec URL, per-record models, line-numbered errors."""
 
+import asyncio
 import gzip
 import json
 
 import fsspec
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 
-from archiver.batchfile import load_batch, parse_batch
-from archiver.errors import ConfigurationError
+from archiver.batchfile import load_batch, parse_batch, read_batch
+from archiver.errors import ConfigurationError, StorageUnavailable
 
 
 def test_jsonl_records_are_inputs_or_carry_their_own_model():
@@ -92,3 +94,57 @@ def test_a_missing_file_or_a_bad_default_model_is_a_one_line_error(tmp_path):
     (tmp_path / "ok.jsonl").write_text(json.dumps({"prompt": "x"}))
     with pytest.raises(ConfigurationError, match="invalid model reference"):
         load_batch(str(tmp_path / "ok.jsonl"), default_model="bad model")
+
+
+class FlakyFileSystem(MemoryFileSystem):
+    """An in-memory store whose first `fail` opens drop the connection."""
+
+    protocol = "flaky"
+    store: dict = {}  # noqa: RUF012 - fsspec's own layout: a store of the class, not memory://'s
+    pseudo_dirs = [""]  # noqa: RUF012
+    fail = 0
+    opens = 0
+
+    def _open(self, path, mode="rb", **kwargs):
+        type(self).opens += 1
+        if type(self).opens <= type(self).fail:
+            raise ConnectionResetError("connection reset by the store")
+        return super()._open(path, mode, **kwargs)
+
+
+def _flaky_batch(fail: int) -> str:
+    fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
+    FlakyFileSystem.fail = 0
+    with fsspec.open("flaky://batch.jsonl", "w") as out:
+        out.write('{"prompt": "a"}\n')
+    FlakyFileSystem.fail, FlakyFileSystem.opens = fail, 0
+    return "flaky://batch.jsonl"
+
+
+def test_a_store_outage_while_reading_the_batch_is_tried_three_times():
+    """A dropped connection is read again (3 reads in all); a third failure is the error."""
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    url = _flaky_batch(fail=2)
+    items = asyncio.run(read_batch(url, default_model="acme/m", sleep=sleep))
+    assert [i.input for i in items] == [{"prompt": "a"}] and FlakyFileSystem.opens == 3
+    assert waits == [1.0, 2.0]
+    url = _flaky_batch(fail=3)
+    with pytest.raises(StorageUnavailable, match="connection reset"):
+        asyncio.run(read_batch(url, default_model="acme/m", sleep=sleep))
+    assert FlakyFileSystem.opens == 3
+
+
+def test_a_missing_batch_file_is_not_read_again():
+    """A file that does not exist fails on the first read, naming it."""
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    with pytest.raises(ConfigurationError, match="absent.jsonl does not exist"):
+        asyncio.run(read_batch("memory://absent.jsonl", sleep=sleep))
+    assert waits == []
