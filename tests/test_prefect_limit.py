@@ -78,10 +78,25 @@ def unique(tmp_path) -> str:
     return f"test-limit-{os.getpid()}-{tmp_path.name}".lower().replace("_", "-")
 
 
+def existing(name: str, decay: float = 1 / 60, active: bool = True) -> str:
+    """The limit `name` on the server, as a run before this one left it (burst 10)."""
+
+    async def create() -> None:
+        async with get_client() as client:
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(
+                    name=name, limit=10, slot_decay_per_second=decay, active=active
+                )
+            )
+
+    asyncio.run(create())
+    return name
+
+
 def test_busy_answers_are_retried_at_once_by_our_policy_alone(prefect_harness, tmp_path):
     """Two 503s (SQLite busy) then the server: the slots are taken after two of our short
     waits, with no retry of the Prefect client's own (which waits 2 s, then 4 s)."""
-    name, sleeps = unique(tmp_path), []
+    name, sleeps = existing(unique(tmp_path)), []
     transport = FaultyTransport([busy(), busy()])
     limit = limit_through(prefect_harness, transport, name, sleeps)
 
@@ -102,7 +117,7 @@ def test_busy_answers_are_retried_at_once_by_our_policy_alone(prefect_harness, t
 
 def test_a_full_limit_is_waited_out_as_the_server_says(prefect_harness, tmp_path):
     """A 423 with Retry-After 0.25: the take waits 0.25 s, then gets its slot."""
-    name, sleeps = unique(tmp_path), []
+    name, sleeps = existing(unique(tmp_path)), []
     locked = httpx.Response(423, headers={"Retry-After": "0.25"})
     transport = FaultyTransport([locked])
     limit = limit_through(prefect_harness, transport, name, sleeps)
@@ -143,27 +158,62 @@ def test_a_server_that_stays_busy_leaves_creates_to_the_in_process_limit(prefect
     assert transport.increments == 3 and len(sleeps) == 2
 
 
-def test_a_limit_that_cannot_rate_limit_leaves_creates_in_process(prefect_harness, tmp_path):
-    """An inactive limit of that name: no slot is taken, the runtime's bucket applies."""
-    name = unique(tmp_path)
-
-    async def inactive() -> None:
-        async with get_client() as client:
-            await client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(
-                    name=name, limit=5, slot_decay_per_second=1.0, active=False
-                )
-            )
-
-    asyncio.run(inactive())
-    transport = FaultyTransport([])
-    limit = limit_through(prefect_harness, transport, name, [])
+def create_twice(limit: PrefectCreateLimit):
+    """A flow run that creates twice through `limit`: (creates the fallback let through, why
+    the limit was given up)."""
 
     @flow
-    async def set_up() -> object:
+    async def create_twice() -> tuple[int, str]:
         try:
-            return await limit.setup()
+            limiter = await limit.setup()
+            assert limiter is not None
+            await limiter()
+            await limiter()
+            return limiter.fallback.acquired, str(limiter.broken)
         finally:
             await limit.aclose()
 
-    assert asyncio.run(set_up()) is None and transport.increments == 0
+    return create_twice()
+
+
+def test_a_limit_that_cannot_rate_limit_leaves_creates_in_process(prefect_harness, tmp_path):
+    """An inactive limit, or one without slot decay: the first create finds out (one
+    increment, sent while the limit is read) and every create goes through the runtime's
+    bucket, with one warning that names the limit and why."""
+    for decay, active in ((1.0, False), (0.0, True)):
+        name = existing(f"{unique(tmp_path)}-{int(active)}", decay, active)
+        transport = FaultyTransport([])
+        limit = limit_through(prefect_harness, transport, name, [])
+
+        acquired, reason = asyncio.run(create_twice(limit))
+        assert acquired == 2 and transport.increments == 1
+        assert reason == f"global concurrency limit {name!r} is inactive or has no slot decay"
+        assert asyncio.run(active_slots(name)) == 0
+
+
+def test_a_missing_limit_is_created_by_the_first_take(prefect_harness, tmp_path):
+    """No limit of that name yet: the first take creates it (burst and decay from settings)
+    and takes its slots from it; later takes only increment."""
+    name, sleeps = unique(tmp_path), []
+    transport = FaultyTransport([])
+    limit = limit_through(prefect_harness, transport, name, sleeps)
+
+    @flow
+    async def take_twice() -> None:
+        try:
+            await limit.setup()
+            await limit.take(2)
+            await limit.take(1)
+        finally:
+            await limit.aclose()
+
+    asyncio.run(take_twice())
+
+    async def created() -> tuple[int, float, int]:
+        async with get_client() as client:
+            found = await client.read_global_concurrency_limit_by_name(name)
+            return found.limit, found.slot_decay_per_second, found.active_slots
+
+    burst, decay, slots = asyncio.run(created())
+    assert (burst, round(decay, 4), slots) == (10, round(1 / 60, 4), 3)
+    assert 3 <= transport.increments <= 4 and sleeps == []
