@@ -229,10 +229,12 @@ def pipeline(config: dict[str, Any]) -> dict[str, Any]:
     quiet_prefect_console(debug=False)
     if config.get("warm", True):
         # A worker (or any process that ran a flow before) has Prefect's lazy imports, its API
-        # client and the rate limit already set up: warm them with an empty batch, untimed.
-        empty = dest.parent / f"{dest.name}-warmup.jsonl"
-        empty.write_text("")
-        asyncio.run(archive_batch(file=str(empty), model=MODEL, dest=str(dest)))
+        # client and the rate limit already set up: warm them with a batch of one, untimed,
+        # into a dest of its own. (An empty batch ends before it looks up the limit or runs a
+        # task: the timed run then paid for both.)
+        warm = {**config, "k": 1, "files": 1, "size": 1024, "run": f"{config['run']}-warmup"}
+        _, one = _batch_file({**warm, "dest": f"{dest}-warmup"})
+        asyncio.run(archive_batch(file=str(one), model=MODEL, dest=f"{dest}-warmup"))
     profiler = None
     if config.get("profile"):
         from pyinstrument import Profiler
