@@ -116,7 +116,7 @@ async def archive_batch(
             else:
                 results.extend(outcome)
     except BaseException:
-        await _settled(progress_id)  # not created yet: never will be
+        await _settled(progress_id)  # if still being created (the batch never started): stop
         raise
     finally:
         await _settled(limiter)
