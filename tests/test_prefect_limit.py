@@ -107,6 +107,23 @@ def existing(name: str, decay: float = 1 / 60, active: bool = True) -> str:
     return name
 
 
+def take_in_a_flow(limit: PrefectCreateLimit, *counts: int) -> bool:
+    """In a flow run: set the limit up, take each of `counts` slots in turn, close it; whether
+    set-up gave a limiter."""
+
+    @flow
+    async def take() -> bool:
+        try:
+            limiter = await limit.setup()
+            for count in counts:
+                await limit.take(count)
+        finally:
+            await limit.aclose()
+        return limiter is not None
+
+    return asyncio.run(take())
+
+
 def test_busy_answers_are_retried_at_once_by_our_policy_alone(prefect_harness, tmp_path):
     """Two 503s (SQLite busy) then the server: the slots are taken after two of our short
     waits, with no retry of the Prefect client's own (which waits 2 s, then 4 s)."""
@@ -114,16 +131,7 @@ def test_busy_answers_are_retried_at_once_by_our_policy_alone(prefect_harness, t
     transport = FaultyTransport([busy(), busy()])
     limit = limit_through(prefect_harness, transport, name, sleeps)
 
-    @flow
-    async def take_three() -> bool:
-        try:
-            limiter = await limit.setup()
-            await limit.take(3)
-        finally:
-            await limit.aclose()
-        return limiter is not None
-
-    assert asyncio.run(take_three())
+    assert take_in_a_flow(limit, 3)
     assert transport.sent == 3
     assert len(sleeps) == 2 + transport.server_busy and all(wait < 0.1 for wait in sleeps)
     assert asyncio.run(active_slots(name)) == 3
@@ -136,15 +144,7 @@ def test_a_full_limit_is_waited_out_as_the_server_says(prefect_harness, tmp_path
     transport = FaultyTransport([locked])
     limit = limit_through(prefect_harness, transport, name, sleeps)
 
-    @flow
-    async def take_one() -> None:
-        try:
-            await limit.setup()
-            await limit.take(1)
-        finally:
-            await limit.aclose()
-
-    asyncio.run(take_one())
+    take_in_a_flow(limit, 1)
     assert transport.sent == 2 and len(sleeps) == 1 + transport.server_busy
     assert sleeps.count(0.25) == 1 and all(w < 0.1 for w in sleeps if w != 0.25)
     assert asyncio.run(active_slots(name)) == 1
@@ -213,16 +213,7 @@ def test_a_missing_limit_is_created_by_the_first_take(prefect_harness, tmp_path)
     transport = FaultyTransport([])
     limit = limit_through(prefect_harness, transport, name, sleeps)
 
-    @flow
-    async def take_twice() -> None:
-        try:
-            await limit.setup()
-            await limit.take(2)
-            await limit.take(1)
-        finally:
-            await limit.aclose()
-
-    asyncio.run(take_twice())
+    take_in_a_flow(limit, 2, 1)
 
     async def created() -> tuple[int, float, int]:
         async with get_client() as client:
