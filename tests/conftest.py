@@ -41,6 +41,7 @@ TOKEN = "r8_test_token_must_never_leak_0123456789"
 # (a Prefect API, an S3 server, a browser); they are marked here from the fixtures they use.
 _FIXTURE_MARKERS = {
     "prefect_harness": "prefect",
+    "prefect_server": "prefect",
     "moto_s3": "s3",
     "seaweedfs_s3": "s3",
 }
@@ -66,13 +67,43 @@ def emulator():
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
-    """One temporary Prefect API (SQLite) for the whole session; yields its URL."""
-    from prefect.settings import get_current_settings
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's migrated Prefect database, built once for every xdist worker."""
+    from tests.prefect_server import database_template
 
-    with prefect_test_harness(server_startup_timeout=90):
-        yield str(get_current_settings().api.url)
+    base = tmp_path_factory.getbasetemp()
+    return database_template(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory, prefect_template: Path):
+    """One real `prefect server` (SQLite, from the template) per session and xdist worker;
+    Prefect in this process talks to it. Subprocesses get its URL only from the tests that
+    pass it on (`prefect_harness`)."""
+    from prefect.context import refresh_global_settings_context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogHandler
+
+    from tests.prefect_server import PrefectServer
+
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-harness"), template=prefect_template)
+    try:
+        server.start()
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("PREFECT_API_URL", server.api_url)
+            refresh_global_settings_context()  # Prefect's settings, in every thread
+        yield server
+        APILogHandler().flush()  # what runs sent, before their server goes
+        EventsWorker.drain_all(timeout=5)
+    finally:
+        server.stop()
+        refresh_global_settings_context()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(prefect_server) -> str:
+    """The session's Prefect API URL (see `prefect_server`)."""
+    return str(prefect_server.api_url)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from tests.conftest import ROOT, TOKEN
 from tests.waiting import wait_until
@@ -48,10 +47,10 @@ def test_bad_arguments_are_one_line_errors(cli):
     assert "Traceback" not in result.stderr
 
 
-def test_token_never_reaches_output_archive_or_prefect_home(cli, archive_env, emulator, tmp_path):
+def test_token_never_reaches_output_archive_or_prefect_home(
+    cli, archive_env, emulator, tmp_path, prefect_server
+):
     """After a run (with a re-fetch) the token is in no output, archived file or Prefect file."""
-    from prefect.settings import get_current_settings
-
     emulator.set_faults(first_urls_expired=True)
     home = tmp_path / "prefect-home"
     result = cli(
@@ -68,9 +67,8 @@ def test_token_never_reaches_output_archive_or_prefect_home(cli, archive_env, em
     assert result.returncode == 0, result.stderr
     assert TOKEN not in result.stdout and TOKEN not in result.stderr
     # Where Prefect keeps flow runs, parameters, logs and artifacts: the API's SQLite database.
-    database = get_current_settings().server.database.connection_url
-    assert database is not None and database.get_secret_value().startswith("sqlite")
-    prefect_db = Path(database.get_secret_value().split(":///", 1)[1]).parent
+    prefect_db = prefect_server.home
+    assert (prefect_db / "prefect.db").is_file()
     scanned = {}
     for root in (archive_env, tmp_path / "cache", prefect_db, home):
         scanned[root] = [path for path in root.rglob("*") if path.is_file()]

@@ -32,8 +32,10 @@ ENTRYPOINTS = {
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with prefect_stack(tmp_path_factory.mktemp("prefect-stack"), workers=2) as stack:
+def stack(tmp_path_factory, prefect_template):
+    with prefect_stack(
+        tmp_path_factory.mktemp("prefect-stack"), template=prefect_template, workers=2
+    ) as stack:
         yield stack
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, TOKEN
-from tests.prefect_server import wait_for
+from tests.prefect_server import seed_home, wait_for
 
 pytestmark = pytest.mark.server  # Prefect servers (local or temporary) in subprocesses
 
@@ -95,12 +95,14 @@ def test_ctrl_c_on_run_cancels_and_exits_130_with_one_line(archive_env, emulator
 
 
 @pytest.fixture
-def new_user_env(emulator, tmp_path):
-    """No Prefect API configured and a fresh PREFECT_HOME (its local server stopped after)."""
+def new_user_env(emulator, tmp_path, prefect_template):
+    """No Prefect API configured, a PREFECT_HOME of its own (seeded with the migrated database:
+    the subject is not the server's first start); its local server is stopped after."""
     from cli import local_server
 
     home = tmp_path / "prefect-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
+    env.update(seed_home(home, prefect_template))
     env.update(
         emulator.env(),
         REPLICATE_API_TOKEN=TOKEN,
@@ -219,10 +221,11 @@ def gone(pid: int) -> bool:
     return state == "Z"
 
 
-def test_a_sigkilled_cli_leaves_no_temporary_server(emulator, tmp_path):
+def test_a_sigkilled_cli_leaves_no_temporary_server(emulator, tmp_path, prefect_template):
     """Local server off: SIGKILL the CLI mid-run and the temporary Prefect server dies with it."""
     emulator.set_faults(processing_seconds=120)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "ARCHIVER_"))}
+    env.update(seed_home(tmp_path / "home", prefect_template))
     env.update(
         emulator.env(),
         REPLICATE_API_TOKEN=TOKEN,

@@ -19,14 +19,15 @@ import pytest
 
 from cli import local_server
 from tests.conftest import ROOT, TOKEN
-from tests.prefect_server import wait_for
+from tests.prefect_server import TEMPLATE_DONE, seed_home, wait_for
 
 MODEL = "black-forest-labs/flux-schnell"
 pytestmark = pytest.mark.server
 
 
 def cli_env(home: Path, emulator, tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A new user's environment: no Prefect API configured, a PREFECT_HOME of its own."""
+    """A new user's environment: no Prefect API configured, a PREFECT_HOME of its own (whose
+    server skips what the template did, if `home` was seeded with it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
     env.update(
         emulator.env(),
@@ -39,6 +40,8 @@ def cli_env(home: Path, emulator, tmp_path: Path, **extra: str) -> dict[str, str
         ARCHIVER_STAGING_DIR=str(tmp_path / "staging"),
         ARCHIVER_CACHE_URL=str(tmp_path / "cache"),
     )
+    if (home / "prefect.db").exists():
+        env.update(TEMPLATE_DONE)
     env.update(extra)
     return env
 
@@ -81,16 +84,32 @@ def live_group_members(pgid: int) -> list[int]:
     return members
 
 
-@pytest.fixture
-def home(tmp_path):
-    """A fresh PREFECT_HOME whose local server is stopped (and checked gone) afterwards."""
-    path = tmp_path / "prefect-home"
-    path.mkdir()
-    yield path
+def stopped_after(path: Path) -> None:
+    """Stop the local server of PREFECT_HOME `path` (and check it gone)."""
     state = local_server.read_state(path)
     local_server.stop(path)
     if state is not None and alive(state.pid):  # pragma: no cover - stop failed
         os.killpg(state.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def new_home(tmp_path):
+    """An empty PREFECT_HOME, as a new user has: its server's first start migrates a new
+    database. Its local server is stopped (and checked gone) afterwards."""
+    path = tmp_path / "prefect-home"
+    path.mkdir()
+    yield path
+    stopped_after(path)
+
+
+@pytest.fixture
+def home(tmp_path, prefect_template):
+    """A PREFECT_HOME holding a copy of the session's migrated database (for the tests whose
+    subject is not a first start); its local server is stopped afterwards."""
+    path = tmp_path / "prefect-home"
+    seed_home(path, prefect_template)
+    yield path
+    stopped_after(path)
 
 
 def flow_runs(api_url: str) -> list[dict]:
@@ -116,9 +135,10 @@ def run_logs(api_url: str, flow_run_id: str) -> list[dict]:
         return json.loads(response.read())
 
 
-def test_run_starts_the_local_server_and_is_visible_in_its_api(home, emulator, tmp_path):
+def test_run_starts_the_local_server_and_is_visible_in_its_api(new_home, emulator, tmp_path):
     """With no API configured, a run starts the local server (one stderr line) and shows in it,
     with its logs to the last line."""
+    home = new_home
     env = cli_env(home, emulator, tmp_path)
     result = flows(*run_args(tmp_path, "visible"), env=env)
     assert result.returncode == 0, result.stderr
@@ -198,7 +218,7 @@ def test_a_stale_state_file_is_replaced(home, tmp_path):
         json.dumps({"pid": dead.pid, "port": 1, "log": "x", "database": "y"})
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env["PREFECT_HOME"] = str(home)
+    env.update(TEMPLATE_DONE, PREFECT_HOME=str(home))
     assert flows("server", "status", env=env, timeout=60).returncode == 1
     started = flows("server", "start", env=env)
     assert started.returncode == 0, started.stderr
@@ -232,12 +252,17 @@ def test_a_server_that_cannot_start_is_one_line_and_nothing_is_paid(home, emulat
     assert emulator.stats().create_attempts == 0
 
 
-def test_two_homes_with_the_same_default_port_start_on_different_ports(tmp_path, monkeypatch):
+def test_two_homes_with_the_same_default_port_start_on_different_ports(
+    tmp_path, monkeypatch, prefect_template
+):
     """Two PREFECT_HOMEs whose default ports coincide start at the same moment: each gets a
     server of its own on its own port (the free-port check and the bind never race)."""
     import threading
 
     homes = [tmp_path / "a", tmp_path / "b"]
+    for home in homes:
+        for key, value in seed_home(home, prefect_template).items():
+            monkeypatch.setenv(key, value)  # the servers' environment is this process's
     same = local_server.default_port(homes[0])
     monkeypatch.setattr(local_server, "default_port", lambda home=None: same)
     results: dict[int, object] = {}

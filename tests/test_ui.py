@@ -32,8 +32,10 @@ SCREENSHOTS = Path(
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with prefect_stack(tmp_path_factory.mktemp("prefect-stack"), workers=1) as stack:
+def stack(tmp_path_factory, prefect_template):
+    with prefect_stack(
+        tmp_path_factory.mktemp("prefect-stack"), template=prefect_template, workers=1
+    ) as stack:
         yield stack
 
 
