@@ -288,7 +288,7 @@ def database_template(shared: Path) -> Path:
             server.stop()
         # The backup API copies a consistent database, whatever the server left in its WAL.
         partial = shared / "prefect-template.db.partial"
-        source = sqlite3.connect(server.workdir / "server-home" / "prefect.db")
+        source = sqlite3.connect(server.home / "prefect.db")
         copy = sqlite3.connect(partial)
         try:
             source.backup(copy)
