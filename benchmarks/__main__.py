@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.servers import emulator, prefect_server, process_cpu_seconds
+from benchmarks.servers import emulator, prefect_server, tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -97,7 +97,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-EMULATOR: dict[str, int] = {}  # "pid" of the emulator process, once started
+# The servers' process ids, once started: "emulator" and "server" (`prefect server`); each run
+# records the CPU seconds each spent meanwhile ("emulator_cpu", "server_cpu").
+WATCHED: dict[str, int] = {}
 
 
 def set_aside(dest: str | Path) -> None:
@@ -122,7 +124,7 @@ def run_contender(
     name: str, config: dict[str, Any], env: dict[str, str], spy: str | None = None
 ) -> dict[str, Any]:
     """One contender in a fresh interpreter; its JSON result line, plus the CPU seconds the
-    emulator process spent meanwhile ("emulator_cpu")."""
+    emulator and the Prefect server spent meanwhile ("emulator_cpu", "server_cpu")."""
     os.sync()  # no run pays for the write-back of the previous run's files
     command = [sys.executable, "-m", "benchmarks.contenders", name, json.dumps(config)]
     if spy:
@@ -131,7 +133,7 @@ def run_contender(
         if spy.endswith("+gil"):
             record.append("--gil")
         command = [spy_bin, *record, "--", *command]
-    emulator_cpu = process_cpu_seconds(EMULATOR["pid"]) if "pid" in EMULATOR else 0.0
+    before = {name: tree_cpu_seconds(pid) for name, pid in WATCHED.items()}
     result = subprocess.run(
         command,
         cwd=ROOT,
@@ -145,8 +147,8 @@ def run_contender(
         raise RuntimeError(f"{name} failed ({result.returncode}):\n{result.stderr[-4000:]}")
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     answer: dict[str, Any] = json.loads(lines[-1])
-    if "pid" in EMULATOR:
-        answer["emulator_cpu"] = process_cpu_seconds(EMULATOR["pid"]) - emulator_cpu
+    for name, pid in WATCHED.items():
+        answer[f"{name}_cpu"] = tree_cpu_seconds(pid) - before[name]
     return answer
 
 
@@ -202,6 +204,7 @@ def run_scale(
                 "cpu": median.get("cpu"),
                 "peak_rss_mb": median["peak_rss"] / MiB,
                 "emulator_cpu": median.get("emulator_cpu"),
+                "server_cpu": median.get("server_cpu"),
                 "tts": tts(median),
             }
         rows.append(row)
@@ -256,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         log("starting the emulator and a prefect server (not timed)")
         with (
             emulator(args.model_seconds) as (base_url, emulator_pid),
-            prefect_server(work / "prefect") as (api_url, startup),
+            prefect_server(work / "prefect") as (api_url, startup, server_pid),
         ):
-            EMULATOR["pid"] = emulator_pid
+            WATCHED.update(emulator=emulator_pid, server=server_pid)
             figures["prefect_server_startup_s"] = startup
             env = {
                 **os.environ,
@@ -471,9 +474,9 @@ def markdown(figures: dict[str, Any], report: dict[str, Any]) -> str:
         "",
         (
             "| run | K | wall s (median) | all walls s | predictions/s | MB/s | TTS p50 s "
-            "| TTS p99 s | peak RSS MB | CPU s | emulator CPU s |"
+            "| TTS p99 s | peak RSS MB | CPU s | emulator CPU s | Prefect server CPU s |"
         ),
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in report["rows"].items():
         run = figures["runs"][name]
@@ -484,7 +487,8 @@ def markdown(figures: dict[str, Any], report: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {run['predictions']} | {wall} | {walls} | {row['predictions_per_s']:.1f} | "
             f"{row['mb_per_s']:.1f} | {_f(row['tts']['p50'], 3)} | {_f(row['tts']['p99'], 3)} | "
-            f"{row['peak_rss_mb']:.0f} | {_f(run.get('cpu'))} | {_f(run.get('emulator_cpu'))} |"
+            f"{row['peak_rss_mb']:.0f} | {_f(run.get('cpu'))} | {_f(run.get('emulator_cpu'))} | "
+            f"{_f(run.get('server_cpu'))} |"
         )
     lines += ["", "| target | measured | met |", "| --- | ---: | :---: |"]
     for name, measured, met in report["targets"]:
@@ -494,11 +498,13 @@ def markdown(figures: dict[str, Any], report: dict[str, Any]) -> str:
         lines += [
             "",
             "Growth with K (median of the runs; pipeline at full concurrency; wall, CPU seconds "
-            "of the contender's process, its peak RSS, and the emulator's CPU seconds meanwhile):",
+            "of the contender's process, its peak RSS, and the CPU seconds of the emulator and of "
+            "the Prefect server meanwhile):",
             "",
             "| K | raw wall s | pipeline wall s | ratio | raw CPU s | pipeline CPU s | raw RSS MB "
-            "| pipeline RSS MB | emulator CPU s raw / pipeline | TTS p99 s raw / pipeline |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| pipeline RSS MB | emulator CPU s raw / pipeline | Prefect server CPU s raw / "
+            "pipeline | TTS p99 s raw / pipeline |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in figures["scale"]:
             r, q = row["raw"], row["pipeline"]
@@ -506,6 +512,7 @@ def markdown(figures: dict[str, Any], report: dict[str, Any]) -> str:
                 f"| {row['k']} | {r['wall']:.2f} | {q['wall']:.2f} | {q['wall'] / r['wall']:.2f}x "
                 f"| {_f(r['cpu'])} | {_f(q['cpu'])} | {r['peak_rss_mb']:.0f} "
                 f"| {q['peak_rss_mb']:.0f} | {_f(r['emulator_cpu'])} / {_f(q['emulator_cpu'])} "
+                f"| {_f(r['server_cpu'])} / {_f(q['server_cpu'])} "
                 f"| {_f(r['tts']['p99'])} / {_f(q['tts']['p99'])} |"
             )
     serve = figures["runs"].get("serve")

@@ -54,9 +54,9 @@ def emulator(processing_seconds: float) -> Iterator[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, timeout: float = 120) -> Iterator[tuple[str, float]]:
+def prefect_server(home: Path, timeout: float = 120) -> Iterator[tuple[str, float, int]]:
     """`prefect server start` on a free port with its own PREFECT_HOME; yields (API URL,
-    seconds it took to answer /api/health)."""
+    seconds it took to answer /api/health, process id)."""
     port = _free_port()
     env = {
         **os.environ,
@@ -87,7 +87,7 @@ def prefect_server(home: Path, timeout: float = 120) -> Iterator[tuple[str, floa
             if time.monotonic() - started > timeout:
                 raise RuntimeError(f"prefect server did not answer within {timeout:g}s")
             time.sleep(0.25)
-        yield url, time.monotonic() - started
+        yield url, time.monotonic() - started, proc.pid
     finally:
         _stop(proc)
         log.close()
@@ -97,6 +97,33 @@ def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process (all its threads) has used so far (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """`process_cpu_seconds` of a process and of its live descendants (a server that runs its
+    work in child processes, as `prefect server start` may)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rpartition(")")[2].split()[1]
+                )
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [
+            child for child, ppid in parents.items() if ppid == parent and child not in tree
+        ]
+        tree.update(children)
+        frontier.extend(children)
+    total = 0.0
+    for member in tree:
+        with contextlib.suppress(OSError):
+            total += process_cpu_seconds(member)
+    return total
 
 
 def _serve_emulator(processing_seconds: float) -> None:

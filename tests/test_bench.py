@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 def test_the_batch_benchmark_runs_every_main_contender_and_reports(tmp_path):
     """raw, pipeline, domain and serve all archive K=3 predictions and the report names them
     (a broken import in a contender, as once happened, fails here rather than in `make bench`);
-    raw and pipeline run in rounds whose order alternates, each round's ratio reported."""
+    raw and pipeline run in rounds whose order alternates, each round's ratio reported; every
+    run records the CPU the emulator and the Prefect server spent meanwhile."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
     result = subprocess.run(
         [
@@ -54,6 +55,10 @@ def test_the_batch_benchmark_runs_every_main_contender_and_reports(tmp_path):
         assert runs[name]["bytes"] == 3 * 2 * 4096, name
         assert len(runs[name]["safety"]) == 3, name
     assert runs["pipeline"]["counts"] == {"archived": 3, "cached": 0, "failed": 0}
+    for name in ("raw", "pipeline", "domain"):
+        assert runs[name]["emulator_cpu"] > 0, name
+        assert runs[name]["server_cpu"] >= 0, name
+    assert runs["pipeline"]["server_cpu"] > 0  # the flow run, its tasks and logs, recorded
     timed = re.findall(r"\] +(raw|pipeline|domain) 3: ", result.stderr)
     assert timed == ["raw", "pipeline", "domain", "pipeline", "raw", "domain"], result.stderr
     walls = {name: runs[name]["walls"] for name in ("raw", "pipeline")}
@@ -62,5 +67,5 @@ def test_the_batch_benchmark_runs_every_main_contender_and_reports(tmp_path):
         assert min(walls["pipeline"]) / max(walls["raw"]) <= ratio
         assert ratio <= max(walls["pipeline"]) / min(walls["raw"])
     report = (tmp_path / "latest.md").read_text()
-    assert "What Prefect adds" in report
+    assert "What Prefect adds" in report and "Prefect server CPU s" in report
     assert "pipeline wall <= 1.15x raw at K=3 (median of 2 back-to-back rounds)" in report
