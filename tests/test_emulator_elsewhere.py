@@ -61,7 +61,12 @@ def test_list_filters_by_creation_time_and_source(emulator, api):
 
 def test_pages_keep_the_filters():
     """With small pages, `next` carries the filters: every matching prediction, once."""
-    with Emulator(page_size=2) as emu, httpx.Client(base_url=emu.base_url, headers=AUTH) as api:
+    # A manual clock: on the real one, a busy machine that took a second between two of the
+    # adds below made their creation times (1 s apart) swap order.
+    with (
+        Emulator(page_size=2, clock=ManualClock()) as emu,
+        httpx.Client(base_url=emu.base_url, headers=AUTH) as api,
+    ):
         made = [emu.add_prediction(age_seconds=100 + i) for i in range(5)]
         emu.add_prediction(age_seconds=10_000)
         after = _iso(emu.clock.now() - 1000)
