@@ -12,16 +12,21 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
+from tests.prefect_server import seed_home
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
-def test_the_batch_benchmark_runs_every_main_contender_and_reports(tmp_path):
+def test_the_batch_benchmark_runs_every_main_contender_and_reports(tmp_path, prefect_template):
     """raw, pipeline, domain and serve all archive K=3 predictions and the report names them
     (a broken import in a contender, as once happened, fails here rather than in `make bench`);
     raw and pipeline run in rounds whose order alternates, each round's ratio reported; every
     run records the CPU the emulator and the Prefect server spent meanwhile."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ARCHIVER_"))}
+    # The bench's own `prefect server` starts from a copy of the session's migrated database.
+    database = tmp_path / "prefect-server-home"
+    env.update(seed_home(database, prefect_template))
+    env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{database}/prefect.db"
     result = subprocess.run(
         [
             sys.executable,
