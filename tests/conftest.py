@@ -1,5 +1,6 @@
-"""Shared fixtures: the emulator on a random loopback port, one Prefect test harness per session,
-and the environment a pipeline run reads."""
+"""Shared fixtures: the emulator on a random loopback port, one real `prefect server` per session
+and xdist worker (started from a database migrated once per session), and the environment a
+pipeline run reads."""
 
 from __future__ import annotations
 
