@@ -28,13 +28,22 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urljoin
 
 import urllib3
 
-from .errors import DownloadInterrupted, ServiceUnavailable, UrlExpired, from_urllib3
+from .errors import (
+    DownloadInterrupted,
+    ServiceUnavailable,
+    UrlExpired,
+    from_urllib3,
+    storage_error,
+)
 from .outputs import HostAllowList
 from .staging import identity_of
+
+_T = TypeVar("_T")
 
 EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -167,6 +176,15 @@ class _Transfer:
         if self._aborted:
             raise DownloadInterrupted(f"{self.name}: download aborted")
 
+    def _local(self, call: Callable[..., _T], *args: Any) -> _T:
+        """A call on the staging file: its OSError is the local disk's, not the stream's, and is
+        translated as a storage error (a full disk fails at once, never retried as a broken
+        download)."""
+        try:
+            return call(*args)
+        except OSError as exc:
+            raise storage_error(exc, f"staging {self.name} in {self.final.parent}") from exc
+
     def run(self, url: str) -> Fetched:
         try:
             for _ in range(MAX_REDIRECTS + 1):
@@ -206,28 +224,29 @@ class _Transfer:
             self.started(self.name, expected)
         digest = hashlib.sha256()
         size = 0
-        fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        local = self._local
+        fd = local(os.open, self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
                 for data in response.stream(self.chunk_size):
                     self._check_aborted()
                     view = memoryview(data)
                     while view:  # a write may write less than asked
-                        view = view[os.write(fd, view) :]
+                        view = view[local(os.write, fd, view) :]
                     digest.update(data)
                     size += len(data)
                     if self.received is not None:
                         self.received(len(data))
                 self._check_aborted()
-                os.fsync(fd)
+                local(os.fsync, fd)
                 if expected is not None and size != expected:
                     raise DownloadInterrupted(f"{self.name}: received {size} of {expected} bytes")
-                identity = identity_of(os.fstat(fd))
+                identity = identity_of(local(os.fstat, fd))
             finally:
                 os.close(fd)
             # Read-only: nothing may change bytes the archive may hard-link.
-            os.chmod(self.part, 0o444)
-            os.replace(self.part, self.final)
+            local(os.chmod, self.part, 0o444)
+            local(os.replace, self.part, self.final)
         except BaseException:
             self.part.unlink(missing_ok=True)
             raise

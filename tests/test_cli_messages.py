@@ -121,8 +121,9 @@ def tiny_disk(tmp_path):
     path.rmdir()
 
 
-def test_disk_full_names_the_path(cli, tiny_disk, tmp_path):
-    """Archiving 2 MiB to a 1 MiB disk: one line saying the disk is full, naming the path."""
+def test_disk_full_names_the_path(cli, tiny_disk, tmp_path, emulator):
+    """Archiving 2 MiB to a 1 MiB disk: one line saying the disk is full, naming the path, and
+    the download is not retried (a full disk is the disk's fault, not the stream's)."""
     dest = str(tiny_disk / "archive")
     result = cli(
         "run",
@@ -135,3 +136,4 @@ def test_disk_full_names_the_path(cli, tiny_disk, tmp_path):
     )
     line = one_line(result, "no space left", dest)
     assert "Errno" not in line
+    assert len(emulator.stats().downloads) == 1, emulator.stats().downloads
