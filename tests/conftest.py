@@ -78,16 +78,18 @@ def prefect_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory, prefect_template: Path):
-    """One real `prefect server` (SQLite, from the template) per session and xdist worker;
-    Prefect in this process talks to it. Subprocesses get its URL only from the tests that
-    pass it on (`prefect_harness`)."""
+    """One real `prefect server` per session and xdist worker: SQLite from the template, without
+    the loop services a server with no deployments never needs. Prefect in this process talks to
+    it; subprocesses get its URL only from the tests that pass it on (`prefect_harness`)."""
     from prefect.context import refresh_global_settings_context
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogHandler
 
     from tests.prefect_server import PrefectServer
 
-    server = PrefectServer(tmp_path_factory.mktemp("prefect-harness"), template=prefect_template)
+    server = PrefectServer(
+        tmp_path_factory.mktemp("prefect-harness"), template=prefect_template, services=False
+    )
     try:
         server.start()
         with pytest.MonkeyPatch.context() as env:

@@ -180,7 +180,11 @@ class PrefectServer:
     from a copy of `template` (see `database_template`) when given."""
 
     def __init__(
-        self, workdir: Path, database_url: str | None = None, template: Path | None = None
+        self,
+        workdir: Path,
+        database_url: str | None = None,
+        template: Path | None = None,
+        services: bool = True,
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
@@ -198,6 +202,8 @@ class PrefectServer:
         self.home = home = workdir / "server-home"  # its PREFECT_HOME, and SQLite database's
         if template is not None and not database_url:
             extra.update(seed_home(home, template))
+        if not services:
+            extra.update(NO_LOOP_SERVICES)
         self.process = Process(
             [PREFECT, "server", "start"],
             clean_env(home, **extra),
@@ -261,6 +267,24 @@ class PrefectServer:
 
         return SyncPrefectClient(self.api_url)
 
+
+# The server's loop services that a server without deployments, work pools or automations
+# never needs (`services=False`): each wakes every few seconds, and an idle server used 1.2 s of
+# CPU per 40 s with them, 0.7 s without. The task-run recorder and the event persister stay.
+NO_LOOP_SERVICES = {
+    f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+    for name in (
+        "SCHEDULER",
+        "LATE_RUNS",
+        "FOREMAN",
+        "CANCELLATION_CLEANUP",
+        "PAUSE_EXPIRATIONS",
+        "REPOSSESSOR",
+        "TRIGGERS",
+        "DB_VACUUM",
+        "CLEANUP_RECONCILER",
+    )
+}
 
 # What a server started on a copy of the template need not do again.
 TEMPLATE_DONE = {
