@@ -133,7 +133,7 @@ def run_contender(
         if spy.endswith("+gil"):
             record.append("--gil")
         command = [spy_bin, *record, "--", *command]
-    before = {server: tree_cpu_seconds(pid) for server, pid in WATCHED.items()}
+    before = tree_cpu_seconds(WATCHED)
     result = subprocess.run(
         command,
         cwd=ROOT,
@@ -147,8 +147,8 @@ def run_contender(
         raise RuntimeError(f"{name} failed ({result.returncode}):\n{result.stderr[-4000:]}")
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     answer: dict[str, Any] = json.loads(lines[-1])
-    for server, pid in WATCHED.items():
-        answer[f"{server}_cpu"] = tree_cpu_seconds(pid) - before[server]
+    for server, seconds in tree_cpu_seconds(WATCHED).items():
+        answer[f"{server}_cpu"] = seconds - before[server]
     return answer
 
 

@@ -93,37 +93,31 @@ def prefect_server(home: Path, timeout: float = 120) -> Iterator[tuple[str, floa
         log.close()
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process (all its threads) has used so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """`process_cpu_seconds` of a process and of its live descendants (a server that runs its
-    work in child processes, as `prefect server start` may)."""
-    parents: dict[int, int] = {}
+def tree_cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each root process and its live descendants (a server that
+    runs its work in child processes, as `prefect server start` may) have used so far, by
+    root name; one pass over /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                parents[int(entry.name)] = int(
-                    (entry / "stat").read_text().rpartition(")")[2].split()[1]
-                )
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                pid = int(entry.name)
+                children.setdefault(int(fields[1]), []).append(pid)
+                cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
             except (OSError, ValueError, IndexError):
                 continue
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [
-            child for child, ppid in parents.items() if ppid == parent and child not in tree
-        ]
-        tree.update(children)
-        frontier.extend(children)
-    total = 0.0
-    for member in tree:
-        with contextlib.suppress(OSError):
-            total += process_cpu_seconds(member)
-    return total
+    totals = {}
+    for name, root in roots.items():
+        total, frontier = 0.0, [root]
+        while frontier:
+            pid = frontier.pop()
+            total += cpu.get(pid, 0.0)
+            frontier.extend(children.get(pid, ()))
+        totals[name] = total
+    return totals
 
 
 def _serve_emulator(processing_seconds: float) -> None:
