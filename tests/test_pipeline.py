@@ -1,12 +1,12 @@
 """The pipeline end to end on the emulator: archive layout, manifest, outputs of every shape, cache."""
 
 import hashlib
-import json
 import shutil
 import time
 
 import httpx
 
+from archiver.cache import latest_record
 from archiver.manifest import Manifest
 from tests.waiting import wait_until
 
@@ -105,8 +105,9 @@ def test_cache_lives_in_the_archive_by_default(run_flow, archive_env, monkeypatc
     summary = run_flow(MODEL, {"prompt": "where is the cache"})
     records = list((archive_env / ".archiver" / "cache").rglob("*.json"))
     assert len(records) == 1
-    record = json.loads(records[0].read_text())
-    assert record["state"] == "archived" and record["prediction_id"] == summary.prediction_id
+    record = latest_record(records[0].read_bytes(), records[0].stem)
+    assert record is not None
+    assert record.state == "archived" and record.prediction_id == summary.prediction_id
 
 
 def test_staging_is_cleaned_after_the_manifest(run_flow, archive_env, tmp_path):

@@ -6,7 +6,8 @@ its `StorageOptions`, parsed once where they enter, with one rule (`is_secret`) 
 
     options.py    StorageOptions, is_secret: parsing, coercion, secret registration
     location.py   Destination, open_destination: URLs, S3 client limits
-    atomic.py     put_file_atomic, write_bytes_atomic, remove: all or nothing per backend
+    atomic.py     put_file_atomic, write_bytes_atomic, remove: all or nothing per backend;
+                  append_local: a durable addition to a small local file
     verify.py     read_bytes, exists, stored_size, verify_stored: reading back and checking
     translate.py  translated: the one boundary every foreign error leaves through
 
@@ -16,6 +17,7 @@ Every foreign exception leaves this package translated once, by `errors.storage_
 
 from .atomic import (
     DEFAULT_PART_SIZE,
+    append_local,
     put_file_atomic,
     remove,
     sync_directory,
@@ -28,6 +30,7 @@ from .verify import exists, read_bytes, stored_size, verify_stored
 
 __all__ = [
     "DEFAULT_PART_SIZE",
+    "append_local",
     "Destination",
     "StorageOptions",
     "exists",

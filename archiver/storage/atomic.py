@@ -8,6 +8,9 @@
   an upload that could not be aborted (the store went down mid-way) is aborted by the next put
   to the same key;
 * any other fsspec protocol: write a temp name, then `fs.mv` it onto the final name.
+
+`append_local` adds to a small local file in place (one write, one fsync: no new inode, no
+rename, no directory fsync); the caller's format must tell a whole addition from a torn one.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import math
 import os
 import posixpath
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -32,7 +35,14 @@ from archiver import errors
 from .location import Destination, is_s3
 from .translate import translated
 
-__all__ = ["put_file_atomic", "remove", "sync_directory", "temp_name", "write_bytes_atomic"]
+__all__ = [
+    "append_local",
+    "put_file_atomic",
+    "remove",
+    "sync_directory",
+    "temp_name",
+    "write_bytes_atomic",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +96,35 @@ def write_bytes_atomic(dest: Destination, path: str, data: bytes) -> None:
     """Store a small payload (manifest, cache record) at `path`, all or nothing."""
     with translated(f"storing {dest.url_for(path)}"):
         _put_stream(dest, io.BytesIO(data), len(data), path, DEFAULT_PART_SIZE)
+
+
+def append_local(dest: Destination, path: str, addition: Callable[[bytes], bytes | None]) -> bool:
+    """Append `addition(current content)` to the existing local file at `path` and fsync it;
+    durable on return. False, with nothing written, when `dest` is not local, the file does not
+    exist, or `addition` gives None: the caller then writes the file whole
+    (`write_bytes_atomic`). A crash mid-append may leave part of the addition (or, on a file
+    system without a journal, stale bytes) at the end: the format must detect it."""
+    if not dest.is_local:
+        return False
+    with translated(f"storing {dest.url_for(path)}"):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            chunks = []
+            while chunk := os.read(fd, COPY_CHUNK):  # O_APPEND moves writes only
+                chunks.append(chunk)
+            data = addition(b"".join(chunks))
+            if data is None:
+                return False
+            view = memoryview(data)
+            while view:  # a write may write less than asked
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return True
 
 
 def remove(dest: Destination, path: str) -> None:
