@@ -10,10 +10,15 @@ Two pools, by where the calls go:
 * remote stores (S3, any fsspec URL): 32 threads, each mostly waiting on the network, so that
   many round trips overlap;
 * local disk only (`local_disk()`, entered by a batch whose archive and cache are both local):
-  8 threads. Every thread that returns from the kernel wants the GIL back: at K=200 on 2 cores,
-  32 of them kept the event loop from resuming an item for up to 0.15 s at a time (the first
-  create went out 0.1-0.2 s later, and the batch took 0.17 s longer, than with 8). Eight still
-  issue fsyncs together, which file systems with a journal (ext4, XFS) commit as a group.
+  2 threads. Each storage call is a burst of short syscalls (open, write, fsync, rename), and
+  every one of them hands the GIL over and waits to win it back: the more threads take turns,
+  the more of those hand-overs are contended, each a futex wake-up. Measured at K=200 on this
+  project's 2-core VM (interleaved runs of the domain code against raw): 32 threads kept the
+  event loop from resuming an item for up to 0.15 s at a time; 8 spent about 0.37 s of CPU in
+  futex calls and took 1.16x raw's wall; 3 took 1.08x, 2 took 1.05-1.06x, 1 took 1.11x (its
+  fsyncs queue). Two threads still overlap one fsync with another call's Python, and sustain
+  some 40 predictions a second even where an fsync takes 5 ms, four times the creates
+  Replicate allows.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 IO_THREADS = 32  # remote stores
-DISK_THREADS = 8  # local disk only
+DISK_THREADS = 2  # local disk only
 
 # Threads start lazily: a pool nobody uses costs nothing.
 _IO = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="archiver-io")

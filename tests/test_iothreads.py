@@ -19,7 +19,7 @@ def _thread_name() -> str:
 
 
 def test_local_disk_context_and_its_tasks_use_the_small_pool():
-    """Inside `local_disk()`, and in tasks started there, calls run on the disk pool (8 threads);
+    """Inside `local_disk()`, and in tasks started there, calls run on the disk pool (2 threads);
     outside it on the remote pool; many calls at once never use more threads than the pool has."""
 
     def busy_name() -> str:
