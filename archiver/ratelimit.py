@@ -67,6 +67,13 @@ class TokenBucket:
             self._tokens -= 1.0
             self.acquired += 1
 
+    def charge(self, count: int) -> None:
+        """Count `count` acquisitions made without waiting; the waiters after them wait them
+        out (the bucket may go below zero)."""
+        self._refill()
+        self._tokens -= count
+        self.acquired += count
+
     async def __call__(self) -> None:
         await self.acquire()
 
@@ -142,8 +149,15 @@ class CoalescingLimiter:
     `take(n)` must wait until `n` slots of the shared limit are granted (e.g. Prefect's global
     rate limit, in `tasks/limits.py`). Waiters that queue up together take their slots in one
     `take` call (up to `max_batch`, by default the whole burst the limit allows), so a burst of
-    creates costs one remote call, or a few, instead of one serialized call each. When `take` raises (limit deleted, API down) every waiter, now and later, goes
-    through `fallback` instead, and `warn` is told once.
+    creates costs one remote call, or a few, instead of one serialized call each. When `take`
+    raises (limit deleted, API down) every waiter, now and later, goes through `fallback`
+    instead, and `warn` is told once.
+
+    The first `advance` calls pass at once, before the shared limit has answered: their slots
+    are owed, and asked for by the next `take` (which the first of them starts). Once a `take`
+    has answered, every call waits for its slot. A run's first creates so go out without
+    waiting a round trip to the limit's server, which is busy recording the run's start; the
+    price is that a run starting while the shared limit is full exceeds it by `advance` creates.
     """
 
     def __init__(
@@ -152,6 +166,7 @@ class CoalescingLimiter:
         fallback: TokenBucket,
         warn: Callable[..., Any],
         max_batch: int | None = None,
+        advance: int = 0,
     ) -> None:
         self.take = take
         self.fallback = fallback
@@ -159,14 +174,20 @@ class CoalescingLimiter:
         self._warn = warn
         self._waiters: list[asyncio.Future[None]] = []
         self._pump: asyncio.Task[None] | None = None
+        self._advance = max(0, min(advance, self.max_batch))  # calls that may still pass ahead
+        self._owed = 0  # slots of calls that passed ahead, not asked for yet
         self.broken: BaseException | None = None
 
     async def __call__(self) -> None:
+        if self.broken is None and self._advance > 0:
+            self._advance -= 1
+            self._owed += 1
+            self._start_pump()
+            return
         if self.broken is None:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
-            if self._pump is None or self._pump.done():
-                self._pump = asyncio.create_task(self._take_slots())
+            self._start_pump()
             try:
                 await waiter
                 return
@@ -174,19 +195,33 @@ class CoalescingLimiter:
                 pass
         await self.fallback()
 
+    async def aclose(self) -> None:
+        """Wait until the slots of calls that passed ahead are asked for (they were used)."""
+        if self._pump is not None:
+            await asyncio.wait([self._pump])
+
+    def _start_pump(self) -> None:
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._take_slots())
+
     async def _take_slots(self) -> None:
-        while self._waiters:
-            batch = self._waiters[: self.max_batch]
+        while self._waiters or self._owed:
+            owed = self._owed
+            batch = self._waiters[: max(0, self.max_batch - owed)]
             try:
-                await self.take(len(batch))
+                await self.take(owed + len(batch))
             except Exception as exc:  # noqa: BLE001 - any failure: go in-process
                 self.broken = exc
                 self._warn("create rate limit falls back to in-process: %s", exc)
+                self.fallback.charge(self._owed)  # creates sent ahead count there instead
+                self._owed = self._advance = 0
                 for waiter in self._waiters:
                     if not waiter.done():
                         waiter.set_exception(_LimitUnavailable())
                 self._waiters.clear()
                 return
+            self._owed -= owed
+            self._advance = 0  # the limit answers: from now on every call waits for its slot
             del self._waiters[: len(batch)]
             for waiter in batch:
                 if not waiter.done():
@@ -195,23 +230,3 @@ class CoalescingLimiter:
 
 class _LimitUnavailable(Exception):
     pass
-
-
-class DeferredLimiter:
-    """A create limiter that is still being set up (e.g. looked up on a server).
-
-    Work that needs no create (locks, cache look-ups, intents) starts at once; each create
-    first waits until `setup` is done, then goes through the limiter it gave, or through
-    `fallback` when it gave none. A set-up that failed fails every create with its error.
-    """
-
-    def __init__(
-        self, setup: asyncio.Future[CreateLimiter | None], fallback: CreateLimiter | None
-    ) -> None:
-        self.setup = setup
-        self.fallback = fallback
-
-    async def __call__(self) -> None:
-        limiter = await asyncio.shield(self.setup) or self.fallback  # a waiter's cancel: its own
-        if limiter is not None:
-            await limiter()

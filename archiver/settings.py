@@ -132,6 +132,15 @@ class Settings(BaseSettings):
         description="Name of the Prefect global concurrency limit (with slot decay) that rate-"
         "limits creates across flow runs; created with the two settings above if missing.",
     )
+    create_limit_advance: int = Field(
+        default=16,
+        ge=0,
+        le=1000,
+        description="Creates a batch sends while its first request for slots of that global "
+        "limit is in flight (a busy Prefect server takes 0.1-0.3 s to answer); they are "
+        "counted in that request. A batch starting while the limit is full exceeds it by this "
+        "many. 0: every create waits for its slot.",
+    )
     download_concurrency: int = Field(
         default=4, ge=1, le=64, description="Files of one prediction downloaded at once."
     )

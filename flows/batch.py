@@ -31,7 +31,6 @@ from archiver.batch import (
 from archiver.batchfile import BatchItem, read_batch
 from archiver.pipeline import OnDataRemoved
 from archiver.progress import current_progress
-from archiver.ratelimit import DeferredLimiter
 from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from flows.archive_prediction import WebhookParam
@@ -78,20 +77,19 @@ async def archive_batch(
             webhooks`), so the outputs are kept even if this run dies.
     """
     settings = await flow_settings()
-    runtime = Runtime.build(settings, dest=dest)  # creates limited in-process until...
+    runtime = Runtime.build(settings, dest=dest)
     use_previews(PreviewBudget())  # one gallery's worth of thumbnails for the whole batch
     # Prefect's set-up calls run while the items start (locks, cache look-ups and intents need
-    # no API); every create waits for them.
+    # no API). Prefect's global limit, shared by every run, replaces the in-process one: past
+    # the first few, creates wait for its slots.
     progress_id = asyncio.ensure_future(new_progress_artifact())
     create_limit = PrefectCreateLimit(settings)
-    limiter = asyncio.ensure_future(create_limit.setup())
     try:
+        runtime.api.before_create = await create_limit.setup() or runtime.api.before_create
         items = await read_batch(
             _project_file(file), default_model=model, storage_options=settings.storage_options
         )
         get_run_logger().info("%s: %d record(s)", file, len(items))
-        # ...Prefect's global limit, shared by every run, takes over (if there is a server)
-        runtime.api.before_create = DeferredLimiter(limiter, runtime.api.before_create)
         progress = BatchProgress(len(items), current_progress())
         runtime.progress = progress
         runner = BatchRunner.of(
@@ -119,7 +117,6 @@ async def archive_batch(
         await _settled(progress_id)  # if still being created (the batch never started): stop
         raise
     finally:
-        await _settled(limiter)
         await create_limit.aclose()
         await runtime.aclose()
     summary = BatchSummary(file=file, dest=runtime.dest.url, items=ItemResults(results))

@@ -6,8 +6,9 @@ Prefect-free domain; and `flows/` only wires. The coalescing of waiters, which n
 is `archiver.ratelimit.CoalescingLimiter`; `PrefectCreateLimit.take` is how it takes slots. It
 holds no task: provisioning is one or two API calls, too small for a task run of its own. They
 go out with the run's first request for slots, not before it: the limit is read (and created
-if missing) while the slots are asked for, so the batch's first create waits for one round trip
-to the server, not two (a busy server took 0.1-0.16 s for each on this project's machine).
+if missing) while the slots are asked for, one round trip, not two (a busy server took
+0.1-0.16 s for each on this project's machine). The batch's first `create_limit_advance`
+creates do not wait for that round trip at all: they are counted in it.
 
 Why not Prefect's `rate_limit()`: it sends the same request (`increment_concurrency_slots`,
 waiting out each 423 as the server asks), but through Prefect's client, which answers a 503 by
@@ -52,10 +53,12 @@ def _client(httpx_settings: dict[str, Any]) -> PrefectClient:
 class PrefectCreateLimit:
     """Prefect's global create limit `settings.create_limit_name`, for one flow run.
 
-    `await setup()` gives the run's `CreateLimiter` (None: no Prefect server, or no client for
-    it; the runtime's in-process bucket applies), `await aclose()` at the end of the run. Slots
-    are taken through a client of its own, opened by `setup()`; a limit that turns out unusable
-    at the first take (inactive, no slot decay) leaves the creates to the in-process bucket too.
+    `await setup()` gives the run's `CreateLimiter` at once (None without a Prefect server: the
+    runtime's in-process bucket applies), `await aclose()` at the end of the run. Slots are
+    taken through a client of its own, opened in the background by `setup()`; the first
+    `settings.create_limit_advance` creates go out meanwhile and are counted in the first take
+    (`CoalescingLimiter`). A client that cannot be made, or a limit that turns out unusable at
+    the first take (inactive, no slot decay), leaves the creates to the in-process bucket.
     """
 
     def __init__(
@@ -71,7 +74,9 @@ class PrefectCreateLimit:
         self._policy = policy
         self._sleep = sleep
         self._exit = contextlib.AsyncExitStack()
+        self._opening: asyncio.Future[PrefectClient] | None = None
         self._client: PrefectClient | None = None
+        self._limiter: CoalescingLimiter | None = None
         self._checked = False  # whether a take checked the limit (exists, can rate-limit)
 
     @property
@@ -79,32 +84,28 @@ class PrefectCreateLimit:
         return self.settings.create_limit_name
 
     async def setup(self) -> CreateLimiter | None:
-        """The run's limiter on the global limit; None (with a warning) without a server or a
-        client for it. No API call yet: the first `take` checks the limit (see there)."""
+        """The run's limiter on the global limit, at once (None without a Prefect server). No
+        API call yet: the first `take` checks the limit (see there)."""
         from prefect.settings import get_current_settings
 
         if not get_current_settings().api.url:
             return None
         settings = self.settings
-        logger = get_run_logger()
-        fallback = TokenBucket.per_minute(
-            settings.create_rate_per_minute, settings.create_burst_size
+        self._opening = asyncio.ensure_future(self._open())
+        self._limiter = CoalescingLimiter(
+            self.take,
+            TokenBucket.per_minute(settings.create_rate_per_minute, settings.create_burst_size),
+            get_run_logger().warning,
+            advance=settings.create_limit_advance,
         )
-        try:
-            hooks = {"response": [_fail_fast_when_busy]}
-            # On a thread: a Prefect client loads its TLS context's CA bundle when made, some
-            # 40 ms of CPU that the batch's items, starting meanwhile, need the event loop for.
-            client = await asyncio.to_thread(self._make_client, {"event_hooks": hooks})
-            self._client = await self._exit.enter_async_context(client)
-        except Exception as exc:  # noqa: BLE001 - any failure here means: limit in-process
-            logger.warning(
-                "create rate limit stays in-process: cannot use Prefect's global "
-                "concurrency limit %r: %s",
-                self.name,
-                exc,
-            )
-            return None
-        return CoalescingLimiter(self.take, fallback, logger.warning)
+        return self._limiter
+
+    async def _open(self) -> PrefectClient:
+        hooks = {"response": [_fail_fast_when_busy]}
+        # On a thread: a Prefect client loads its TLS context's CA bundle when made, some 40 ms
+        # of CPU that the batch's items, starting meanwhile, need the event loop for.
+        client = await asyncio.to_thread(self._make_client, {"event_hooks": hooks})
+        return await self._exit.enter_async_context(client)
 
     async def take(self, count: int) -> None:
         """Take `count` slots, waiting while the limit is full. Raises when the limit cannot
@@ -113,6 +114,15 @@ class PrefectCreateLimit:
 
         The first take also checks the limit, creating it if missing, at the same time as it
         asks for the slots: the batch's first create waits for one round trip, not two."""
+        if self._client is None:
+            if self._opening is None:
+                raise RuntimeError("setup() first")
+            try:
+                self._client = await asyncio.shield(self._opening)
+            except Exception as exc:
+                raise ServiceUnavailable(
+                    f"no client for Prefect's global concurrency limit {self.name!r}: {exc}"
+                ) from exc
         if self._checked:
             await self._take(count)
             return
@@ -149,6 +159,14 @@ class PrefectCreateLimit:
             await self._sleep(locked_for)
 
     async def aclose(self) -> None:
+        """Ask for the slots still owed (creates sent ahead), then close the client."""
+        if self._limiter is not None:
+            await self._limiter.aclose()
+        if self._opening is not None:
+            self._opening.cancel()
+            await asyncio.wait([self._opening])
+            if not self._opening.cancelled():
+                self._opening.exception()  # retrieved: the take reported it, if any took
         await self._exit.aclose()
 
     async def _increment(self, count: int) -> float | None:

@@ -57,9 +57,11 @@ def busy() -> httpx.Response:
 
 
 def settings_for(name: str) -> Settings:
-    """A limit of its own: a burst of 10, 1 create a minute (the slots barely decay meanwhile)."""
+    """A limit of its own: a burst of 10, 1 create a minute (the slots barely decay meanwhile);
+    every create waits for its slot (no advance: `test_ratelimit` covers it)."""
     env = {
         "ARCHIVER_CREATE_LIMIT_NAME": name,
+        "ARCHIVER_CREATE_LIMIT_ADVANCE": "0",
         "ARCHIVER_CREATE_RATE_PER_MINUTE": "1",
         "ARCHIVER_CREATE_BURST": "10",
     }
@@ -225,3 +227,19 @@ def test_a_missing_limit_is_created_by_the_first_take(prefect_harness, tmp_path)
     # 2 increments, plus 1 if the first was asked before the limit existed
     assert 2 <= transport.sent <= 3 and len(sleeps) == transport.server_busy
     assert all(wait < 0.1 for wait in sleeps)
+
+
+def test_a_client_that_cannot_be_made_leaves_creates_in_process(prefect_harness, tmp_path):
+    """The limit's client fails to build (e.g. a bad CA bundle): no create waits on it, every
+    create goes through the runtime's bucket, and the reason names the limit."""
+    name = unique(tmp_path)
+
+    def no_client(httpx_settings: dict) -> PrefectClient:
+        raise OSError("cannot load the CA bundle")
+
+    limit = PrefectCreateLimit(settings_for(name), client=no_client)
+    acquired, reason = asyncio.run(create_twice(limit))
+    assert acquired == 2
+    assert reason == (
+        f"no client for Prefect's global concurrency limit {name!r}: cannot load the CA bundle"
+    )

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import pytest
 
 from archiver.batch import run_batch
 from archiver.batchfile import BatchItem
@@ -189,56 +190,84 @@ def test_coalescing_limiter_takes_queued_slots_together_and_falls_back_when_brok
     assert warnings == ["create rate limit falls back to in-process: limit deleted"]
 
 
-def test_deferred_limiter_holds_creates_until_set_up_then_uses_what_it_gave():
-    """Creates wait for the set-up; then they go through the limiter it gave, or through the
-    fallback when it gave none; a failed set-up fails each create with its own error."""
-    from archiver.ratelimit import DeferredLimiter
+def test_coalescing_limiter_lets_its_advance_through_and_counts_it_in_the_first_take():
+    """With advance 3, five creates at once: three pass before the shared limit answers and the
+    first take asks for all five; once it has answered, a later create waits for its take."""
+    from archiver.ratelimit import CoalescingLimiter
 
-    calls: list[str] = []
+    takes: list[int] = []
+    answer = asyncio.Event()
 
-    async def shared() -> None:
-        calls.append("shared")
+    async def take(count: int) -> None:
+        takes.append(count)
+        await answer.wait()
 
-    async def fallback() -> None:
-        calls.append("fallback")
+    async def settle() -> None:
+        for _ in range(10):
+            await asyncio.sleep(0)
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        setup: asyncio.Future = loop.create_future()
-        limiter = DeferredLimiter(setup, fallback)
-        waiting = [asyncio.ensure_future(limiter()) for _ in range(3)]
-        await asyncio.sleep(0.01)
-        assert calls == [] and not any(w.done() for w in waiting)
-        setup.set_result(shared)
-        await asyncio.gather(*waiting)
-        assert calls == ["shared"] * 3
-
-        none: asyncio.Future = loop.create_future()
-        none.set_result(None)
-        await DeferredLimiter(none, fallback)()
-        assert calls[-1] == "fallback"
-
-        failed: asyncio.Future = loop.create_future()
-        failed.set_exception(RuntimeError("no API"))
-        try:
-            await DeferredLimiter(failed, fallback)()
-        except RuntimeError as exc:
-            assert str(exc) == "no API"
-        else:
-            raise AssertionError("a failed set-up let a create through")
+        fallback = TokenBucket(10.0, 100)
+        limiter = CoalescingLimiter(take, fallback, print, advance=3)
+        calls = [asyncio.ensure_future(limiter()) for _ in range(5)]
+        await settle()
+        assert [call.done() for call in calls] == [True, True, True, False, False]
+        assert takes == [5]
+        answer.set()
+        await asyncio.gather(*calls)
+        answer.clear()
+        later = asyncio.ensure_future(limiter())
+        await settle()
+        assert takes == [5, 1] and not later.done()
+        answer.set()
+        await later
+        assert fallback.acquired == 0
 
     asyncio.run(main())
 
 
-def test_batch_items_start_their_local_work_while_prefect_is_set_up(
-    prefect_harness, archive_env, emulator, tmp_path, monkeypatch
+def test_coalescing_limiter_asks_for_owed_slots_before_closing_or_charges_its_fallback():
+    """A create sent ahead is asked for by `aclose` at the latest; when the shared limit fails
+    instead, the creates sent ahead are charged to the in-process bucket with the ones after."""
+    from archiver.ratelimit import CoalescingLimiter
+
+    takes: list[int] = []
+
+    async def take(count: int) -> None:
+        await asyncio.sleep(0.01)
+        takes.append(count)
+
+    async def broken(count: int) -> None:
+        raise RuntimeError("limit deleted")
+
+    async def main() -> None:
+        limiter = CoalescingLimiter(take, TokenBucket(10.0, 100), print, advance=4)
+        await limiter()
+        assert takes == []
+        await limiter.aclose()
+        assert takes == [1]
+
+        fallback = TokenBucket(10.0, 100)
+        limiter = CoalescingLimiter(broken, fallback, lambda *a: None, advance=2)
+        await asyncio.gather(*(limiter() for _ in range(3)))
+        await limiter.aclose()
+        assert fallback.acquired == 3 and limiter.broken is not None
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("advance", [0, 2])
+def test_batch_sends_only_its_advance_of_creates_before_the_global_limit_answers(
+    advance, prefect_harness, archive_env, emulator, tmp_path, monkeypatch
 ):
-    """The batch flow's items take their locks and write their intents while the global limit
-    is still being looked up; no create is sent until the look-up is done."""
+    """The batch's items write their intents while the global limit is first asked for slots;
+    until it answers only `create_limit_advance` creates go out (0: none), and every create is
+    counted in a granted take exactly once."""
     import flows.batch
     from archiver.cache import PredictionCache
     from tasks.limits import PrefectCreateLimit
 
+    monkeypatch.setenv("ARCHIVER_CREATE_LIMIT_ADVANCE", str(advance))
     intents: list[str] = []
     put = PredictionCache.put
 
@@ -247,22 +276,32 @@ def test_batch_items_start_their_local_work_while_prefect_is_set_up(
         return put(self, record)
 
     monkeypatch.setattr(PredictionCache, "put", recording_put)
-    seen_at_lookup: dict[str, object] = {}
-    setup = PrefectCreateLimit.setup
+    seen: dict[str, object] = {}
+    granted: list[int] = []
+    increment = PrefectCreateLimit._increment
 
-    async def slow_setup(self):
-        for _ in range(200):  # until both items wrote their intents (or 10 s)
-            if intents.count("creating") == 2:
-                break
-            await asyncio.sleep(0.05)
-        seen_at_lookup.update(intents=list(intents), creates=emulator.stats().create_attempts)
-        return await setup(self)
+    async def slow_first_increment(self, count):
+        if not seen:
+            for _ in range(200):  # until every item wrote its intent (or 10 s)
+                if intents.count("creating") == 4:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # time enough for a create not held back to go out
+            seen.update(
+                intents=intents.count("creating"),
+                created=intents.count("pending"),
+                creates=emulator.stats().create_attempts,
+            )
+        locked_for = await increment(self, count)
+        if locked_for is None:
+            granted.append(count)
+        return locked_for
 
-    monkeypatch.setattr(PrefectCreateLimit, "setup", slow_setup)
-    batch = tmp_path / "two.jsonl"
-    batch.write_text("".join(json.dumps({"prompt": f"overlap {i}"}) + "\n" for i in range(2)))
+    monkeypatch.setattr(PrefectCreateLimit, "_increment", slow_first_increment)
+    batch = tmp_path / "four.jsonl"
+    batch.write_text("".join(json.dumps({"prompt": f"ahead {i}"}) + "\n" for i in range(4)))
     summary = asyncio.run(
         flows.batch.archive_batch(file=str(batch), model=MODEL, dest=str(archive_env))
     )
-    assert seen_at_lookup == {"intents": ["creating", "creating"], "creates": 0}
-    assert summary.counts["archived"] == 2
+    assert seen == {"intents": 4, "created": advance, "creates": advance}
+    assert summary.counts["archived"] == 4 and sum(granted) == 4
