@@ -113,7 +113,7 @@ class PrefectCreateLimit:
         (`PREFECT_LIMIT`): the caller then limits in-process.
 
         The first take also checks the limit, creating it if missing, at the same time as it
-        asks for the slots: the batch's first create waits for one round trip, not two."""
+        asks for the slots: one round trip, not two."""
         if self._client is None:
             if self._opening is None:
                 raise RuntimeError("setup() first")
