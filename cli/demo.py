@@ -43,6 +43,15 @@ def run_demo(dest: str, processing_seconds: float) -> None:
         stats = emulator.stats()
     print_summary(summaries[:1])
     first, second = summaries
+    if first.cached:  # an earlier demo archived this input into the same dest
+        stderr.print(
+            f"already archived by an earlier demo in {dest}: both runs came from the cache; "
+            f"predictions paid for: {stats.creates_accepted} (remove {dest} to watch expired "
+            "URLs being recovered)"
+        )
+        if not (second.cached and stats.creates_accepted == 0):
+            raise typer.Exit(1)
+        return
     expired = sum(1 for d in stats.downloads if d["status"] == 403)
     stderr.print(
         f"{expired} download(s) hit an expired URL and were recovered by {first.refetches} "
