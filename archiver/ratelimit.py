@@ -205,7 +205,10 @@ class CoalescingLimiter:
             self._pump = asyncio.create_task(self._take_slots())
 
     async def _take_slots(self) -> None:
-        while self._waiters or self._owed:
+        while True:
+            self._waiters = [w for w in self._waiters if not w.done()]  # cancelled: no slot
+            if not (self._waiters or self._owed):
+                return
             owed = self._owed
             batch = self._waiters[: max(0, self.max_batch - owed)]
             try:

@@ -227,8 +227,9 @@ def test_coalescing_limiter_lets_its_advance_through_and_counts_it_in_the_first_
 
 
 def test_coalescing_limiter_asks_for_owed_slots_before_closing_or_charges_its_fallback():
-    """A create sent ahead is asked for by `aclose` at the latest; when the shared limit fails
-    instead, the creates sent ahead are charged to the in-process bucket with the ones after."""
+    """A create sent ahead is asked for by `aclose` at the latest (a cancelled waiter is not);
+    when the shared limit fails instead, the creates sent ahead are charged to the in-process
+    bucket with the ones after."""
     from archiver.ratelimit import CoalescingLimiter
 
     takes: list[int] = []
@@ -241,8 +242,11 @@ def test_coalescing_limiter_asks_for_owed_slots_before_closing_or_charges_its_fa
         raise RuntimeError("limit deleted")
 
     async def main() -> None:
-        limiter = CoalescingLimiter(take, TokenBucket(10.0, 100), print, advance=4)
+        limiter = CoalescingLimiter(take, TokenBucket(10.0, 100), print, advance=1)
         await limiter()
+        waiting = asyncio.ensure_future(limiter())  # past the advance: waits for a take
+        await asyncio.sleep(0)
+        waiting.cancel()  # its run was cancelled: no slot is asked for it
         assert takes == []
         await limiter.aclose()
         assert takes == [1]
