@@ -14,9 +14,10 @@ The file of a key: its first record as JSON, written all or nothing (temp, fsync
 directory fsync). On local disk each later state is one line appended to it and fsynced: no new
 file, rename or directory fsync (0.15 ms of CPU per state against 0.35 ms on this project's
 machine, and no inode freed for the next allocation to skip). Every appended line ends with a
-tab and a checksum of the file's first line and its own JSON. The latest record is the last line whose checksum holds: a crash mid-append leaves a
-torn line (or, without a journal, stale bytes of some other file) that fails it, so the reader
-gets the state before, exactly as a rename that did not happen. After `MAX_LINES` lines, or on
+tab and a checksum of the file's first line and its own JSON. The latest record is the last
+line whose checksum holds: a crash mid-append leaves a torn line (or, without a journal, stale
+bytes of some other file) that fails it, so the reader gets the state before, exactly as a
+rename that did not happen. After `MAX_LINES` lines, or on
 an object store (no appends), a put writes the file whole again.
 """
 

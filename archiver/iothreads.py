@@ -15,8 +15,8 @@ Two pools, by where the calls go:
   the more of those hand-overs are contended, each a futex wake-up. Measured at K=200 on this
   project's 2-core VM (interleaved runs of the domain code against raw): 32 threads kept the
   event loop from resuming an item for up to 0.15 s at a time; 8 spent about 0.37 s of CPU in
-  futex calls and took 1.26x raw's wall (12 rounds); 3 took 1.08x, 2 took 1.05-1.06x, 1 took 1.11x (its
-  fsyncs queue). Two threads still overlap one fsync with another call's Python, and sustain
+  futex calls and took 1.26x raw's wall (12 rounds); 3 took 1.08x, 2 took 1.05-1.06x, 1 took
+  1.11x (its fsyncs queue). Two threads still overlap one fsync with another call's Python, and sustain
   some 40 predictions a second even where an fsync takes 5 ms, four times the creates
   Replicate allows.
 """

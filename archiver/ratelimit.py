@@ -179,12 +179,12 @@ class CoalescingLimiter:
         self.broken: BaseException | None = None
 
     async def __call__(self) -> None:
-        if self.broken is None and self._advance > 0:
-            self._advance -= 1
-            self._owed += 1
-            self._start_pump()
-            return
         if self.broken is None:
+            if self._advance > 0:  # ahead of the limit's first answer: owed, not waited for
+                self._advance -= 1
+                self._owed += 1
+                self._start_pump()
+                return
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             self._start_pump()

@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 from prefect.utilities.annotations import quote
 
+from archiver.aio import settle
 from archiver.batch import (
     BatchProgress,
     BatchRunner,
@@ -114,7 +114,7 @@ async def archive_batch(
             else:
                 results.extend(outcome)
     except BaseException:
-        await _settled(progress_id)  # if still being created (the batch never started): stop
+        await settle(progress_id)  # if still being created (the batch never started): stop
         raise
     finally:
         await create_limit.aclose()
@@ -128,16 +128,6 @@ async def archive_batch(
     if summary.failed:
         return Failed(message=summary.headline(), data=summary)  # type: ignore[return-value]
     return summary
-
-
-async def _settled(*futures: asyncio.Future[Any]) -> None:
-    """Cancel what is still running of `futures` and wait for it (their errors are theirs)."""
-    for future in futures:
-        future.cancel()
-    await asyncio.wait(futures)
-    for future in futures:
-        if not future.cancelled():
-            future.exception()  # retrieved: asyncio logs none as "never retrieved"
 
 
 def _archive_chunk(runner: BatchRunner, chunk: list[BatchItem]) -> Awaitable[list[ItemResult]]:

@@ -32,6 +32,7 @@ from prefect import get_run_logger
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.events import emit_event
 
+from archiver.aio import settle
 from archiver.errors import ConfigurationError, ServiceUnavailable
 from archiver.ratelimit import CoalescingLimiter, CreateLimiter, TokenBucket
 from archiver.retry import PREFECT_LIMIT, RetryPolicy, Sleep, retry_call
@@ -163,10 +164,7 @@ class PrefectCreateLimit:
         if self._limiter is not None:
             await self._limiter.aclose()
         if self._opening is not None:
-            self._opening.cancel()
-            await asyncio.wait([self._opening])
-            if not self._opening.cancelled():
-                self._opening.exception()  # retrieved: the take reported it, if any took
+            await settle(self._opening)  # its error, if any, the first take reported
         await self._exit.aclose()
 
     async def _increment(self, count: int) -> float | None:

@@ -1,4 +1,4 @@
-"""`python -m flows demo` (what `make demo` runs) succeeds, and succeeds again into the same dest."""
+"""`python -m flows demo` (what `make demo` runs) succeeds, and again into the same dest."""
 
 from __future__ import annotations
 
