@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from cli import runs
 from cli.common import export_storage_options, fail
 
 DEST_HELP = "Archive destination: path or fsspec URL [default: ./archive]"
@@ -31,7 +32,7 @@ def _flow_report(
     """Run an archive flow on the Prefect API; its report (a failed run still carries one)."""
     from archiver.inputs import parse_options
     from archiver.progress import use_progress
-    from cli import checks, interrupts
+    from cli import checks
     from cli.console import RichProgress, quiet_prefect_console
     from cli.prefect_api import prefect_api
 
@@ -47,7 +48,7 @@ def _flow_report(
         quiet_prefect_console(debug)
         with RichProgress(enabled=progress) as sink:
             use_progress(sink)
-            report = interrupts.run(go())
+            report = runs.run(go())
     if isinstance(report, BaseException):
         raise report
     return report
@@ -85,7 +86,7 @@ def _print_report(report: Any, as_json: bool) -> None:
             err=True,
         )
     if as_json:
-        typer.echo(report.model_dump_json(indent=2))
+        typer.echo(runs.as_json(report))
         return
     for result in report.predictions:
         where = f" -> {result.summary.manifest_url}" if result.summary else ""

@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from cli import account as account
+from cli import runs
 from cli.common import export_storage_options as _export_storage_options
 from cli.common import fail as _fail
 
@@ -29,7 +30,6 @@ def _run_flow(
 ) -> Any:
     _export_storage_options(storage_options)
     from archiver.progress import use_progress
-    from cli import interrupts
     from cli.console import RichProgress, quiet_prefect_console
     from cli.prefect_api import prefect_api
 
@@ -39,7 +39,7 @@ def _run_flow(
         quiet_prefect_console(debug)
         with RichProgress(enabled=show_progress) as progress:
             use_progress(progress)
-            return interrupts.run(archive_prediction(**flow_kwargs))
+            return runs.run(archive_prediction(**flow_kwargs))
 
 
 @app.command()
@@ -112,7 +112,7 @@ def run(
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
         _fail(exc, debug)
     if as_json:
-        typer.echo(summary.model_dump_json(indent=2))
+        typer.echo(runs.as_json(summary))
     else:
         from cli.console import print_summary
 
@@ -190,7 +190,7 @@ def batch(
             quiet_prefect_console(debug)
             with RichProgress(enabled=not as_json, predictions=len(items)) as progress:
                 use_progress(progress)
-                state = interrupts.run(
+                state = runs.run(
                     archive_batch(
                         file=file,
                         model=model,
@@ -209,7 +209,7 @@ def batch(
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
         _fail(exc, debug)
     if as_json:
-        typer.echo(summary.model_dump_json(indent=2))
+        typer.echo(runs.as_json(summary))
     else:
         from cli.console import print_batch_summary
 

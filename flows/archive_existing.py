@@ -14,6 +14,7 @@ from archiver.progress import current_progress
 from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from flows.archive_prediction import task_steps
+from flows.hooks import announce
 from flows.settings import flow_settings
 from tasks.artifacts import publish_report
 from tasks.existing import archive_by_id
@@ -27,7 +28,7 @@ PredictionId = Annotated[
 ]
 
 
-@flow(name="archive-existing")
+@flow(name="archive-existing", on_running=[announce])
 async def archive_existing(
     prediction_ids: Annotated[list[PredictionId], Field(min_length=1, max_length=1000)],
     dest: str | None = None,

@@ -14,7 +14,7 @@ from archiver.report.previews import PreviewBudget, use_previews
 from archiver.retry import RetryPolicies
 from archiver.runtime import Runtime
 from archiver.settings import Settings
-from flows.hooks import cancel_in_flight
+from flows.hooks import announce, cancel_in_flight
 from flows.settings import flow_settings
 from tasks.archive import archive
 from tasks.artifacts import publish_run
@@ -30,6 +30,11 @@ ModelParam = Annotated[
     Field(
         json_schema_extra={"pattern": MODEL_PATTERN, "examples": ["black-forest-labs/flux-schnell"]}
     ),
+]
+# A JSON object from the start (default {}), so the UI's form offers a JSON editor at once.
+InputParam = Annotated[
+    dict[str, Any],
+    Field(json_schema_extra={"examples": [{"prompt": "a lighthouse at dusk", "seed": 7}]}),
 ]
 DeadlineParam = Annotated[float, Field(ge=1, le=86400)] | None
 WebhookParam = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)] | None
@@ -48,12 +53,13 @@ def task_steps(settings: Settings) -> Steps:
 
 @flow(
     name="archive-prediction",
+    on_running=[announce],
     on_cancellation=[cancel_in_flight],
     on_crashed=[cancel_in_flight],
 )
 async def archive_prediction(
     model: ModelParam,
-    input: dict[str, Any] | None = None,
+    input: InputParam = {},  # noqa: B006 - Prefect hands each run its own copy; never mutated
     dest: str | None = None,
     deployment: bool = False,
     refresh: bool = False,

@@ -13,6 +13,7 @@ from archiver.progress import current_progress
 from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from archiver.sweep import SweepReport, parse_duration
+from flows.hooks import announce
 from flows.settings import flow_settings
 from tasks.artifacts import publish_report
 from tasks.existing import sweep_window
@@ -20,7 +21,7 @@ from tasks.existing import sweep_window
 DURATION_PATTERN = r"^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$"
 
 
-@flow(name="archive-recent")
+@flow(name="archive-recent", on_running=[announce])
 async def archive_recent(
     since: Annotated[str, Field(pattern=DURATION_PATTERN, examples=["15m", "2h"])] = "1h",
     source: Literal["api", "web", "all"] = "api",

@@ -34,6 +34,7 @@ from archiver.progress import current_progress
 from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from flows.archive_prediction import WebhookParam
+from flows.hooks import announce
 from flows.settings import flow_settings
 from tasks.artifacts import (
     final_progress,
@@ -48,7 +49,7 @@ from tasks.limits import PrefectCreateLimit
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-@flow(name="archive-batch", log_prints=False)
+@flow(name="archive-batch", log_prints=False, on_running=[announce])
 async def archive_batch(
     file: str,
     model: str | None = None,

@@ -1,4 +1,4 @@
-"""Flow state hooks: a cancelled or crashed flow run cancels the prediction it left running."""
+"""Flow state hooks: a run announces itself; a cancelled or crashed run cancels its prediction."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ from typing import Any
 
 from archiver.generate import cancel_recorded
 from archiver.prediction import ModelRef, PredictionRequest
+from archiver.progress import announce_run
 from archiver.runtime import Runtime
 from flows.settings import flow_settings
+
+
+def announce(flow: Any, flow_run: Any, state: Any) -> None:
+    """Prefect on_running hook of every flow: tell whoever started the run where to see it."""
+    from prefect.utilities.urls import url_for
+
+    announce_run(str(flow_run.id), url_for(flow_run))
 
 
 def cancel_in_flight(flow: Any, flow_run: Any, state: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -71,8 +72,11 @@ def interrupt_env(prefect_harness: str) -> dict[str, str]:
     return {**os.environ, "PREFECT_API_URL": prefect_harness}
 
 
-def test_ctrl_c_on_run_cancels_and_exits_130_with_one_line(archive_env, emulator, prefect_harness):
-    """Ctrl-C to the process group: the prediction is canceled, exit 130 within 10 s, one line."""
+def test_ctrl_c_on_run_cancels_and_exits_130_with_one_line(
+    archive_env, emulator, prefect_harness, prefect_server
+):
+    """Ctrl-C to the process group: the prediction is canceled, exit 130 within 10 s, one error
+    line after the run's URL; the flow run ends Cancelled in Prefect, not Crashed."""
     emulator.set_faults(processing_seconds=120)
     proc = start_cli(
         "run",
@@ -90,8 +94,14 @@ def test_ctrl_c_on_run_cancels_and_exits_130_with_one_line(archive_env, emulator
         with_kill(proc)
     assert proc.returncode == 130, stderr
     assert took < 10, f"took {took:.1f}s: {stderr}"
-    assert len(stderr.strip().splitlines()) == 1, stderr
+    announced, error = stderr.strip().splitlines()
+    assert error.startswith("error: interrupted"), stderr
     assert emulator.stats().cancels == created
+    url = announced.removeprefix("flow run: ")
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/runs/flow-run/[0-9a-f-]{36}", url), stderr
+    with prefect_server.client() as client:
+        run = client.read_flow_run(url.rsplit("/", 1)[-1])
+    assert run.state.type.value == "CANCELLED", run.state
 
 
 @pytest.fixture
@@ -141,7 +151,7 @@ def test_ctrl_c_on_batch_cancels_every_prediction_and_exits_130(
     assert proc.returncode == 130, stderr
     assert took < 10, f"took {took:.1f}s: {stderr}"
     # The notes of the local server's first start come before the interrupt.
-    notes = ("started a local Prefect server", "waiting for the local Prefect server")
+    notes = ("started a local Prefect server", "waiting for the local Prefect server", "flow run: ")
     lines = [line for line in stderr.strip().splitlines() if not line.startswith(notes)]
     assert len(lines) == 1 and lines[0].startswith("error: interrupted"), stderr
     assert sorted(emulator.stats().cancels) == sorted(created)
