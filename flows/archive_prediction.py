@@ -31,11 +31,6 @@ ModelParam = Annotated[
         json_schema_extra={"pattern": MODEL_PATTERN, "examples": ["black-forest-labs/flux-schnell"]}
     ),
 ]
-# A JSON object from the start (default {}), so the UI's form offers a JSON editor at once.
-InputParam = Annotated[
-    dict[str, Any],
-    Field(json_schema_extra={"examples": [{"prompt": "a lighthouse at dusk", "seed": 7}]}),
-]
 DeadlineParam = Annotated[float, Field(ge=1, le=86400)] | None
 WebhookParam = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)] | None
 
@@ -59,7 +54,8 @@ def task_steps(settings: Settings) -> Steps:
 )
 async def archive_prediction(
     model: ModelParam,
-    input: InputParam = {},  # noqa: B006 - Prefect hands each run its own copy; never mutated
+    # A JSON object from the start (default {}): the UI's form opens a JSON editor at once.
+    input: dict[str, Any] = {},  # noqa: B006 - Prefect hands each run its own copy
     dest: str | None = None,
     deployment: bool = False,
     refresh: bool = False,

@@ -108,9 +108,9 @@ def test_custom_run_from_the_ui_completes_on_a_worker(stack, page):
     expect(parameter(page, "on_data_removed")).to_contain_text("fail")
 
     parameter(page, "model").locator("textarea").fill(MODEL)
-    # `input` is a JSON editor at once (no type to pick first), its example shown.
+    # `input` is a JSON editor at once (no type to pick first), with its example shown.
     expect(parameter(page, "input").get_by_role("button", name="dict")).to_have_count(0)
-    expect(parameter(page, "input")).to_contain_text("a lighthouse at dusk")
+    expect(parameter(page, "input")).to_contain_text('{"prompt": "a lighthouse", "seed": 7}')
     parameter(page, "input").locator("textarea").fill(json.dumps(value))
     form = shot(page, "custom-run-form")
     assert form.stat().st_size > 10_000
