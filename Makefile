@@ -5,10 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# Keep Prefect offline and quiet, and keep its state inside the project.
+# Keep Prefect offline and quiet. Its state stays in the user's PREFECT_HOME (~/.prefect by
+# default), so `make demo`, `make server` and later `python -m flows` runs share one local server
+# and one database, as a plain `prefect worker start` does.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
-export PREFECT_HOME ?= $(CURDIR)/.prefect
 
 .PHONY: install demo test test-fast lint test-ui bench emulator server worker deploy serve clean
 
@@ -20,8 +21,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+DEMO_DEST ?= ./archive
 demo: install
-	$(PY) -m flows demo --dest ./archive
+	$(PY) -m flows demo --dest $(DEMO_DEST)
 
 LINTED := archiver cli emulator flows tasks deployments tests benchmarks
 
@@ -66,7 +68,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 # Every Prefect command talks to this server unless PREFECT_API_URL says otherwise.
 server pool secret deploy worker serve: export PREFECT_API_URL ?= http://$(PREFECT_HOST):$(PREFECT_PORT)/api
 
-server: install  ## API + UI; SQLite in $(PREFECT_HOME), or PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://...
+server: install  ## API + UI; SQLite in PREFECT_HOME (~/.prefect), or PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://...
 	PREFECT_SERVER_API_HOST=$(PREFECT_HOST) PREFECT_SERVER_API_PORT=$(PREFECT_PORT) $(PREFECT) server start
 
 pool: install  ## the process work pool the deployments use
@@ -93,4 +95,4 @@ chromium:  ## Debian's chromium for the UI test (Playwright never downloads brow
 	  echo "warning: could not install chromium; tests/test_ui.py will be skipped"
 
 clean:
-	rm -rf $(VENV) .prefect archive .pytest_cache
+	rm -rf $(VENV) archive .pytest_cache

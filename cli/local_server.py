@@ -355,9 +355,10 @@ def _start(
 
 
 def stop_command() -> str:
-    """How to stop this PREFECT_HOME's server from a shell: with the PREFECT_HOME it runs under
-    when that is not the default (`make` keeps Prefect's state in the checkout's `.prefect/`)."""
-    command = "python -m flows server stop"
+    """How to stop this PREFECT_HOME's server, as a line that works pasted into any shell: this
+    interpreter by its path (a bare `python` may be another one, or none), and the PREFECT_HOME
+    the server runs under when one is set."""
+    command = f"{shlex.quote(sys.executable)} -m flows server stop"
     if os.environ.get("PREFECT_HOME"):
         return f"PREFECT_HOME={shlex.quote(str(prefect_home()))} {command}"
     return command

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -142,7 +143,7 @@ def test_run_starts_the_local_server_and_is_visible_in_its_api(new_home, emulato
     env = cli_env(home, emulator, tmp_path)
     result = flows(*run_args(tmp_path, "visible"), env=env)
     assert result.returncode == 0, result.stderr
-    assert f"(stop: PREFECT_HOME={home.resolve()} python -m flows server stop)" in result.stderr
+    [hint] = re.findall(r"\(stop: (.+)\)$", result.stderr, re.MULTILINE)
     state = local_server.status(home)
     assert state is not None and local_server.healthy(state.api_url)
     runs = flow_runs(state.api_url)
@@ -156,6 +157,19 @@ def test_run_starts_the_local_server_and_is_visible_in_its_api(new_home, emulato
     assert status.returncode == 0
     for value in (str(state.port), str(state.pid), state.url, str(home / "prefect.db")):
         assert value in status.stdout
+    # The printed stop hint works pasted into a shell elsewhere, with no venv on PATH.
+    pasted = subprocess.run(
+        ["/bin/sh", "-c", hint],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert pasted.returncode == 0, pasted.stderr
+    wait_for(lambda: not alive(state.pid), 30, "the server to stop")
+    assert local_server.status(home) is None
 
 
 def test_a_killed_server_is_replaced_and_stop_leaves_nothing(home, emulator, tmp_path):
@@ -290,3 +304,35 @@ def test_two_homes_with_the_same_default_port_start_on_different_ports(
         for home in homes:
             local_server.stop(home)
     assert all(local_server.status(home) is None for home in homes)
+
+
+def test_make_demo_and_later_runs_share_the_users_local_server(
+    emulator, tmp_path, prefect_template
+):
+    """`make demo`, then `python -m flows run`, for a user with no PREFECT_HOME set: one local
+    server (in ~/.prefect) serves both; the run starts none of its own."""
+    user = tmp_path / "user"
+    prefect_home = user / ".prefect"
+    env = cli_env(prefect_home, emulator, tmp_path, **seed_home(prefect_home, prefect_template))
+    del env["PREFECT_HOME"]
+    env["HOME"] = str(user)
+    try:
+        demo = subprocess.run(
+            ["make", "-s", "demo", f"DEMO_DEST={tmp_path / 'demo-archive'}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert demo.returncode == 0, demo.stderr[-2000:]
+        served = local_server.status(prefect_home)
+        assert served is not None, demo.stderr[-2000:]
+        later = flows(*run_args(tmp_path, "after the demo"), env=env)
+        assert later.returncode == 0, later.stderr
+        assert "started a local Prefect server" not in later.stderr
+        assert local_server.status(prefect_home) == served
+        assert len(flow_runs(served.api_url)) == 3  # the demo's two runs and this one
+    finally:
+        stopped_after(prefect_home)
