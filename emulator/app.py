@@ -17,7 +17,7 @@ from emulator.clock import Clock, SystemClock
 from emulator.delivery import Delivery
 from emulator.elsewhere import ForeignPrediction
 from emulator.faults import FaultBox
-from emulator.models import DEMO_MODEL, InputError, resolve_model, version_id
+from emulator.models import DEMO_MODEL, InputError, ModelRegistry, resolve_model, version_id
 from emulator.parsing import parse_duration, parse_iso_timestamp, parse_prefer_wait, split_version
 from emulator.signing import UrlSigner
 from emulator.state import Prediction, Store
@@ -60,6 +60,11 @@ def _invalid_version() -> JSONResponse:
     )
 
 
+def _model_not_found(model: str) -> JSONResponse:
+    """Replicate's answer for a model that does not exist (or is not visible to the token)."""
+    return problem_response(404, "Not found", f"The requested model {model} could not be found.")
+
+
 def _input_problem(problems: list[tuple[str, str]]) -> JSONResponse:
     """422 "Input validation failed" listing ``(field, message)`` problems like the real API."""
     return problem_response(
@@ -79,8 +84,10 @@ class Backend:
         faults: FaultBox,
         clock: Clock | None = None,
         webhook_secret: str | None = None,
+        models: ModelRegistry | None = None,
     ) -> None:
         self.base_url = base_url
+        self.models = models or ModelRegistry()
         self.faults = faults
         self.clock: Clock = clock or SystemClock()
         self.stats = StatsRecorder()
@@ -178,6 +185,8 @@ class Backend:
         if request.url.path.startswith("/v1/deployments/"):
             return DEMO_MODEL, version_id(DEMO_MODEL), f"{owner}/{name}"
         if owner is not None:
+            if not self.models.knows(f"{owner}/{name}"):
+                return _model_not_found(f"{owner}/{name}")
             return f"{owner}/{name}", version_id(f"{owner}/{name}"), None
         if not isinstance(body.get("version"), str):
             return _input_problem([("version", "Invalid type. Expected: string")])
@@ -185,7 +194,11 @@ class Backend:
             model, vid = split_version(body["version"])
         except ValueError:
             return _invalid_version()
-        model = model or self.store.versions.get(vid or "")
+        if model is not None and not self.models.knows(model):
+            return _model_not_found(model)
+        if model is not None and vid is not None and not self.models.has_version(model, vid):
+            return _invalid_version()
+        model = model or self.store.versions.get(vid or "") or self.models.model_of(vid or "")
         if model is None:
             return _invalid_version()
         return model, vid or version_id(model), None
@@ -275,11 +288,13 @@ class Backend:
 
     # -- models and account --------------------------------------------------------
     async def get_model(self, request: Request) -> Response:
-        """``GET /v1/models/{owner}/{name}``: any name exists (unknown ones run the demo model)."""
+        """``GET /v1/models/{owner}/{name}``: a known model (404 for any other name)."""
         if not _authorized(request):
             return _unauthenticated()
         owner, name = request.path_params["owner"], request.path_params["name"]
         model = f"{owner}/{name}"
+        if not self.models.knows(model):
+            return _model_not_found(model)
         self.store.see_model(model)
         runs = sum(1 for p in self.store.predictions.values() if p.model == model)
         return JSONResponse(views.model(owner, name, resolve_model(model), runs))
@@ -289,10 +304,13 @@ class Backend:
         if not _authorized(request):
             return _unauthenticated()
         model = f"{request.path_params['owner']}/{request.path_params['name']}"
-        if request.path_params["version"] != version_id(model):
+        if not self.models.knows(model):
+            return _model_not_found(model)
+        if not self.models.has_version(model, request.path_params["version"]):
             return problem_response(404, "Not found", "Version not found")
         self.store.see_model(model)
-        return JSONResponse(views.version(model, resolve_model(model)))
+        vid = request.path_params["version"]
+        return JSONResponse(views.version(model, resolve_model(model), vid))
 
     async def account(self, request: Request) -> Response:
         """``GET /v1/account``: a fixed emulator account."""
@@ -331,6 +349,7 @@ class Backend:
             spec_ = ForeignPrediction.parse(await request.json())
         except (TypeError, ValueError) as exc:
             return JSONResponse({"detail": str(exc)}, status_code=422)
+        self.models.register(spec_.model)  # made elsewhere: the model exists
         spec = resolve_model(spec_.model)
         try:
             params = spec.validate(spec_.input)

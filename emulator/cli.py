@@ -16,6 +16,7 @@ import uvicorn
 
 from emulator.app import Backend, build_app
 from emulator.faults import FaultBox, Faults
+from emulator.models import ModelRegistry
 from emulator.server import public_host, url_host
 
 _D = Faults()
@@ -80,6 +81,12 @@ def emulator_command(
     webhook_secret: Optional[str] = typer.Option(  # noqa: UP045
         None, help="whsec_ key to sign webhooks with [default: a new random one]."
     ),
+    model: list[str] = typer.Option(
+        [], "--model", help="Make model OWNER/NAME exist (repeatable); others answer 404."
+    ),
+    any_model: bool = typer.Option(
+        False, "--any-model", help="Every OWNER/NAME exists (runs the demo image model)."
+    ),
 ) -> None:
     """Run the Replicate API emulator in the foreground (Ctrl-C to stop)."""
     try:
@@ -118,7 +125,10 @@ def emulator_command(
     print(f"export REPLICATE_DELIVERY_HOSTS={delivery_host}")
     print("export REPLICATE_API_TOKEN=emulator-token")
     sys.stdout.flush()
-    app = build_app(Backend(base_url, FaultBox(faults), webhook_secret=webhook_secret))
+    models = ModelRegistry(model, any_model=any_model)
+    app = build_app(
+        Backend(base_url, FaultBox(faults), webhook_secret=webhook_secret, models=models)
+    )
     uvicorn.run(
         app, host=host, port=port, log_level="info", lifespan="off", timeout_graceful_shutdown=2
     )

@@ -1,7 +1,9 @@
 """Built-in emulated models: their input schemas, validation and (deterministic) outputs.
 
-Any ``owner/name`` that no built-in reserves runs the demo image model, so real model
-names such as ``black-forest-labs/flux-schnell`` work unchanged.
+Which ``owner/name`` exist is the `ModelRegistry`'s business: the built-ins, a few real names
+(``black-forest-labs/flux-schnell``...) and whatever a test or user registers; as on Replicate,
+any other name is unknown (404), and a version other than the model's own is invalid (422).
+Every known name that no built-in reserves runs the demo image model.
 """
 
 from __future__ import annotations
@@ -250,3 +252,51 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
 def resolve_model(name: str) -> ModelSpec:
     """The built-in model reserved for ``name``, else the demo image model."""
     return BUILTIN_MODELS.get(name, BUILTIN_MODELS[DEMO_MODEL])
+
+
+#: Real models (and a real version) the emulator knows out of the box; they run the demo image
+#: model, so the README's and a newcomer's first commands work offline.
+WELL_KNOWN_MODELS: tuple[str, ...] = (
+    "black-forest-labs/flux-schnell",
+    "black-forest-labs/flux-dev",
+    "black-forest-labs/flux-1.1-pro",
+    "stability-ai/sdxl:7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc",
+    "stability-ai/stable-diffusion-3",
+    "bytedance/sdxl-lightning-4step",
+)
+
+
+class ModelRegistry:
+    """The models that exist on this emulator, and their versions.
+
+    Each known ``owner/name`` has its own deterministic version (`version_id`); registering
+    ``owner/name:VERSION`` adds that version too. ``any_model`` makes every name exist (each
+    with its own version only).
+    """
+
+    def __init__(self, extra: tuple[str, ...] | list[str] = (), *, any_model: bool = False):
+        self.any_model = any_model
+        self._names: set[str] = set()
+        self._versions: dict[str, str] = {}  # extra version id -> owner/name
+        self.register(*BUILTIN_MODELS, *WELL_KNOWN_MODELS, *extra)
+
+    def register(self, *names: str) -> None:
+        """Make ``owner/name`` (with ``:VERSION``: that version too) exist from now on."""
+        for name in names:
+            model, _, version = name.partition(":")
+            self._names.add(model)
+            if version:
+                self._versions[version] = model
+
+    def knows(self, model: str) -> bool:
+        return self.any_model or model in self._names
+
+    def has_version(self, model: str, version: str) -> bool:
+        """True if ``version`` is one of known ``model``'s versions."""
+        return self.knows(model) and (
+            version == version_id(model) or self._versions.get(version) == model
+        )
+
+    def model_of(self, version: str) -> str | None:
+        """The model a registered extra version belongs to."""
+        return self._versions.get(version)

@@ -16,6 +16,7 @@ import uvicorn
 from emulator.app import Backend, build_app
 from emulator.clock import Clock, SystemClock
 from emulator.faults import FaultBox, Faults
+from emulator.models import ModelRegistry
 from emulator.stats import Stats
 
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
@@ -98,10 +99,14 @@ class Emulator:
         *,
         clock: Clock | None = None,
         webhook_secret: str | None = None,
+        models: tuple[str, ...] | list[str] = (),
+        any_model: bool = False,
         **fault_overrides: Any,
     ) -> None:
         self.host = host
         self.port = port
+        # Which owner/name exist: built-ins, well-known names, `models`; every name if any_model.
+        self.models = ModelRegistry(models, any_model=any_model)
         self.clock: Clock = clock or SystemClock()
         self._webhook_secret = webhook_secret
         self._box = FaultBox((faults or Faults()).replace(**fault_overrides))
@@ -121,7 +126,9 @@ class Emulator:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        self._backend = Backend(self.base_url, self._box, self.clock, self._webhook_secret)
+        self._backend = Backend(
+            self.base_url, self._box, self.clock, self._webhook_secret, self.models
+        )
         config = uvicorn.Config(
             build_app(self._backend),
             log_level="warning",
@@ -204,6 +211,10 @@ class Emulator:
             raise ValueError(f"add_prediction: {response.status_code} {response.text}")
         result: dict[str, Any] = response.json()
         return result
+
+    def register_models(self, *names: str) -> None:
+        """Make models ``owner/name`` exist (they run the demo image model)."""
+        self.models.register(*names)
 
     # -- faults and stats ----------------------------------------------------------------
     @property

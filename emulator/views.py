@@ -123,10 +123,10 @@ class Renderer:
         }
 
 
-def version(model: str, spec: ModelSpec) -> dict[str, Any]:
-    """A model version object (``schemas_version_response``)."""
+def version(model: str, spec: ModelSpec, vid: str | None = None) -> dict[str, Any]:
+    """A model version object (``schemas_version_response``): ``vid``, or the model's own."""
     return {
-        "id": version_id(model),
+        "id": vid or version_id(model),
         "created_at": VERSION_CREATED_AT,
         "cog_version": COG_VERSION,
         "openapi_schema": spec.openapi_schema(),

@@ -58,12 +58,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Model names the tests use besides the emulator's built-in and well-known ones: registered,
+#: as on Replicate any other name is unknown (404).
+TEST_MODELS = (
+    "a/b",
+    "o/n",
+    "o/m",
+    "owner/model",
+    "someone/model",
+    "someone/else",
+    "acme/m",
+    "acme/n",
+    "acme/thing",
+    "acme/demo",
+    "acme/default",
+    "acme/counted",
+    "acme/other:abc123",
+)
+
+
 @pytest.fixture
 def emulator():
     """A fresh emulator with fast model times, served over real HTTP on 127.0.0.1."""
     from emulator import Emulator
 
-    with Emulator(processing_seconds=0.05) as emu:
+    with Emulator(processing_seconds=0.05, models=TEST_MODELS) as emu:
         yield emu
 
 

@@ -112,3 +112,15 @@ def test_interrupt_cancels_the_running_prediction(archive_env, emulator, prefect
         proc.kill()
     assert proc.returncode != 0
     assert emulator.stats().cancels == created, stderr
+
+
+def test_a_misspelt_model_is_one_line_naming_it_and_nothing_is_paid(cli, archive_env, emulator):
+    """A model that does not exist (a typo) answers 404, as on Replicate: exit 1, one error
+    line naming the model, no prediction."""
+    result = cli(
+        "run", "black-forest-labs/flux-schnel", "-i", "prompt=x", "--dest", str(archive_env)
+    )
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "black-forest-labs/flux-schnel" in errors[0], result.stderr
+    assert emulator.stats().creates_accepted == 0

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from emulator import Emulator
-from tests.conftest import AUTH
+from tests.conftest import AUTH, TEST_MODELS
 from tests.waiting import wait_until
 
 
@@ -183,7 +183,7 @@ def test_env_points_at_the_emulator(emulator):
 
 def test_start_stop_without_context_manager():
     """start()/stop() serve and release the port; stop() is idempotent."""
-    emu = Emulator(processing_seconds=0.05).start()
+    emu = Emulator(models=TEST_MODELS, processing_seconds=0.05).start()
     try:
         assert httpx.get(f"{emu.base_url}/_emulator/faults").status_code == 200
     finally:
@@ -195,7 +195,10 @@ def test_start_stop_without_context_manager():
 
 def test_two_emulators_run_side_by_side():
     """Each emulator gets its own port and state."""
-    with Emulator(processing_seconds=0.05) as one, Emulator(processing_seconds=0.05) as two:
+    with (
+        Emulator(models=TEST_MODELS, processing_seconds=0.05) as one,
+        Emulator(models=TEST_MODELS, processing_seconds=0.05) as two,
+    ):
         assert one.port != two.port
         httpx.post(f"{one.base_url}/v1/models/a/b/predictions", json={"input": {}}, headers=AUTH)
         assert one.stats().predictions == 1 and two.stats().predictions == 0

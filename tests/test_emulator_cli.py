@@ -80,7 +80,8 @@ def wait_until_serving(base_url: str) -> None:
 
 
 def test_module_runs_prints_exports_and_stops_on_ctrl_c():
-    """python -m emulator prints eval-able exports, serves with the flags, exits on SIGINT."""
+    """python -m emulator prints eval-able exports, serves with the flags (--model names exist,
+    others are 404), exits on SIGINT."""
     proc, exports = start_cli(
         "--processing-seconds",
         "0.05",
@@ -89,6 +90,8 @@ def test_module_runs_prints_exports_and_stops_on_ctrl_c():
         "--first-urls-expired",
         "--final-status",
         "failed",
+        "--model",
+        "a/b",
     )
     try:
         assert set(exports) == {
@@ -110,6 +113,12 @@ def test_module_runs_prints_exports_and_stops_on_ctrl_c():
             headers={"Authorization": "Bearer emulator-token", "Prefer": "wait"},
         )
         assert body.json()["status"] == "failed"
+        unknown = httpx.post(
+            f"{base}/v1/models/c/d/predictions",
+            json={"input": {}},
+            headers={"Authorization": "Bearer emulator-token"},
+        )
+        assert unknown.status_code == 404  # only --model names (and the built-ins) exist
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=15)

@@ -10,7 +10,7 @@ import pytest
 
 from emulator import HOSTILE_NAMES, Emulator
 from emulator.clock import ManualClock
-from tests.conftest import AUTH
+from tests.conftest import AUTH, TEST_MODELS
 from tests.waiting import wait_until
 
 
@@ -42,7 +42,9 @@ def test_url_shape_is_signed_and_expiring():
     """Output URLs are {base}/delivery/{id}/{index}/{name}?expires=<now+TTL>&sig=<HMAC of both>."""
     clock = ManualClock(start=1_700_000_000.25)
     with (
-        Emulator(clock=clock, processing_seconds=0, url_ttl_seconds=3600) as emu,
+        Emulator(
+            models=TEST_MODELS, clock=clock, processing_seconds=0, url_ttl_seconds=3600
+        ) as emu,
         httpx.Client(base_url=emu.base_url, headers=AUTH) as client,
     ):
         body = run(client, num_outputs=2)
@@ -65,7 +67,7 @@ def test_every_read_signs_fresh_urls():
     """Each serialisation of a prediction re-signs its URLs with a later expiry."""
     clock = ManualClock()
     with (
-        Emulator(clock=clock, processing_seconds=0) as emu,
+        Emulator(models=TEST_MODELS, clock=clock, processing_seconds=0) as emu,
         httpx.Client(base_url=emu.base_url, headers=AUTH) as client,
     ):
         body = run(client)
@@ -81,7 +83,7 @@ def test_expired_url_is_403(http):
     """A URL past its expiry answers 403; re-reading the prediction gives a working URL."""
     clock = ManualClock()
     with (
-        Emulator(clock=clock, processing_seconds=0, url_ttl_seconds=60) as emu,
+        Emulator(models=TEST_MODELS, clock=clock, processing_seconds=0, url_ttl_seconds=60) as emu,
         httpx.Client(base_url=emu.base_url, headers=AUTH) as client,
     ):
         body = run(client)

@@ -13,14 +13,17 @@ import pytest
 
 from emulator import Emulator, version_id
 from emulator.clock import ManualClock
-from tests.conftest import AUTH
+from tests.conftest import AUTH, TEST_MODELS
 from tests.waiting import wait_until
 
 
 @contextmanager
 def served(**faults) -> Iterator[tuple[Emulator, httpx.Client]]:
     """An emulator with the given faults (and clock) plus an authenticated client for it."""
-    with Emulator(**faults) as emu, httpx.Client(base_url=emu.base_url, headers=AUTH) as client:
+    with (
+        Emulator(models=TEST_MODELS, **faults) as emu,
+        httpx.Client(base_url=emu.base_url, headers=AUTH) as client,
+    ):
         yield emu, client
 
 
@@ -79,7 +82,7 @@ def test_prefer_wait_n_returns_current_state_after_n_seconds():
     """Prefer: wait=1 on a prediction that cannot finish returns after 1 s, still processing."""
     clock = ManualClock()  # never advanced: the prediction stays processing
     with (
-        Emulator(clock=clock, processing_seconds=3) as emu,
+        Emulator(models=TEST_MODELS, clock=clock, processing_seconds=3) as emu,
         httpx.Client(headers=AUTH, timeout=10) as client,
     ):
         started = time.monotonic()
@@ -254,21 +257,33 @@ def test_deployment_predictions_run_the_demo_model(api):
 
 
 def test_version_forms_accepted_and_rejected(api):
-    """owner/name:id always works; a bare id only when known; unknown bare ids are 422."""
-    vid = "f" * 64
-    ok = api.post("/v1/predictions", json={"version": f"someone/model:{vid}", "input": {}})
+    """owner/name:id works for the model's own (or a registered) version, else 422; a bare id
+    only when known; an unknown model is 404, as on Replicate."""
+    own = version_id("someone/model")
+    ok = api.post("/v1/predictions", json={"version": f"someone/model:{own}", "input": {}})
     assert ok.status_code == 201 and ok.json()["model"] == "someone/model"
-    assert ok.json()["version"] == vid
+    assert ok.json()["version"] == own
+    registered = api.post("/v1/predictions", json={"version": "acme/other:abc123", "input": {}})
+    assert registered.status_code == 201 and registered.json()["version"] == "abc123"
+    other = api.post("/v1/predictions", json={"version": f"someone/model:{'f' * 64}", "input": {}})
+    assert other.status_code == 422
+    assert other.json()["title"] == "Invalid version or not permitted"
     builtin = api.post(
         "/v1/predictions", json={"version": version_id("emulator/text"), "input": {}}
     )
     assert builtin.status_code == 201 and builtin.json()["model"] == "emulator/text"
-    unknown = api.post("/v1/predictions", json={"version": version_id("never/seen"), "input": {}})
+    unknown = api.post("/v1/predictions", json={"version": version_id("someone/else"), "input": {}})
     assert unknown.status_code == 422
     assert unknown.json()["title"] == "Invalid version or not permitted"
-    api.get("/v1/models/never/seen")
-    seen = api.post("/v1/predictions", json={"version": version_id("never/seen"), "input": {}})
-    assert seen.status_code == 201 and seen.json()["model"] == "never/seen"
+    api.get("/v1/models/someone/else")
+    seen = api.post("/v1/predictions", json={"version": version_id("someone/else"), "input": {}})
+    assert seen.status_code == 201 and seen.json()["model"] == "someone/else"
+    for path in ("/v1/models/never/seen", f"/v1/models/never/seen/versions/{'f' * 64}"):
+        assert api.get(path).status_code == 404
+    absent = api.post("/v1/models/never/seen/predictions", json={"input": {}})
+    assert absent.status_code == 404 and "never/seen" in absent.json()["detail"]
+    absent = api.post("/v1/predictions", json={"version": "never/seen:" + "1" * 64, "input": {}})
+    assert absent.status_code == 404
 
 
 @pytest.mark.parametrize(

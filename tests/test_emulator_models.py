@@ -51,7 +51,7 @@ def test_demo_image_bytes_are_deterministic(http, api):
         http.get(u).content for u in run(api, "a/b", prompt="p", seed=7, num_outputs=2)["output"]
     ]
     again = [
-        http.get(u).content for u in run(api, "c/d", prompt="p", seed=7, num_outputs=2)["output"]
+        http.get(u).content for u in run(api, "o/n", prompt="p", seed=7, num_outputs=2)["output"]
     ]
     other = http.get(run(api, "a/b", prompt="p", seed=8)["output"][0]).content
     assert first == again

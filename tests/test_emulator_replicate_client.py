@@ -8,7 +8,7 @@ import replicate
 from replicate.exceptions import ModelError, ReplicateError
 
 from emulator import Emulator, version_id
-from tests.conftest import AUTH
+from tests.conftest import AUTH, TEST_MODELS
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_predictions_get_and_wait(client):
 
 def test_predictions_cancel():
     """client.predictions.cancel cancels a running prediction."""
-    with Emulator(processing_seconds=5) as slow:
+    with Emulator(models=TEST_MODELS, processing_seconds=5) as slow:
         other = replicate.Client(api_token="t", base_url=slow.base_url)
         pred = other.models.predictions.create(model="a/b", input={})
         canceled = other.predictions.cancel(pred.id)
@@ -156,7 +156,7 @@ def test_client_errors_carry_problem_details(client):
 
 def test_aborted_status_breaks_the_client_model_so_use_raw_http():
     """replicate 1.0.7's Prediction model rejects status "aborted"; raw httpx sees it fine."""
-    with Emulator(starting_seconds=2) as emu:
+    with Emulator(models=TEST_MODELS, starting_seconds=2) as emu:
         raw = httpx.post(
             f"{emu.base_url}/v1/models/a/b/predictions",
             json={"input": {}},
