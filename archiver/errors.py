@@ -160,7 +160,8 @@ class ConfigurationError(PermanentError):
 _SECRETS: set[str] = set()
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
 _SIGNED_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?'\"]+)\?[^\s'\"]*")
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"]*@")
+# A userinfo already masked as `***@` (archiver.storage.location) is left as it is.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?!\*\*\*@)[^\s/?#@'\"]*@")
 _DATA_PAYLOAD = re.compile(r"(?i)\b(data:[\w!#$&^.+/;=-]*),[^\s'\"]+")
 
 

@@ -28,11 +28,15 @@ def disk_full(exc: BaseException) -> str | None:
 
 
 def local_dest(dest: str | None) -> None:
-    """A local destination must exist or be creatable: checked before anything starts."""
+    """No credentials in a destination URL, and a local destination must exist or be
+    creatable: checked before anything starts."""
     from archiver.errors import ConfigurationError
+    from archiver.runtime import check_store_urls
     from archiver.settings import Settings
 
-    target = dest or Settings().dest
+    settings = Settings()
+    check_store_urls(settings, dest, dest_setting="--dest")
+    target = dest or settings.dest
     _DEST.append(target)
     if "://" in target and not target.startswith("file://"):
         return

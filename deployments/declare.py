@@ -121,7 +121,20 @@ class DeploymentSpec:
 def load_specs(path: Path = PREFECT_YAML) -> list[DeploymentSpec]:
     """Every deployment declared in `path`."""
     config = yaml.safe_load(path.read_text()) or {}
-    return [DeploymentSpec.from_yaml(entry) for entry in config.get("deployments") or []]
+    specs = [DeploymentSpec.from_yaml(entry) for entry in config.get("deployments") or []]
+    for spec in specs:
+        _refuse_credentials(spec)
+    return specs
+
+
+def _refuse_credentials(spec: DeploymentSpec) -> None:
+    """No user:password@ in a URL among a deployment's (or its schedules') parameters."""
+    from archiver.storage.location import refuse_credentials
+
+    for parameters in [spec.parameters, *(s.get("parameters") or {} for s in spec.schedules)]:
+        for key, value in parameters.items():
+            if isinstance(value, str):
+                refuse_credentials(value, setting=f"deployment {spec.name} parameter {key}")
 
 
 def token_block_names(specs: list[DeploymentSpec] | None = None) -> list[str]:

@@ -15,7 +15,7 @@ from archiver.retry import RetryPolicies
 from archiver.runtime import Runtime
 from archiver.settings import Settings
 from flows.hooks import cancel_in_flight
-from flows.settings import flow_settings
+from flows.settings import checked_store_urls, flow_settings
 from tasks.archive import archive
 from tasks.artifacts import publish_run
 from tasks.download import download
@@ -80,6 +80,7 @@ async def archive_prediction(
             webhooks`), so the outputs are kept even if this run dies.
     """
     settings = await flow_settings()
+    await checked_store_urls(settings, dest)
     runtime = Runtime.build(
         settings, dest=dest, storage_options=storage_options, progress=current_progress()
     )

@@ -34,7 +34,7 @@ from archiver.progress import current_progress
 from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from flows.archive_prediction import WebhookParam
-from flows.settings import flow_settings
+from flows.settings import checked_store_urls, flow_settings
 from tasks.artifacts import (
     final_progress,
     new_progress_artifact,
@@ -77,6 +77,7 @@ async def archive_batch(
             webhooks`), so the outputs are kept even if this run dies.
     """
     settings = await flow_settings()
+    await checked_store_urls(settings, dest, file)
     runtime = Runtime.build(settings, dest=dest)
     use_previews(PreviewBudget())  # one gallery's worth of thumbnails for the whole batch
     # Prefect's set-up calls run while the items start (locks, cache look-ups and intents need
