@@ -69,7 +69,7 @@ async def archive_prediction(
             Replicate deployment's `owner/name`), e.g. `black-forest-labs/flux-schnell`.
         input: The model input, a JSON object, e.g. `{"prompt": "a lighthouse", "seed": 7}`.
         dest: Archive root: a local path or fsspec URL (s3://bucket/prefix); empty: the
-            worker's ARCHIVER_DEST.
+            worker's ARCHIVER_DEST. Never user:password@ (refused): see docs/safety.md.
         deployment: Treat `model` as a Replicate deployment.
         refresh: Pay for a new prediction even if this input was archived before.
         on_data_removed: If Replicate already removed the outputs: fail, or rerun once.

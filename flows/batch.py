@@ -68,7 +68,8 @@ async def archive_batch(
             directory is looked up in the installed project (e.g. the nightly sample
             `deployments/nightly-prompts.jsonl`): deployment runs start in a temporary directory.
         model: Model for records that name none (`owner/name` or `owner/name:version`).
-        dest: Archive destination (local path or fsspec URL); default from settings.
+        dest: Archive destination (local path or fsspec URL); default from settings. Never
+            user:password@ (refused): see docs/safety.md.
         concurrency: Items in flight at once (created and not yet archived).
         refresh: Pay for new predictions even for inputs archived before.
         on_data_removed: If Replicate already removed an item's outputs: fail, or rerun once.
