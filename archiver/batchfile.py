@@ -27,7 +27,7 @@ from .errors import ArchiverError, ConfigurationError, storage_error
 from .inputs import parse_value
 from .prediction import ModelRef, PredictionRequest
 from .retry import READ_BATCH, Sleep, retry_call
-from .storage import open_destination
+from .storage import open_destination, refuse_credentials
 
 Format = Literal["jsonl", "csv", "json"]
 _WRAPPER_KEYS = frozenset({"model", "input"})
@@ -88,6 +88,7 @@ def read_text(url: str, storage_options: Mapping[str, Any] | None = None) -> str
     """The whole file as text (UTF-8, BOM dropped), decompressed by suffix."""
     if not str(url or "").strip():
         raise ConfigurationError("no batch file given")
+    refuse_credentials(url, setting="batch file")
     location = open_destination(url, storage_options)
     compression = infer_compression(url)
     try:

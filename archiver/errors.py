@@ -160,7 +160,8 @@ class ConfigurationError(PermanentError):
 _SECRETS: set[str] = set()
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
 _SIGNED_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?'\"]+)\?[^\s'\"]*")
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"]*@")
+# A userinfo already masked as `***@` (archiver.storage.location) is left as it is.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?!\*\*\*@)[^\s/?#@'\"]*@")
 _DATA_PAYLOAD = re.compile(r"(?i)\b(data:[\w!#$&^.+/;=-]*),[^\s'\"]+")
 
 
@@ -267,6 +268,8 @@ _TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError)
 _CREDENTIAL_ERRORS = frozenset(
     {"NoCredentialsError", "PartialCredentialsError", "ProfileNotFound", "InvalidConfigError"}
 )
+# The bucket of a storage message ("reading s3://bucket/.archiver/..." -> "s3://bucket").
+_STORE = re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s]+")
 # The device is full (or the quota spent): an immediate retry cannot help; freeing space can.
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -281,7 +284,13 @@ def storage_error(exc: BaseException, what: str) -> ArchiverError:
     for cause in _chain(exc):
         kind = type(cause)
         if kind.__name__ in _CREDENTIAL_ERRORS and kind.__module__.startswith("botocore"):
-            return ConfigurationError(f"{what}: S3 credentials: {cause}")
+            store = _STORE.search(what)
+            return ConfigurationError(
+                f"no usable S3 credentials for {store.group(0) if store else 'the store'} "
+                f"({kind.__name__}: {cause}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "or AWS_PROFILE, an AwsCredentials block (ARCHIVER_AWS_CREDENTIALS_BLOCK), or "
+                "--storage-option key=... --storage-option secret=... (docs/safety.md)"
+            )
     code = storage_code(exc)
     if code == "NoSuchBucket":
         return StorageError(f"{what}: the bucket does not exist ({exc})")

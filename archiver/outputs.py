@@ -9,7 +9,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from .datauri import extension, is_data_uri, media_type, source_of
 from .errors import ConfigurationError, HostNotAllowed
@@ -17,7 +17,20 @@ from .errors import ConfigurationError, HostNotAllowed
 MAX_NAME_BYTES = 200
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
 _RESERVED = {"manifest.json", "staged.json"}
-_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+# What is a file (docs/safety.md): an output string that, leading and trailing whitespace aside,
+# is one RFC 3986 scheme, ":", then something without whitespace that is not only slashes, and
+# either starts with "/" ("x:/...", "x://...": any scheme) or follows a scheme that names a
+# place to fetch from (`https:host/x`). Everything else ("a:b", "note: fine", "a://") is text.
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<slashes>/*)[^/\s]\S*$")
+FETCH_SCHEMES = frozenset(
+    {"http", "https", "ftp", "ftps", "sftp", "file", "s3", "s3a", "gs", "gcs", "az", "abfs"}
+    | {"abfss", "adl", "hdfs", "webdav", "dav", "ws", "wss"}
+)
+# A URL inside text: its userinfo, query string and fragment are scrubbed from the manifest.
+_EMBEDDED = re.compile(
+    r"(?<![A-Za-z0-9+.-])(?P<head>[A-Za-z][A-Za-z0-9+.-]*:/+)(?P<userinfo>[^\s/?#@]*@)?"
+    r"(?P<rest>[^\s?#]*)(?P<query>[?#]\S*)?"
+)
 
 
 @dataclass(frozen=True)
@@ -29,41 +42,62 @@ class OutputFile:
     name: str  # sanitized, unique within the prediction
 
 
+def output_url(value: Any) -> str | None:
+    """The URL an output value is (whitespace around it dropped), or None when it is text.
+
+    http(s) URLs are downloaded if `HostAllowList.check` lets them; any other scheme is refused
+    by it: a URL is never kept as text."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    match = _URL.match(text)
+    if match is None:
+        return None
+    if match.group("slashes") or match.group("scheme").lower() in FETCH_SCHEMES:
+        return text
+    return None
+
+
 def is_file_url(value: Any) -> bool:
-    """An output value archived as a file: an http(s) URL with a path, or a `data:` URI."""
-    if is_data_uri(value):
-        return True
-    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
-        return False
-    parts = urlsplit(value)
-    return bool(parts.netloc) and parts.path not in ("", "/")
-
-
-def is_foreign_url(value: Any) -> bool:
-    """A string that is a `scheme://...` URL of another scheme (ftp, file, s3...): never text,
-    never fetched, an error."""
-    if not isinstance(value, str) or not _URL_LIKE.match(value):
-        return False
-    return urlsplit(value).scheme.lower() not in ("http", "https")
+    """An output value archived as a file (or refused): a URL (`output_url`) or a `data:` URI."""
+    return is_data_uri(value) or output_url(value) is not None
 
 
 def public_url(url: str) -> str:
     """A URL as it may be recorded or logged: no userinfo, query or fragment; a `data:` URI as
-    its header only (`data:image/png;base64`)."""
+    its header only (`data:image/png;base64`). The scheme is lowercased, `//` kept as given."""
     if is_data_uri(url):
         return source_of(url)
-    parts = urlsplit(url)
+    parts = urlsplit(url.strip())
+    if not parts.scheme:
+        return urlunsplit(("", "", parts.path, "", ""))
     host = parts.hostname or ""
     host = f"[{host}]" if ":" in host else host
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    netloc = f"{host}:{parts.port}" if _port(parts) else host
+    authority = url.strip()[len(parts.scheme) + 1 :].startswith("//")
+    return f"{parts.scheme}:{'//' + netloc if authority else ''}{parts.path}"
+
+
+def scrub_text(text: str) -> str:
+    """Text with every URL inside it reduced to `public_url`'s form (no userinfo, query or
+    fragment): what a manifest keeps of a text output."""
+    return _EMBEDDED.sub(lambda m: m.group("head") + m.group("rest"), text)
+
+
+def _port(parts: SplitResult) -> int | None:
+    """The URL's port, or None when there is none or it is not a number."""
+    try:
+        return parts.port
+    except ValueError:
+        return None
 
 
 def iter_urls(output: Any, pointer: str = "") -> Iterator[tuple[str, str]]:
     """Every (pointer, url) in an output tree, depth first, in output order: file URLs, data:
-    URIs, and URLs of other schemes (which `HostAllowList.check` refuses)."""
-    if is_file_url(output) or is_foreign_url(output):
-        yield pointer, output
+    URIs, and URLs of other schemes or hosts (which `HostAllowList.check` refuses)."""
+    url = output if is_data_uri(output) else output_url(output)
+    if url is not None:
+        yield pointer, url
     elif isinstance(output, list):
         for index, item in enumerate(output):
             yield from iter_urls(item, f"{pointer}/{index}")
@@ -111,13 +145,16 @@ def url_at(output: Any, pointer: str) -> str | None:
             node = node[part]
         else:
             return None
-    return node if is_file_url(node) else None
+    return node if is_data_uri(node) else output_url(node)
 
 
 def replace_files(output: Any, names: dict[str, str], pointer: str = "") -> Any:
-    """The output tree with each file URL replaced by its archived path (for the manifest)."""
+    """The output tree with each file URL replaced by its archived path (for the manifest), and
+    every other string scrubbed of URL userinfo, query strings and fragments."""
     if pointer in names and is_file_url(output):
         return {"file": names[pointer]}
+    if isinstance(output, str):
+        return scrub_text(output)
     if isinstance(output, list):
         return [replace_files(item, names, f"{pointer}/{i}") for i, item in enumerate(output)]
     if isinstance(output, dict):
@@ -184,28 +221,36 @@ class HostAllowList:
         return False
 
     def check(self, url: str) -> None:
-        """Raise `HostNotAllowed` unless `url` may be fetched."""
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in ("http", "https"):
+        """Raise `HostNotAllowed` (one line naming the URL, without its secrets) unless `url`
+        may be fetched: http(s), a host, no userinfo, the host listed."""
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        shown = public_url(url)
+        if scheme not in ("http", "https"):
             raise HostNotAllowed(
-                f"output URL scheme {parts.scheme.lower()}:// is not allowed (only https "
+                f"output URL {shown}: scheme {scheme or '(none)'}: is not allowed (only https "
                 "delivery URLs, or data: URIs); nothing was fetched or archived"
             )
-        host = (parts.hostname or "").lower()
-        shown = public_url(f"{parts.scheme}://{parts.netloc}")
         if "@" in parts.netloc:
             raise HostNotAllowed(
-                f"output URL {shown} carries credentials (user:password@); refused, "
-                "nothing was fetched from it"
+                f"output URL {public_url(f'{scheme}://{parts.netloc}')} carries credentials "
+                "(user:password@); refused, nothing was fetched from it"
             )
-        if not host or not self._listed(host, parts.port):
+        host = (parts.hostname or "").lower()
+        if not host:
             raise HostNotAllowed(
-                f"output URL host {shown} is not in REPLICATE_DELIVERY_HOSTS "
-                f"({','.join(self.patterns)}); nothing was fetched from it"
+                f"output URL {shown} names no host (a delivery URL is {scheme}://host/path); "
+                "refused, nothing was fetched or archived"
             )
-        if parts.scheme == "https":
+        if not self._listed(host, _port(parts)):
+            raise HostNotAllowed(
+                f"output URL host {public_url(f'{scheme}://{parts.netloc}')} is not in "
+                f"REPLICATE_DELIVERY_HOSTS ({','.join(self.patterns)}); nothing was fetched "
+                "from it"
+            )
+        if scheme == "https":
             return
-        if parts.scheme == "http" and _is_loopback(host):
+        if _is_loopback(host):
             return
         raise HostNotAllowed(f"output URL {shown} is not https; refused")
 

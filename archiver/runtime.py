@@ -22,11 +22,19 @@ from .ratelimit import CreateLimiter, LimitedTransport, TokenBucket
 from .replicate_api import ReplicateAPI
 from .retry import RetryPolicies
 from .settings import Settings
-from .storage import Destination, StorageOptions, open_destination
+from .storage import Destination, StorageOptions, open_destination, refuse_credentials
 
 USER_AGENT = f"replicate-archiver/{__version__}"
 API_CONNECTIONS = 1024  # API requests open at once (creates hold theirs during Prefer: wait)
 DELIVERY_STREAMS = 8  # delivery downloads open at once (worker threads), over all predictions
+
+
+def check_store_urls(settings: Settings, dest: str | None, *, dest_setting: str = "dest") -> None:
+    """Refuse user:password@ in the destination (`dest`, else ARCHIVER_DEST) and the cache URL,
+    naming the setting (see `refuse_credentials`)."""
+    refuse_credentials(dest, setting=dest_setting)
+    refuse_credentials(settings.dest, setting="ARCHIVER_DEST")
+    refuse_credentials(settings.cache_url, setting="ARCHIVER_CACHE_URL")
 
 
 @dataclass
@@ -54,6 +62,7 @@ class Runtime:
     ) -> Runtime:
         """`before_create` is awaited before every create request (the rate limit); default:
         an in-process token bucket at `settings.create_rate_per_minute`."""
+        check_store_urls(settings, dest)  # before anything (a prediction) is paid
         token = settings.token()
         register_secret(token)
         # Parsed once (their secrets registered for redaction), then shared by both stores.

@@ -39,6 +39,7 @@ def _flow_report(
     export_storage_options(parse_options(storage_option))
     checks.token()
     checks.local_dest(dest)
+    checks.hosts(dest)
 
     async def go() -> Any:
         state = await flow_call()
@@ -170,6 +171,7 @@ def webhooks(
         export_storage_options(parse_options(storage_option))
         checks.token()
         checks.local_dest(dest)
+        checks.hosts(dest)
         from cli.console import quiet_prefect_console
         from flows.webhooks import receive
 

@@ -92,8 +92,10 @@ def run(
         checks.webhook(webhook)
         flow_input = {**load_input_json(input_json), **parse_pairs(inputs)}
         options = parse_options(storage_option)
+        _export_storage_options(options)
         checks.token()
         checks.local_dest(dest)
+        checks.hosts(dest)
         summary = _run_flow(
             {
                 "model": model or deployment,
@@ -180,6 +182,7 @@ def batch(
             return
         checks.token()
         checks.local_dest(dest)
+        checks.hosts(dest)
         from archiver.progress import use_progress
         from cli.console import RichProgress, quiet_prefect_console
         from cli.prefect_api import prefect_api

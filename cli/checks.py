@@ -6,9 +6,17 @@ Each raises `ConfigurationError` with one line naming the problem and the value.
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 _DEST: list[str] = []  # the destination of the running command, for the disk-full message
+RESOLVE_SECONDS = 10.0  # every host named by a setting resolves within this, all together
+# Destination schemes whose netloc is a host name (s3://, gs://, memory:// name a bucket).
+HOST_SCHEMES = frozenset({"http", "https", "ftp", "ftps", "sftp", "ssh", "smb", "webdav", "dav"})
 
 
 def disk_full(exc: BaseException) -> str | None:
@@ -28,11 +36,15 @@ def disk_full(exc: BaseException) -> str | None:
 
 
 def local_dest(dest: str | None) -> None:
-    """A local destination must exist or be creatable: checked before anything starts."""
+    """No credentials in a destination URL, and a local destination must exist or be
+    creatable: checked before anything starts."""
     from archiver.errors import ConfigurationError
+    from archiver.runtime import check_store_urls
     from archiver.settings import Settings
 
-    target = dest or Settings().dest
+    settings = Settings()
+    check_store_urls(settings, dest, dest_setting="--dest")
+    target = dest or settings.dest
     _DEST.append(target)
     if "://" in target and not target.startswith("file://"):
         return
@@ -43,6 +55,76 @@ def local_dest(dest: str | None) -> None:
         raise ConfigurationError(f"cannot create --dest {target}: {exc.strerror or exc}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigurationError(f"cannot write to --dest {target}: permission denied")
+
+
+def hosts(dest: str | None, resolve: Callable[..., Any] | None = None) -> None:
+    """Every host a run will reach by name resolves, within `RESOLVE_SECONDS` in all, else one
+    line naming the host and the setting that chose it: REPLICATE_BASE_URL, --dest (or
+    ARCHIVER_DEST), the storage option endpoint_url, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
+    (PREFECT_API_URL gets its own bounded /health check in `cli.prefect_api`.)"""
+    from urllib.parse import urlsplit
+
+    from archiver.errors import ConfigurationError
+    from archiver.outputs import public_url
+    from archiver.settings import Settings
+    from archiver.storage import StorageOptions
+
+    settings = Settings()
+    target = dest or settings.dest
+    named = [("REPLICATE_BASE_URL", settings.base_url)]
+    scheme = urlsplit(target).scheme.lower() if "://" in target else ""
+    if scheme in HOST_SCHEMES:
+        named.append(("--dest" if dest else "ARCHIVER_DEST", target))
+    options = StorageOptions.parse(settings.storage_options)
+    endpoint = options.get("endpoint_url") or (options.get("client_kwargs") or {}).get(
+        "endpoint_url"
+    )
+    if endpoint:
+        named.append(("storage option endpoint_url", str(endpoint)))
+    elif scheme in ("s3", "s3a"):
+        for variable in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+            if os.environ.get(variable):
+                named.append((variable, os.environ[variable]))
+                break
+    resolve = resolve or socket.getaddrinfo
+    deadline = time.monotonic() + RESOLVE_SECONDS
+    for setting, url in named:
+        host = urlsplit(url).hostname
+        if not host or _is_ip(host):
+            continue
+        problem = _resolve_problem(resolve, host, max(0.0, deadline - time.monotonic()))
+        if problem is not None:
+            raise ConfigurationError(
+                f"host {host} of {setting} ({public_url(url)}) {problem}; check {setting}"
+            )
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve_problem(resolve: Callable[..., Any], host: str, timeout: float) -> str | None:
+    """Why `host` does not resolve (its lookup runs on a daemon thread, bounded), or None."""
+    outcome: dict[str, str] = {}
+
+    def lookup() -> None:
+        try:
+            resolve(host, None)
+        except OSError as exc:
+            outcome["error"] = f"does not resolve ({exc.strerror or exc})"
+
+    thread = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        return f"did not resolve within {RESOLVE_SECONDS:g} s"
+    return outcome.get("error")
 
 
 def token() -> None:

@@ -22,9 +22,14 @@ def serve(
     ),
 ) -> None:
     """Serve the deployments from this process: schedules and UI runs, no work pool or worker."""
+    from archiver.errors import ConfigurationError
     from deployments.declare import serve as serve_all
 
-    serve_all(name or None, limit=limit, replace=replace)
+    try:
+        serve_all(name or None, limit=limit, replace=replace)
+    except ConfigurationError as exc:  # a declared parameter refused (credentials in a URL)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -121,7 +121,20 @@ class DeploymentSpec:
 def load_specs(path: Path = PREFECT_YAML) -> list[DeploymentSpec]:
     """Every deployment declared in `path`."""
     config = yaml.safe_load(path.read_text()) or {}
-    return [DeploymentSpec.from_yaml(entry) for entry in config.get("deployments") or []]
+    specs = [DeploymentSpec.from_yaml(entry) for entry in config.get("deployments") or []]
+    for spec in specs:
+        _refuse_credentials(spec)
+    return specs
+
+
+def _refuse_credentials(spec: DeploymentSpec) -> None:
+    """No user:password@ in a URL among a deployment's (or its schedules') parameters."""
+    from archiver.storage.location import refuse_credentials
+
+    for parameters in [spec.parameters, *(s.get("parameters") or {} for s in spec.schedules)]:
+        for key, value in parameters.items():
+            if isinstance(value, str):
+                refuse_credentials(value, setting=f"deployment {spec.name} parameter {key}")
 
 
 def token_block_names(specs: list[DeploymentSpec] | None = None) -> list[str]:
@@ -147,9 +160,25 @@ def create_token_secret(name: str | None = None) -> list[str]:
     names = [name] if name else token_block_names()
     if not names:
         raise ConfigurationError(f"no deployment sets {TOKEN_BLOCK_VARIABLE}; pass --name")
+    _check_prefect_api(Settings().api_timeout)
     for block_name in names:
         Secret(value=SecretStr(token)).save(block_name, overwrite=True)
     return names
+
+
+def _check_prefect_api(timeout: float) -> None:
+    """The block goes to the server the workers use: PREFECT_API_URL must name one that
+    answers (never a throwaway temporary server); else one ConfigurationError line."""
+    from archiver.errors import ConfigurationError
+    from cli.prefect_api import check_api, configured_api_url
+
+    url = configured_api_url()
+    if url is None:
+        raise ConfigurationError(
+            "PREFECT_API_URL is not set: the Secret block must be stored on the Prefect server "
+            "your workers use; export PREFECT_API_URL=http://HOST:4200/api first"
+        )
+    check_api(url, timeout)
 
 
 def serve(

@@ -51,6 +51,15 @@ class FileRef:
     index: int
 
 
+@dataclass(frozen=True)
+class FileText:
+    """Text in an output template holding output file ``index``'s delivery URL without its
+    scheme: ``{delivery}`` in ``text`` becomes ``host/signed-path`` (``HTTP://{delivery}``)."""
+
+    index: int
+    text: str
+
+
 @dataclass
 class OutputFile:
     """One output file: its name, type, size and either its bytes or a generator seed."""

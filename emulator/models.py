@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from emulator.files import FileRef, OutputFile
+from emulator.files import FileRef, FileText, OutputFile
 from emulator.images import render_png
 
 DEMO_MODEL = "emulator/image"
@@ -67,6 +67,7 @@ PROMPT = {"type": "string", "title": "Prompt", "default": ""}
 SEED = _int("Seed", 0, 0, 2**53)
 SIZE = {"width": _int("Width", 256, 16, 1024), "height": _int("Height", 256, 16, 1024)}
 URI_LIST = {"type": "array", "items": {"type": "string", "format": "uri"}}
+SIZE_DEFAULTS = {"prompt": "echo", "seed": 0, "width": 16, "height": 16}
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,28 @@ def _mixed(input_: dict[str, Any], hostile: bool) -> Produced:
     return Produced(template, files)
 
 
+def _echo(input_: dict[str, Any], hostile: bool) -> Produced:
+    """The `output` input (JSON text, else the text itself) as the output; each string in it
+    holding `{delivery}` gets one PNG's signed delivery URL there, without its scheme."""
+    try:
+        value = json.loads(input_["output"])
+    except ValueError:
+        value = input_["output"]
+    files: list[OutputFile] = []
+
+    def render(node: Any) -> Any:
+        if isinstance(node, str) and "{delivery}" in node:
+            files.append(_png({**input_, **SIZE_DEFAULTS}, len(files), f"echo-{len(files)}.png"))
+            return FileText(len(files) - 1, node)
+        if isinstance(node, list):
+            return [render(item) for item in node]
+        if isinstance(node, dict):
+            return {key: render(item) for key, item in node.items()}
+        return node
+
+    return Produced(render(value), files)
+
+
 NUM_OUTPUTS = _int("Num Outputs", 1, 1, 8)
 _IMAGE_INPUTS = {"prompt": PROMPT, "num_outputs": NUM_OUTPUTS, "seed": SEED, **SIZE}
 
@@ -244,6 +267,14 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
                 },
             },
             _mixed,
+        ),
+        ModelSpec(
+            "emulator/echo",
+            "Any output: the `output` input (JSON, else text) verbatim; `{delivery}` in a "
+            "string becomes a PNG's signed delivery URL without its scheme (`HTTP://{delivery}`).",
+            {"output": {"type": "string", "title": "Output", "default": "null"}},
+            {"title": "Output"},
+            _echo,
         ),
     )
 }

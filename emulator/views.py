@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlsplit
 
 from emulator.clock import Clock, SystemClock
 from emulator.faults import FaultBox
-from emulator.files import FileRef
+from emulator.files import FileRef, FileText
 from emulator.models import COG_VERSION, VERSION_CREATED_AT, ModelSpec, version_id
 from emulator.signing import UrlSigner, delivery_path
 from emulator.state import Prediction
@@ -48,6 +48,10 @@ class Renderer:
                 return f"data:{file.content_type};base64,{base64.b64encode(data).decode()}"
             path = delivery_path(pred.id, value.index, file.name)
             return f"http://{host}{self.signer.sign(path, ttl, expired=expired)}"
+        if isinstance(value, FileText):
+            file = pred.files[value.index]
+            signed = self.signer.sign(delivery_path(pred.id, value.index, file.name), ttl)
+            return value.text.replace("{delivery}", f"{host}{signed}")
         if isinstance(value, dict):
             return {k: self._render(v, pred, host, expired, ttl) for k, v in value.items()}
         if isinstance(value, list):

@@ -15,7 +15,7 @@ from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from flows.archive_prediction import task_steps
 from flows.hooks import announce
-from flows.settings import flow_settings
+from flows.settings import checked_store_urls, flow_settings
 from tasks.artifacts import publish_report
 from tasks.existing import archive_by_id
 
@@ -42,6 +42,7 @@ async def archive_existing(
         storage_options: Non-secret fsspec options; credentials stay in the worker's environment.
     """
     settings = await flow_settings()
+    await checked_store_urls(settings, dest)
     runtime = Runtime.build(
         settings, dest=dest, storage_options=storage_options, progress=current_progress()
     )

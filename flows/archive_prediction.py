@@ -15,7 +15,7 @@ from archiver.retry import RetryPolicies
 from archiver.runtime import Runtime
 from archiver.settings import Settings
 from flows.hooks import announce, cancel_in_flight
-from flows.settings import flow_settings
+from flows.settings import checked_store_urls, flow_settings
 from tasks.archive import archive
 from tasks.artifacts import publish_run
 from tasks.download import download
@@ -71,7 +71,7 @@ async def archive_prediction(
             Replicate deployment's `owner/name`), e.g. `black-forest-labs/flux-schnell`.
         input: The model input, a JSON object, e.g. `{"prompt": "a lighthouse", "seed": 7}`.
         dest: Archive root: a local path or fsspec URL (s3://bucket/prefix); empty: the
-            worker's ARCHIVER_DEST.
+            worker's ARCHIVER_DEST. Never user:password@ (refused): see docs/safety.md.
         deployment: Treat `model` as a Replicate deployment.
         refresh: Pay for a new prediction even if this input was archived before.
         on_data_removed: If Replicate already removed the outputs: fail, or rerun once.
@@ -82,6 +82,7 @@ async def archive_prediction(
             webhooks`), so the outputs are kept even if this run dies.
     """
     settings = await flow_settings()
+    await checked_store_urls(settings, dest)
     runtime = Runtime.build(
         settings, dest=dest, storage_options=storage_options, progress=current_progress()
     )

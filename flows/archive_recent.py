@@ -14,7 +14,7 @@ from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from archiver.sweep import SweepReport, parse_duration
 from flows.hooks import announce
-from flows.settings import flow_settings
+from flows.settings import checked_store_urls, flow_settings
 from tasks.artifacts import publish_report
 from tasks.existing import sweep_window
 
@@ -41,6 +41,7 @@ async def archive_recent(
     """
     window = parse_duration(since)
     settings = await flow_settings()
+    await checked_store_urls(settings, dest)
     runtime = Runtime.build(
         settings, dest=dest, storage_options=storage_options, progress=current_progress()
     )

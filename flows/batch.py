@@ -35,7 +35,7 @@ from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from flows.archive_prediction import WebhookParam
 from flows.hooks import announce
-from flows.settings import flow_settings
+from flows.settings import checked_store_urls, flow_settings
 from tasks.artifacts import (
     final_progress,
     new_progress_artifact,
@@ -69,7 +69,8 @@ async def archive_batch(
             directory is looked up in the installed project (e.g. the nightly sample
             `deployments/nightly-prompts.jsonl`): deployment runs start in a temporary directory.
         model: Model for records that name none (`owner/name` or `owner/name:version`).
-        dest: Archive destination (local path or fsspec URL); default from settings.
+        dest: Archive destination (local path or fsspec URL); default from settings. Never
+            user:password@ (refused): see docs/safety.md.
         concurrency: Items in flight at once (created and not yet archived).
         refresh: Pay for new predictions even for inputs archived before.
         on_data_removed: If Replicate already removed an item's outputs: fail, or rerun once.
@@ -78,6 +79,7 @@ async def archive_batch(
             webhooks`), so the outputs are kept even if this run dies.
     """
     settings = await flow_settings()
+    await checked_store_urls(settings, dest, file)
     runtime = Runtime.build(settings, dest=dest)
     use_previews(PreviewBudget())  # one gallery's worth of thumbnails for the whole batch
     # Prefect's set-up calls run while the items start (locks, cache look-ups and intents need

@@ -11,7 +11,9 @@ from typing import Any
 from pydantic import SecretStr
 
 from archiver.errors import ConfigurationError
+from archiver.runtime import check_store_urls
 from archiver.settings import Settings
+from archiver.storage.location import mask_credentials, refuse_credentials
 
 
 async def flow_settings() -> Settings:
@@ -69,3 +71,31 @@ async def aws_block_storage_options(name: str) -> dict[str, Any]:
         "endpoint_url": block.aws_client_parameters.endpoint_url,
     }
     return {name: value for name, value in candidates.items() if value}
+
+
+async def checked_store_urls(settings: Settings, dest: str | None, file: str | None = None) -> None:
+    """Refuse user:password@ in `dest` (else ARCHIVER_DEST), ARCHIVER_CACHE_URL or a batch
+    `file` before anything is paid. Prefect stored the run's parameters as given (a UI or API
+    run): on a refusal they are first rewritten with every URL's userinfo masked."""
+    try:
+        check_store_urls(settings, dest)
+        refuse_credentials(file, setting="file")
+    except ConfigurationError:
+        await _mask_run_parameters()
+        raise
+
+
+async def _mask_run_parameters() -> None:
+    """The current flow run's stored parameters, each string's URL userinfo masked."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    parameters = {
+        name: mask_credentials(value) if isinstance(value, str) else value
+        for name, value in (context.flow_run.parameters or {}).items()
+    }
+    async with get_client() as client:
+        await client.update_flow_run(context.flow_run.id, parameters=parameters)

@@ -3,6 +3,10 @@ a server (the end-to-end deployment tests are in test_deployments.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from archiver.batchfile import load_batch
@@ -13,6 +17,7 @@ from deployments.declare import (
     load_specs,
     token_block_names,
 )
+from tests.prefect_server import free_port
 
 
 def test_prefect_yaml_declares_on_demand_and_nightly():
@@ -81,3 +86,26 @@ def test_every_entrypoint_is_a_module_path_a_worker_imports_from_anywhere():
     for spec in load_specs():
         assert ":" not in spec.entrypoint and "/" not in spec.entrypoint, spec.name
         assert spec.load_flow().name, spec.name
+
+
+def _secret_command(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deployments", "secret"],
+        cwd=PROJECT_DIR,
+        env={k: v for k, v in {**os.environ, **env}.items() if v is not None},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_secret_command_refuses_without_a_prefect_api(tmp_path):
+    """No PREFECT_API_URL: exit 1 with one line naming it (no throwaway server gets the
+    token); an unreachable one: exit 1 with one line naming the URL."""
+    env = {"REPLICATE_API_TOKEN": "r8_x", "PREFECT_HOME": str(tmp_path), "PREFECT_API_URL": None}
+    dead = f"http://127.0.0.1:{free_port()}/api"
+    for extra, needle in (({}, "PREFECT_API_URL is not set"), ({"PREFECT_API_URL": dead}, dead)):
+        result = _secret_command({**env, **extra})
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and needle in lines[0], result.stderr

@@ -81,3 +81,14 @@ def test_storage_credentials_and_disk_full_translate_in_the_one_function():
     translated = storage_error(caught.value, "storing /data/archive/out.bin")
     assert isinstance(translated, StorageError)
     assert str(translated).startswith("storing /data/archive/out.bin: no space left")
+
+
+def test_missing_s3_credentials_say_where_credentials_go_not_an_internal_path():
+    """No S3 credentials: one line naming the bucket, AWS_ACCESS_KEY_ID/AWS_PROFILE and
+    --storage-option, never the cache file that happened to be read first."""
+    wrapped = OSError("wrapped")
+    wrapped.__cause__ = NoCredentialsError()
+    message = str(storage_error(wrapped, "reading s3://bucket/archive/.archiver/cache/ab.json"))
+    assert message.startswith("no usable S3 credentials for s3://bucket (NoCredentialsError")
+    assert "AWS_ACCESS_KEY_ID" in message and "AWS_PROFILE" in message
+    assert "--storage-option" in message and ".archiver" not in message

@@ -24,7 +24,7 @@ from .atomic import (
     temp_name,
     write_bytes_atomic,
 )
-from .location import Destination, open_destination
+from .location import Destination, open_destination, refuse_credentials
 from .options import StorageOptions, is_secret
 from .verify import exists, read_bytes, stored_size, verify_stored
 
@@ -40,6 +40,7 @@ __all__ = [
     "sync_directory",
     "temp_name",
     "read_bytes",
+    "refuse_credentials",
     "remove",
     "stored_size",
     "verify_stored",

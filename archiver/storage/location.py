@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,27 @@ from archiver import errors
 
 from .options import StorageOptions
 
-__all__ = ["Destination", "is_memory", "is_s3", "open_destination"]
+__all__ = [
+    "Destination",
+    "is_memory",
+    "is_s3",
+    "mask_credentials",
+    "open_destination",
+    "refuse_credentials",
+]
+
+# user[:password]@ after a `scheme://` (docs/safety.md, "Where credentials go"): an authority
+# holding "@", or a colon not followed by a port whose text runs on to an "@" (an AWS secret
+# may hold "/": `s3://AKIA..:ab/cd@bucket`). Chained URLs (`simplecache::s3://...`) included.
+_USERINFO = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://)"
+    r"(?P<userinfo>[^/?#@\s]*@|[^/?#@\s:]*:(?!\d*(?:[/?#]|$))[^@\s]*@)"
+)
+WHERE_CREDENTIALS_GO = (
+    "credentials go in the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE), "
+    "a Prefect AwsCredentials block (ARCHIVER_AWS_CREDENTIALS_BLOCK), or secret storage options "
+    "(--storage-option secret=..., ARCHIVER_STORAGE_OPTIONS), never in a URL; see docs/safety.md"
+)
 
 # Bounded client behaviour against a store that is down: an outage must surface as
 # StorageUnavailable in seconds, and the caller's own retries take it from there.
@@ -56,6 +77,25 @@ class Destination:
         return isinstance(self.fs, LocalFileSystem)
 
 
+def refuse_credentials(url: str | None, *, setting: str = "destination") -> None:
+    """Raise ConfigurationError when a storage URL carries user[:password]@: one line naming
+    `setting` (--dest, ARCHIVER_DEST...), the URL with its userinfo masked (`s3://***@b/p`)
+    and where credentials go. Call it before anything is paid; it prints no secret."""
+    text = str(url or "")
+    if _USERINFO.search(text) is None:
+        return
+    masked = mask_credentials(text)
+    raise errors.ConfigurationError(
+        f"{setting} {masked} carries credentials (user:password@); refused before anything "
+        f"started: {WHERE_CREDENTIALS_GO}"
+    )
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with the userinfo of every URL in it replaced by `***` (`s3://***@bucket/p`)."""
+    return _USERINFO.sub(lambda m: f"{m.group('head')}***@", text)
+
+
 def open_destination(
     url: str, storage_options: StorageOptions | Mapping[str, Any] | None = None
 ) -> Destination:
@@ -70,6 +110,7 @@ def open_destination(
     text = str(url or "").strip()
     if not text:
         raise errors.ConfigurationError("no destination URL given")
+    refuse_credentials(text)
     options = StorageOptions.parse(storage_options).to_dict()
     protocol, rest = split_protocol(text)
     fs_retries: int | None = None
