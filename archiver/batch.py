@@ -258,15 +258,26 @@ class BatchRunner:
             runtime: Runtime, request: PredictionRequest, refresh: bool
         ) -> Generated:
             return await retry_call(
-                policy, lambda: generate_step(runtime, request, refresh), sleep=sleep
+                policy,
+                lambda: generate_step(runtime, request, refresh),
+                what="the generate step",
+                sleep=sleep,
             )
 
         async def download(runtime: Runtime, prediction: Prediction) -> Staged:
-            return await retry_call(policy, lambda: download_step(runtime, prediction), sleep=sleep)
+            return await retry_call(
+                policy,
+                lambda: download_step(runtime, prediction),
+                what=f"the download step of {prediction.id}",
+                sleep=sleep,
+            )
 
         async def archive(runtime: Runtime, ready: Ready, staged: Staged) -> Manifest:
             return await retry_call(
-                policy, lambda: archive_step(runtime, ready, staged), sleep=sleep
+                policy,
+                lambda: archive_step(runtime, ready, staged),
+                what="the archive step",
+                sleep=sleep,
             )
 
         return Steps(generate=generate, download=download, archive=archive)
