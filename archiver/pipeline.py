@@ -18,7 +18,7 @@ from .errors import ArchiverError, OutputsRemoved
 from .generate import Cached, Generated, Ready, finalize, generate
 from .intact import damaged_files
 from .iothreads import run_io
-from .manifest import MANIFEST_NAME, Manifest
+from .manifest import MANIFEST_NAME, Manifest, Retention
 from .prediction import Prediction, PredictionRequest
 from .report.previews import Preview, current_budget, previews_of
 from .runtime import Runtime
@@ -46,6 +46,7 @@ class RunSummary(BaseModel):
     refetches: int
     manifest_url: str
     files: list[FileSummary]
+    retention: Retention | None = None  # the manifest's: Replicate's deadline, our margin
     # The gallery: thumbnails from the staged bytes. In memory only (kept out of JSON).
     previews: list[Preview] = Field(default=[], exclude=True)
 
@@ -72,6 +73,7 @@ class RunSummary(BaseModel):
                 )
                 for f in manifest.files
             ],
+            retention=manifest.retention,
         )
 
 

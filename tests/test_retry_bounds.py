@@ -43,6 +43,7 @@ from archiver.runtime import Runtime, api_client
 from archiver.settings import Settings
 from archiver.storage import open_destination, write_bytes_atomic
 from archiver.sweep import list_recent
+from tests.loopback import serving
 
 MODEL = "black-forest-labs/flux-schnell"
 DEFAULTS = Settings(api_token=None)  # the documented worst cases are for the defaults
@@ -82,17 +83,10 @@ class _Always503(BaseHTTPRequestHandler):
 @pytest.fixture
 def down_host():
     """An HTTP server on a free loopback port that answers 503 to everything, counting requests."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Always503)
-    server.requests = Counter()  # type: ignore[attr-defined]
-    server.lock = threading.Lock()  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Always503) as server:
+        server.requests = Counter()  # type: ignore[attr-defined]
+        server.lock = threading.Lock()  # type: ignore[attr-defined]
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def _url(server: ThreadingHTTPServer) -> str:
