@@ -25,7 +25,7 @@ from .download import Staged
 from .errors import ArchiverError, redact
 from .generate import Generated, Ready
 from .iothreads import local_disk
-from .manifest import Manifest
+from .manifest import Manifest, Retention
 from .pipeline import (
     FileSummary,
     OnDataRemoved,
@@ -57,6 +57,7 @@ class ItemResult(BaseModel):
     predictions_created: int = 0
     manifest_url: str | None = None
     files: list[FileSummary] = []
+    retention: Retention | None = None  # of the manifest: Replicate's deadline, our margin
     error: str | None = None
     previews: list[Preview] = Field(default=[], exclude=True)  # as RunSummary.previews
 
@@ -72,6 +73,7 @@ class ItemResult(BaseModel):
             predictions_created=summary.predictions_created,
             manifest_url=summary.manifest_url,
             files=summary.files,
+            retention=summary.retention,
             previews=summary.previews,
         )
 

@@ -12,11 +12,13 @@ by both a task and its flow) is one event to the server and to its triggers.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from prefect.events import emit_event
 
+from archiver.batch import ItemResult
 from archiver.errors import redact
 from archiver.existing import ExistingResult
 from archiver.manifest import Manifest, Retention
@@ -72,6 +74,14 @@ def emit_lost(prediction_id: str, model: str | None, reason: str, dest: str) -> 
         payload={"model": model, "reason": redact(reason), "dest": dest},
         id=uuid.uuid5(uuid.NAMESPACE_URL, f"{LOST}/{prediction_id}/{dest}"),
     )
+
+
+def emit_items(results: Sequence[ItemResult], dest: str) -> None:
+    """An `archiver.prediction.archived` event for each batch item archived (not cached)."""
+    for result in results:
+        if result.outcome == "archived" and result.prediction_id:
+            model = result.model or "unknown"
+            _archived(result.prediction_id, model, result.retention, len(result.files), dest)
 
 
 def emit_outcome(result: ExistingResult, dest: str) -> None:

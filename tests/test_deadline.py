@@ -110,3 +110,19 @@ def test_archive_and_loss_events_arrive(run_flow, archive_env, emulator):
     assert "removed" in lost.payload["reason"] and lost.payload["dest"] == str(archive_env)
     for item in (event, lost):
         assert TOKEN not in item.model_dump_json()
+
+
+def test_batch_items_archived_are_events_too(prefect_harness, archive_env, emulator, tmp_path):
+    """Each item a batch archives is one `archiver.prediction.archived` event with its margin."""
+    from flows.batch import archive_batch
+
+    batch = tmp_path / "two.jsonl"
+    batch.write_text('{"prompt": "batch one"}\n{"prompt": "batch two", "num_outputs": 2}\n')
+    state = asyncio.run(
+        archive_batch(file=str(batch), model=MODEL, dest=str(archive_env), return_state=True)
+    )
+    summary = state.result()
+    for item in summary.items:
+        (event,) = _await_event("archiver.prediction.archived", item.prediction_id)
+        assert event.payload["files"] == len(item.files) and event.payload["model"] == MODEL
+        assert event.payload["margin_seconds"] == item.retention.margin_seconds
