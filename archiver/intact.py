@@ -50,10 +50,19 @@ def damaged_files(dest: Destination, manifest: Manifest) -> list[Damage]:
     ]
 
 
-def damaged_error(manifest: Manifest, damage: list[Damage]) -> OutputsRemoved:
+class DamagedArchive(OutputsRemoved):
+    """A file of an archived prediction is gone, and so are its outputs on Replicate."""
+
+    prediction_id: str = ""
+    model: str = ""
+
+
+def damaged_error(manifest: Manifest, damage: list[Damage]) -> DamagedArchive:
     """The one-line error of a damaged archive Replicate can no longer restore."""
     more = f" (and {len(damage) - 1} more file(s))" if len(damage) > 1 else ""
-    return OutputsRemoved(
+    error = DamagedArchive(
         f"archive of prediction {manifest.prediction_id} ({manifest.model}) is damaged: "
         f"{damage[0]}{more}, and Replicate no longer has its outputs to restore it"
     )
+    error.prediction_id, error.model = manifest.prediction_id, manifest.model
+    return error

@@ -7,6 +7,9 @@ import asyncio
 import json
 from datetime import timedelta
 
+import pytest
+
+from archiver.errors import OutputsRemoved
 from archiver.manifest import API_RETENTION, Manifest
 from archiver.pipeline import process
 from archiver.prediction import ModelRef, PredictionRequest
@@ -89,7 +92,8 @@ def _await_event(name: str, prediction_id: str) -> list:
 
 def test_archive_and_loss_events_arrive(run_flow, archive_env, emulator):
     """A run's archive is one `archiver.prediction.archived` event (margin, model, files, dest);
-    a prediction whose outputs are gone is one `archiver.prediction.lost`; no token in either."""
+    a damaged archive Replicate can no longer restore, and a prediction whose outputs are gone,
+    are each one `archiver.prediction.lost`; no token in any."""
     from flows.archive_existing import archive_existing
 
     summary = run_flow(MODEL, {"prompt": "seen", "num_outputs": 2})
@@ -100,7 +104,17 @@ def test_archive_and_loss_events_arrive(run_flow, archive_env, emulator):
     assert event.payload["files"] == 2 and event.payload["model"] == MODEL
     assert event.payload["dest"] == str(archive_env)
 
-    gone = emulator.add_prediction(age_seconds=emulator.faults.retention_seconds + 1)
+    (archive_env / summary.files[0].path).unlink()  # damaged, and Replicate's copy gone too
+    emulator.set_faults(retention_seconds=0.001)
+    with pytest.raises(OutputsRemoved):
+        run_flow(MODEL, {"prompt": "seen", "num_outputs": 2})
+    (damaged,) = _await_event("archiver.prediction.lost", summary.prediction_id)
+    assert (
+        "is damaged" in damaged.payload["reason"]
+        and summary.files[0].path in (damaged.payload["reason"])
+    )
+
+    gone = emulator.add_prediction(age_seconds=5)
     state = asyncio.run(
         archive_existing(prediction_ids=[gone["id"]], dest=str(archive_env), return_state=True)
     )
@@ -108,7 +122,7 @@ def test_archive_and_loss_events_arrive(run_flow, archive_env, emulator):
     (lost,) = _await_event("archiver.prediction.lost", gone["id"])
     assert lost.resource["archiver.margin"] == "lost"
     assert "removed" in lost.payload["reason"] and lost.payload["dest"] == str(archive_env)
-    for item in (event, lost):
+    for item in (event, damaged, lost):
         assert TOKEN not in item.model_dump_json()
 
 
