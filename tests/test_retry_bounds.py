@@ -339,10 +339,11 @@ def _list(api: ReplicateAPI):
     return list_recent(api, created_after=now - timedelta(hours=1), created_before=now)
 
 
-def test_a_list_page_throttled_forever_makes_api_attempts_requests(emulator):
+def test_a_list_page_throttled_forever_makes_api_attempts_requests(emulator, caplog):
     """Every list call 429: 4 requests (README's table), each wait its Retry-After, then the
-    error, marked exhausted (no task retry asks again)."""
+    error, marked exhausted (no task retry asks again); each retry one INFO line."""
     emulator.set_faults(throttle_lists=FOREVER, retry_after_seconds=3)
+    caplog.set_level(logging.INFO, logger="archiver.retry")
     sleep = Sleeps()
 
     async def go() -> RateLimited:
@@ -357,6 +358,12 @@ def test_a_list_page_throttled_forever_makes_api_attempts_requests(emulator):
     error = asyncio.run(go())
     assert emulator.stats().list_calls == POLICIES.list_page.attempts == 4
     assert sleep.waits == [3.0, 3.0, 3.0] and error.exhausted
+    lines = [r.getMessage() for r in caplog.records if r.name == "archiver.retry"]
+    assert len(lines) == 3 and all(
+        line.startswith("retrying GET /v1/predictions?") for line in lines
+    )
+    assert all(" in 3.0s " in line and "RateLimited" in line for line in lines)
+    assert all("r8_test_token" not in line for line in lines)
 
 
 def test_a_list_page_waits_within_its_budget(emulator):
