@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 from .download import Staged
 from .errors import ConfigurationError
-from .manifest import MANIFEST_NAME, ArchivedFile, Manifest
+from .manifest import MANIFEST_NAME, ArchivedFile, Manifest, Retention
 from .outputs import replace_files
 from .prediction import Prediction
 from .storage import (
@@ -119,6 +119,7 @@ def archive_staged(
             )
         )
     summary = prediction.summary()
+    archived_at = datetime.now(UTC)
     manifest = Manifest(
         prediction_id=prediction.id,
         model=prediction.model,
@@ -134,6 +135,8 @@ def archive_staged(
         files=files,
         cache_key=cache_key,
         directory=directory,
+        archived_at=archived_at,
+        retention=Retention.of(prediction.source, prediction.created_at, archived_at),
     )
     for parent in sorted(parents):
         sync_directory(dest, parent)

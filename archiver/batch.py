@@ -25,7 +25,7 @@ from .download import Staged
 from .errors import ArchiverError, redact
 from .generate import Generated, Ready
 from .iothreads import local_disk
-from .manifest import Manifest
+from .manifest import Manifest, Retention
 from .pipeline import (
     FileSummary,
     OnDataRemoved,
@@ -57,6 +57,7 @@ class ItemResult(BaseModel):
     predictions_created: int = 0
     manifest_url: str | None = None
     files: list[FileSummary] = []
+    retention: Retention | None = None  # of the manifest: Replicate's deadline, our margin
     error: str | None = None
     previews: list[Preview] = Field(default=[], exclude=True)  # as RunSummary.previews
 
@@ -72,6 +73,7 @@ class ItemResult(BaseModel):
             predictions_created=summary.predictions_created,
             manifest_url=summary.manifest_url,
             files=summary.files,
+            retention=summary.retention,
             previews=summary.previews,
         )
 
@@ -258,15 +260,26 @@ class BatchRunner:
             runtime: Runtime, request: PredictionRequest, refresh: bool
         ) -> Generated:
             return await retry_call(
-                policy, lambda: generate_step(runtime, request, refresh), sleep=sleep
+                policy,
+                lambda: generate_step(runtime, request, refresh),
+                what="the generate step",
+                sleep=sleep,
             )
 
         async def download(runtime: Runtime, prediction: Prediction) -> Staged:
-            return await retry_call(policy, lambda: download_step(runtime, prediction), sleep=sleep)
+            return await retry_call(
+                policy,
+                lambda: download_step(runtime, prediction),
+                what=f"the download step of {prediction.id}",
+                sleep=sleep,
+            )
 
         async def archive(runtime: Runtime, ready: Ready, staged: Staged) -> Manifest:
             return await retry_call(
-                policy, lambda: archive_step(runtime, ready, staged), sleep=sleep
+                policy,
+                lambda: archive_step(runtime, ready, staged),
+                what="the archive step",
+                sleep=sleep,
             )
 
         return Steps(generate=generate, download=download, archive=archive)

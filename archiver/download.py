@@ -196,7 +196,12 @@ async def _download_file(
 
     try:
         return await retry_call(
-            policy, attempt, sleep=options.sleep, retry_if=retry_if, before_retry=before_retry
+            policy,
+            attempt,
+            what=f"the download of {item.name} of {refresher.current.id}",
+            sleep=options.sleep,
+            retry_if=retry_if,
+            before_retry=before_retry,
         )
     except (UrlExpired, DownloadInterrupted, ServiceUnavailable) as exc:
         if tries < policy.attempts:

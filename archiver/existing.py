@@ -6,7 +6,9 @@ on expiry), the same layout and `manifest.json`, the same cache store and key lo
 record has no request key: it is keyed `prediction:<id>`.
 
 One already archived is recognised by its manifest, found through its cache record or at the
-path the template gives it (so a prediction `run` archived counts too) and downloads nothing.
+path the template gives it (so a prediction `run` archived counts too) and downloads nothing,
+once every file the manifest lists is there with its size (`intact`); a damaged one is restored
+from the same prediction while Replicate has its outputs, else it is `removed`, naming the file.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .errors import (
     redact,
 )
 from .generate import Ready
+from .intact import Damage, damaged_error, damaged_files
 from .manifest import Manifest
 from .pipeline import (
     RunSummary,
@@ -111,14 +114,22 @@ class IncompleteArchive(PermanentError):
         )
 
 
-async def archived_manifest(runtime: Runtime, prediction: Prediction) -> Manifest | None:
-    """The prediction's manifest in `runtime.dest`, if it was archived (by any way in)."""
-    record = await asyncio.to_thread(runtime.cache.get, foreign_key(prediction.id))
+async def archived_manifest(
+    runtime: Runtime, prediction: Prediction
+) -> tuple[Manifest | None, list[Damage]]:
+    """The prediction's manifest in `runtime.dest`, if it was archived (by any way in), and the
+    files it lists that are not there with their size (`intact`)."""
+    return await asyncio.to_thread(_archived, runtime, prediction)
+
+
+def _archived(runtime: Runtime, prediction: Prediction) -> tuple[Manifest | None, list[Damage]]:
+    manifest = None
+    record = runtime.cache.get(foreign_key(prediction.id))
     if record is not None:
-        manifest = await asyncio.to_thread(runtime.cache.archived_manifest, record, runtime.dest)
-        if manifest is not None:
-            return manifest
-    return await asyncio.to_thread(manifest_in_place, runtime, prediction)
+        manifest = runtime.cache.archived_manifest(record, runtime.dest)
+    if manifest is None:
+        manifest = manifest_in_place(runtime, prediction)
+    return manifest, [] if manifest is None else damaged_files(runtime.dest, manifest)
 
 
 @dataclass(frozen=True)
@@ -161,7 +172,8 @@ class ExistingArchiver:
         except errors that concern the whole run (authentication, configuration)."""
         try:
             if not prediction.terminal:
-                if await archived_manifest(self.runtime, prediction) is not None:
+                manifest, damage = await archived_manifest(self.runtime, prediction)
+                if manifest is not None and not damage:
                     return self._result(prediction, "cached")
                 if not wait:
                     return self._result(prediction, "pending")
@@ -190,10 +202,14 @@ class ExistingArchiver:
         key = foreign_key(prediction.id)
         # The same lock `run` holds while it downloads and archives this prediction.
         async with runtime.lock.hold(prediction_lock_key(prediction.id)) as lease:
-            manifest = await archived_manifest(runtime, prediction)
-            if manifest is not None:
+            manifest, damage = await archived_manifest(runtime, prediction)
+            if manifest is not None and not damage:
                 summary = RunSummary.of(runtime, manifest, cached=True, created=0, refetches=0)
                 return self._result(prediction, "cached", summary=summary)
+            if manifest is not None:  # damaged: restore from the same prediction, re-fetched
+                prediction = await runtime.api.get(prediction.id)  # (fresh URLs), or fail
+                if not prediction.outputs_available:
+                    raise damaged_error(manifest, damage)
             if prediction.status in ("failed", "canceled", "aborted"):
                 ensure_succeeded(prediction)
             if not prediction.outputs_available:

@@ -3,8 +3,10 @@
 "Succeeded" includes "still processing but every output file is already published": the
 download starts then, and `finalize` waits for the final state before the manifest is written.
 
-Under the request's key lock: a cache hit (manifest still in the archive) ends here; a recorded
-prediction that can still deliver is resumed; otherwise an intent record is written, the
+Under the request's key lock: a cache hit (manifest still in the archive, and every file it
+lists there with its size: `intact`) ends here; a recorded prediction that can still deliver is
+resumed (so a damaged archive is restored from its own prediction, or the run fails naming the
+file: never a new prediction for it); otherwise an intent record is written, the
 prediction is created, and its id is recorded before the lock is released. Right before each
 create POST the lock is checked to be still ours (a fencing check: see `locks`). Waiting happens
 outside the lock. If we are interrupted, time out or get cancelled while a prediction we created
@@ -19,6 +21,7 @@ from datetime import datetime
 
 from .cache import CacheRecord, PredictionCache
 from .errors import InvalidRequest, PredictionCanceled
+from .intact import Damage, damaged_error, damaged_files
 from .iothreads import run_io
 from .locks import FileKeyLock, Lease, RedisKeyLock
 from .manifest import Manifest
@@ -71,10 +74,13 @@ async def generate(
         # Store I/O (fsynced writes) in worker threads: hundreds of runs share one event loop.
         record, intent = await run_io(_look_up, cache, request, refresh)
         if intent is None and record is not None:
-            manifest = await run_io(cache.archived_manifest, record, dest)
-            if manifest is not None:
+            manifest, damage = await run_io(_archived, cache, record, dest)
+            if manifest is not None and not damage:
                 return Cached(record=record, manifest=manifest)
             prediction = await _resumable(api, request, record)
+            if manifest is not None and prediction is None:
+                # a file of the archive is gone: only its own prediction may restore it
+                raise damaged_error(manifest, damage)
             if prediction is not None:
                 if record.prediction_id != prediction.id:  # found after a lost create: record it
                     # (never rewrite an unchanged record: a run archiving this prediction right
@@ -118,6 +124,14 @@ async def _resumable(
     if prediction.status == "succeeded" and not prediction.outputs_available:
         return None  # outputs removed: only a new prediction can restore the archive
     return prediction
+
+
+def _archived(
+    cache: PredictionCache, record: CacheRecord, dest: Destination
+) -> tuple[Manifest | None, list[Damage]]:
+    """The record's manifest in `dest` (if any) and its files that are not there as it says."""
+    manifest = cache.archived_manifest(record, dest)
+    return manifest, [] if manifest is None else damaged_files(dest, manifest)
 
 
 def _look_up(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
@@ -12,6 +12,9 @@ from .outputs import public_url
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+#: Replicate deletes an API prediction's inputs, outputs, files and logs this long after it was
+#: created (website predictions keep theirs).
+API_RETENTION = timedelta(hours=1)
 
 
 class ArchivedFile(BaseModel):
@@ -33,6 +36,24 @@ class ArchivedFile(BaseModel):
     def _public(cls, value: str) -> str:
         """Never credentials, signatures or inline payloads in a manifest."""
         return public_url(value)
+
+
+class Retention(BaseModel):
+    """When Replicate deletes the prediction's outputs, and the margin the archive had left."""
+
+    deletes_at: datetime = Field(description="created_at + 1 hour (UTC).")
+    margin_seconds: float = Field(description="deletes_at - archived_at; negative: too late.")
+
+    @classmethod
+    def of(
+        cls, source: str | None, created_at: datetime | None, archived_at: datetime
+    ) -> Retention | None:
+        """The deadline of an API prediction (a missing `source` counts as one); None for a
+        website prediction (kept by Replicate) or one whose creation time is unknown."""
+        if source not in (None, "api") or created_at is None:
+            return None
+        deletes_at = (created_at + API_RETENTION).astimezone(UTC)
+        return cls(deletes_at=deletes_at, margin_seconds=(deletes_at - archived_at).total_seconds())
 
 
 class Manifest(BaseModel):
@@ -59,6 +80,9 @@ class Manifest(BaseModel):
         default_factory=lambda: {"name": "replicate-archiver", "version": __version__}
     )
     archived_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    retention: Retention | None = Field(
+        default=None, description="Replicate's deletion deadline; null when it keeps the data."
+    )
 
     @property
     def path(self) -> str:

@@ -16,8 +16,9 @@ from .archive import archive_staged, prediction_directory
 from .download import Staged, discard_staging, download_outputs
 from .errors import ArchiverError, OutputsRemoved
 from .generate import Cached, Generated, Ready, finalize, generate
+from .intact import damaged_files
 from .iothreads import run_io
-from .manifest import MANIFEST_NAME, Manifest
+from .manifest import MANIFEST_NAME, Manifest, Retention
 from .prediction import Prediction, PredictionRequest
 from .report.previews import Preview, current_budget, previews_of
 from .runtime import Runtime
@@ -45,6 +46,7 @@ class RunSummary(BaseModel):
     refetches: int
     manifest_url: str
     files: list[FileSummary]
+    retention: Retention | None = None  # the manifest's: Replicate's deadline, our margin
     # The gallery: thumbnails from the staged bytes. In memory only (kept out of JSON).
     previews: list[Preview] = Field(default=[], exclude=True)
 
@@ -71,6 +73,7 @@ class RunSummary(BaseModel):
                 )
                 for f in manifest.files
             ],
+            retention=manifest.retention,
         )
 
 
@@ -196,13 +199,17 @@ async def _deliver(runtime: Runtime, steps: Steps, ready: Ready, created: int) -
 def _archived_meanwhile(runtime: Runtime, ready: Ready) -> Manifest | None:
     """The manifest of `ready.prediction` in this dest, if a run that held its lock before us
     archived it (the cache record names it, and the manifest is still there), or another way
-    in (a sweep, a webhook, `archive ID`) did: its manifest sits where the template puts it."""
+    in (a sweep, a webhook, `archive ID`) did: its manifest sits where the template puts it.
+    None too when a file it lists is not there with its size: the caller restores them."""
+    manifest = None
     record = runtime.cache.get(ready.record.key)
     if record is not None and record.prediction_id == ready.prediction.id:
         manifest = runtime.cache.archived_manifest(record, runtime.dest)
-        if manifest is not None:
-            return manifest
-    return manifest_in_place(runtime, ready.prediction)
+    if manifest is None:
+        manifest = manifest_in_place(runtime, ready.prediction)
+    if manifest is None or damaged_files(runtime.dest, manifest):
+        return None
+    return manifest
 
 
 def manifest_in_place(runtime: Runtime, prediction: Prediction) -> Manifest | None:

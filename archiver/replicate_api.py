@@ -81,7 +81,10 @@ class ReplicateAPI:
     async def _read(self, method: str, url: str) -> dict[str, Any]:
         """An idempotent request, retried with the `api_get` policy."""
         return await retry_call(
-            self.policies.api_get, lambda: self._call(method, url), sleep=self._sleep
+            self.policies.api_get,
+            lambda: self._call(method, url),
+            what=f"{method} {url}",
+            sleep=self._sleep,
         )
 
     async def get(self, prediction_id: str) -> Prediction:
@@ -127,7 +130,9 @@ class ReplicateAPI:
                 raise lost.error from lost
             return Prediction.model_validate(data)
 
-        return await retry_call(self.policies.create, attempt, sleep=self._sleep)
+        return await retry_call(
+            self.policies.create, attempt, what=f"POST {path}", sleep=self._sleep
+        )
 
     async def _post_create(
         self, path: str, body: dict[str, Any], headers: dict[str, str], timeout: httpx.Timeout
@@ -178,7 +183,10 @@ class ReplicateAPI:
                 raise TimeoutError(f"prediction {prediction.id} still {prediction.status}")
             await self._sleep(self.poll_interval)
             data = await retry_call(
-                self.policies.wait_poll, lambda: self._call("GET", path), sleep=self._sleep
+                self.policies.wait_poll,
+                lambda: self._call("GET", path),
+                what=f"GET {path}",
+                sleep=self._sleep,
             )
             prediction = Prediction.model_validate(data)
         return prediction
@@ -186,8 +194,14 @@ class ReplicateAPI:
     # -- account-wide listing and webhooks (archive what other clients created) -----------------
 
     async def list_page(self, url: str) -> dict[str, Any]:
-        """One page of `GET /v1/predictions...` (`url` relative, or a `next` link)."""
-        return await self._call("GET", url)
+        """One page of `GET /v1/predictions...` (`url` relative, or a `next` link), retried
+        with the `list_page` policy: its attempts, and a budget for all its waits."""
+        return await retry_call(
+            self.policies.list_page,
+            lambda: self._call("GET", url),
+            what=f"GET {url}",
+            sleep=self._sleep,
+        )
 
     async def webhook_secret(self) -> str:
         """The account's `whsec_` webhook signing secret (`GET /v1/webhooks/default/secret`)."""

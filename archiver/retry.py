@@ -24,13 +24,15 @@ One rule keeps counts from multiplying: **every request is retried in exactly on
 Worst case per step against a host that fails every request, with the default settings
 (delays start at `ARCHIVER_RETRY_DELAY` 0.5 s, double, cap at
 `ARCHIVER_RETRY_MAX_DELAY` 30 s, +-10 % jitter; a 429 waits its `Retry-After`, at most
-`ARCHIVER_MAX_RATE_LIMIT_WAIT`). `tests/test_retry_bounds.py` drives such a host and asserts
-these counts:
+`ARCHIVER_MAX_RATE_LIMIT_WAIT`). Every retry logs one INFO line on the `archiver.retry`
+logger: what is retried, why (the error, redacted) and how long it waits, so a storm shows.
+`tests/test_retry_bounds.py` drives such a host and asserts these counts:
 
 | step | policy (setting) | worst case, requests |
 | --- | --- | --- |
 | read a prediction, cancel | `api_get` (`API_ATTEMPTS` 4) | 4 GETs |
 | find a lost create (per list page) | `api_get` | 4 GETs |
+| a sweep's list page | `list_page` (`API_ATTEMPTS` 4, `LIST_WAIT_BUDGET` 300 s) | 4 GETs; a 429 waits its `Retry-After` while all waits stay within the budget, else the sweep stops at once |
 | create | `create` (`CREATE_ATTEMPTS` 6) | 6 POSTs if none reaches the server; a 5xx or lost answer is looked up before paying again, and if the lookup gives up the create stops: 1 POST + 4 GETs |
 | wait for a prediction | `wait_poll` (`WAIT_FAILURES` 8) | 8 consecutive failed polls, then `ServiceUnavailable` (not an hour of swallowed errors) |
 | download one file | `download_file` (`DOWNLOAD_ATTEMPTS` 5) | 5 delivery GETs (each may follow 5 redirects); between them at most 4 re-fetches of the prediction (`api_get` each) when URLs expire or streams break |
@@ -42,16 +44,18 @@ these counts:
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from .errors import RateLimited, TransientError, UrlExpired
+from .errors import RateLimited, TransientError, UrlExpired, redact
 
 if TYPE_CHECKING:
     from .settings import Settings
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
 Sleep = Callable[[float], Awaitable[None]]
@@ -68,7 +72,7 @@ class RetryPolicy:
     The wait before retry n (1-based) is `first_delay * multiplier**(n-1)`, capped at
     `max_delay`, spread by +-`jitter` (a fraction). A `RateLimited` error waits its
     `retry_after` instead, capped at `retry_after_cap`; a `UrlExpired` does not wait (fresh
-    URLs are the cure, not time).
+    URLs are the cure, not time). All waits of one call stay within `budget`, if set.
     """
 
     attempts: int = 4
@@ -77,6 +81,9 @@ class RetryPolicy:
     multiplier: float = 2.0
     jitter: float = 0.0
     retry_after_cap: float = 120.0
+    #: Seconds all waits of one call may add up to (None: no budget beyond `attempts`). A
+    #: wait that would overrun it, a 429's `Retry-After` included, ends the loop at once.
+    budget: float | None = None
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -108,6 +115,7 @@ class RetryPolicies:
     """One policy per step (see the module docstring for each one's worst case)."""
 
     api_get: RetryPolicy = RetryPolicy(4, 0.5, 30.0, jitter=0.1)
+    list_page: RetryPolicy = RetryPolicy(4, 0.5, 30.0, jitter=0.1, budget=300.0)
     create: RetryPolicy = RetryPolicy(6, 0.5, 30.0, jitter=0.1)
     wait_poll: RetryPolicy = RetryPolicy(8, 0.5, 30.0, jitter=0.1)
     download_file: RetryPolicy = RetryPolicy(5, 0.5, 30.0, jitter=0.1)
@@ -124,6 +132,7 @@ class RetryPolicies:
         }
         return cls(
             api_get=RetryPolicy(s.api_attempts, **common),
+            list_page=RetryPolicy(s.api_attempts, **common, budget=s.list_wait_budget),
             create=RetryPolicy(s.create_attempts, **common),
             wait_poll=RetryPolicy(s.wait_failures, **common),
             download_file=RetryPolicy(s.download_attempts, **common),
@@ -156,25 +165,45 @@ async def retry_call(
     policy: RetryPolicy,
     attempt: Callable[[], Awaitable[T]],
     *,
+    what: str = "a call",
     sleep: Sleep = asyncio.sleep,
     retry_if: Callable[[BaseException], bool] = should_retry,
     before_retry: Callable[[BaseException], Awaitable[None]] | None = None,
     rand: Callable[[], float] = random.random,
 ) -> T:
-    """`await attempt()` up to `policy.attempts` times while `retry_if(error)` holds.
+    """`await attempt()` up to `policy.attempts` times while `retry_if(error)` holds, waiting
+    at most `policy.budget` seconds in all.
 
-    Between tries: sleep as the policy says, then `before_retry(error)` (its own errors end the
-    loop as they are). The error given up on is raised, marked with `given_up`.
+    Between tries: log one INFO line (`what`, why, how long: redacted), sleep as the policy
+    says, then `before_retry(error)` (its own errors end the loop as they are). The error given
+    up on is raised, marked with `given_up`.
     """
+    waited = 0.0
     for number in range(1, policy.attempts + 1):
         try:
             return await attempt()
         except Exception as exc:
-            if number >= policy.attempts or not retry_if(exc):
+            delay = policy.wait(number, exc, rand)
+            over_budget = policy.budget is not None and waited + delay > policy.budget
+            if number >= policy.attempts or not retry_if(exc) or over_budget:
                 given_up(exc)
                 raise
             error = exc
-        await sleep(policy.wait(number, error, rand))
+        log.info(
+            "retrying %s in %.1fs (try %d of %d): %s",
+            redact(what),
+            delay,
+            number + 1,
+            policy.attempts,
+            redact(_one_line(error)),
+        )
+        await sleep(delay)
+        waited += delay
         if before_retry is not None:
             await before_retry(error)
     raise AssertionError("unreachable")
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")

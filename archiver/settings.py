@@ -195,6 +195,13 @@ class Settings(BaseSettings):
         description="Tries of one API read (a prediction, a list page, a cancel) through 5xx, "
         "429 and connection errors.",
     )
+    list_wait_budget: float = Field(
+        default=300,
+        ge=0,
+        le=3600,
+        description="Seconds one list page of a sweep may wait between its tries in all, "
+        "Retry-After included; past it the sweep stops with one line.",
+    )
     wait_failures: int = Field(
         default=8,
         ge=1,

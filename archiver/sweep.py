@@ -11,7 +11,9 @@ A sweep lists the predictions created within a window (`GET /v1/predictions?crea
     skipped   it failed, was canceled or aborted: nothing to keep
     pending   still running: the next sweep (its window overlaps) picks it up
 
-It never creates a prediction. 429 answers wait as long as Replicate asks.
+It never creates a prediction. Each list page is retried by `archiver.retry` alone (the
+`list_page` policy: `ARCHIVER_API_ATTEMPTS` tries, 429s waiting their `Retry-After`, all waits
+within `ARCHIVER_LIST_WAIT_BUDGET`); when it gives up, the sweep stops with its one-line error.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import urlencode
 
-from .errors import ConfigurationError, RateLimited, TransientError
+from .errors import ConfigurationError
 from .existing import ArchiveReport, ExistingArchiver, ExistingResult
 from .pipeline import Steps
 from .prediction import Prediction
@@ -33,7 +35,6 @@ from .runtime import Runtime
 Source = Literal["api", "web", "all"]
 SOURCES: tuple[str, ...] = ("api", "web", "all")
 MAX_WINDOW = timedelta(days=14)
-LIST_ATTEMPTS = 8  # transient failures of one list page before the sweep gives up
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
@@ -70,8 +71,6 @@ async def list_recent(
     created_after: datetime,
     created_before: datetime,
     source: Source = "api",
-    max_wait: float = 120.0,
-    sleep: Callable[[float], object] = asyncio.sleep,
 ) -> list[Prediction]:
     """The predictions created in `[created_after, created_before)`, newest first, each once.
 
@@ -83,20 +82,8 @@ async def list_recent(
         query["source"] = "web"
     url: str | None = f"/v1/predictions?{urlencode(query)}"
     seen: dict[str, Prediction] = {}
-    failures = 0
     while url:
-        try:
-            page = await api.list_page(url)
-        except RateLimited as exc:  # Replicate says how long: wait that, then ask again
-            await sleep(min(exc.retry_after, max_wait))  # type: ignore[misc]
-            continue
-        except TransientError:
-            failures += 1
-            if failures >= LIST_ATTEMPTS:
-                raise
-            await sleep(min(0.5 * 2**failures, 30.0))  # type: ignore[misc]
-            continue
-        failures = 0
+        page = await api.list_page(url)  # retried there, within its budget
         for item in page.get("results") or []:
             prediction = Prediction.model_validate(item)
             if not _wanted(prediction, source, created_after, created_before):
@@ -134,7 +121,6 @@ async def sweep(
         created_after=after,
         created_before=before,
         source=source,
-        max_wait=runtime.settings.max_rate_limit_wait,
     )
     archiver = ExistingArchiver(runtime, steps)
     gate = asyncio.Semaphore(concurrency)

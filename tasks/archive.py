@@ -11,6 +11,7 @@ from archiver.manifest import Manifest
 from archiver.pipeline import archive_step
 from archiver.runtime import Runtime
 
+from .events import emit_archived
 from .retry import retry_transient
 
 
@@ -18,4 +19,5 @@ from .retry import retry_transient
 async def archive(runtime: Runtime, ready: Ready, staged: Staged) -> Manifest:
     manifest = await archive_step(runtime, ready, staged)
     get_run_logger().info("archived %s to %s", manifest.prediction_id, manifest.path)
+    emit_archived(manifest, runtime.dest.url)
     return manifest

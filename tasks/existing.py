@@ -11,6 +11,7 @@ from archiver.existing import ExistingArchiver, ExistingResult
 from archiver.runtime import Runtime
 from archiver.sweep import Source, SweepReport, sweep
 
+from .events import emit_outcome
 from .retry import retry_transient
 
 
@@ -18,7 +19,14 @@ from .retry import retry_transient
 async def sweep_window(
     runtime: Runtime, since: timedelta, source: Source, concurrency: int
 ) -> SweepReport:
-    report = await sweep(runtime, since=since, source=source, concurrency=concurrency)
+    dest = runtime.dest.url
+    report = await sweep(
+        runtime,
+        since=since,
+        source=source,
+        concurrency=concurrency,
+        on_result=lambda result: emit_outcome(result, dest),
+    )
     logger = get_run_logger()
     for result in report.lost:
         logger.error("%s %s: %s", result.prediction_id, result.outcome, result.error)
@@ -29,6 +37,8 @@ async def sweep_window(
 @task(name="archive-by-id", cache_policy=NO_CACHE)
 async def archive_by_id(archiver: ExistingArchiver, prediction_id: str) -> ExistingResult:
     result = await archiver.by_id(prediction_id)
+    if result.outcome == "removed":  # an archive has its event from the archive task
+        emit_outcome(result, archiver.runtime.dest.url)
     log = get_run_logger().error if result.lost else get_run_logger().info
     log("%s: %s%s", prediction_id, result.outcome, f" ({result.error})" if result.error else "")
     return result

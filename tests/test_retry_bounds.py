@@ -7,9 +7,11 @@ Sleeps are injected: no test waits for a backoff.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from archiver.errors import (
     RateLimited,
     ServiceUnavailable,
     StorageUnavailable,
+    register_secret,
 )
 from archiver.outputs import HostAllowList
 from archiver.prediction import ModelRef, PredictionRequest
@@ -39,6 +42,8 @@ from archiver.retry import (
 from archiver.runtime import Runtime, api_client
 from archiver.settings import Settings
 from archiver.storage import open_destination, write_bytes_atomic
+from archiver.sweep import list_recent
+from tests.loopback import serving
 
 MODEL = "black-forest-labs/flux-schnell"
 DEFAULTS = Settings(api_token=None)  # the documented worst cases are for the defaults
@@ -78,17 +83,10 @@ class _Always503(BaseHTTPRequestHandler):
 @pytest.fixture
 def down_host():
     """An HTTP server on a free loopback port that answers 503 to everything, counting requests."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Always503)
-    server.requests = Counter()  # type: ignore[attr-defined]
-    server.lock = threading.Lock()  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Always503) as server:
+        server.requests = Counter()  # type: ignore[attr-defined]
+        server.lock = threading.Lock()  # type: ignore[attr-defined]
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def _url(server: ThreadingHTTPServer) -> str:
@@ -331,3 +329,111 @@ def test_an_error_a_loop_gave_up_on_is_not_retried_outside():
     with pytest.raises(ServiceUnavailable):
         asyncio.run(retry_call(RetryPolicy(4, 0, 0), inner, sleep=sleep))
     assert len(calls) == 3
+
+
+# -- a sweep's list pages -------------------------------------------------------------------------
+
+
+def _list(api: ReplicateAPI):
+    now = datetime.now(UTC)
+    return list_recent(api, created_after=now - timedelta(hours=1), created_before=now)
+
+
+def test_a_list_page_throttled_forever_makes_api_attempts_requests(emulator, caplog):
+    """Every list call 429: 4 requests (README's table), each wait its Retry-After, then the
+    error, marked exhausted (no task retry asks again); each retry one INFO line."""
+    emulator.set_faults(throttle_lists=FOREVER, retry_after_seconds=3)
+    caplog.set_level(logging.INFO, logger="archiver.retry")
+    sleep = Sleeps()
+
+    async def go() -> RateLimited:
+        api = _api(emulator.base_url, sleep)
+        try:
+            with pytest.raises(RateLimited) as caught:
+                await _list(api)
+        finally:
+            await api.aclose()
+        return caught.value
+
+    error = asyncio.run(go())
+    assert emulator.stats().list_calls == POLICIES.list_page.attempts == 4
+    assert sleep.waits == [3.0, 3.0, 3.0] and error.exhausted
+    lines = [r.getMessage() for r in caplog.records if r.name == "archiver.retry"]
+    assert len(lines) == 3 and all(
+        line.startswith("retrying GET /v1/predictions?") for line in lines
+    )
+    assert all(" in 3.0s " in line and "RateLimited" in line for line in lines)
+    assert all("r8_test_token" not in line for line in lines)
+
+
+def test_a_list_page_waits_within_its_budget(emulator):
+    """Retry-After honoured within the budget: 120 s asked each time, 300 s in all: two waits,
+    then it stops rather than wait past the budget."""
+    emulator.set_faults(throttle_lists=FOREVER, retry_after_seconds=120)
+    sleep = Sleeps()
+
+    async def go() -> None:
+        api = _api(emulator.base_url, sleep)
+        try:
+            with pytest.raises(RateLimited):
+                await _list(api)
+        finally:
+            await api.aclose()
+
+    asyncio.run(go())
+    assert POLICIES.list_page.budget == DEFAULTS.list_wait_budget == 300
+    assert sleep.waits == [120.0, 120.0] and emulator.stats().list_calls == 3
+
+
+def test_a_list_page_against_a_host_that_always_fails(down_host):
+    """503 forever: 4 GETs of the page, 3 backoffs."""
+    sleep = Sleeps()
+
+    async def go() -> None:
+        api = _api(_url(down_host), sleep)
+        try:
+            with pytest.raises(ServiceUnavailable):
+                await _list(api)
+        finally:
+            await api.aclose()
+
+    asyncio.run(go())
+    assert down_host.requests == {("GET", "/v1/predictions"): POLICIES.list_page.attempts}
+    assert len(sleep.waits) == 3
+
+
+def test_sweep_cli_throttled_forever_exits_1_with_one_line(cli, emulator, archive_env):
+    """`sweep` against a list that answers 429 forever: exit 1, one line, bounded."""
+    emulator.set_faults(throttle_lists=FOREVER, retry_after_seconds=0)
+    result = cli("sweep", "--since", "1h", "--dest", str(archive_env))
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "throttled" in lines[0], result.stderr
+    assert emulator.stats().list_calls == POLICIES.list_page.attempts
+
+
+def test_every_retry_logs_one_redacted_line(caplog):
+    """One INFO line per retry: what, why, how long; no token, no signed query string."""
+    token = "r8_secret_token_for_retry_logs_0123"
+    register_secret(token)
+    calls: list[int] = []
+
+    async def request() -> None:
+        calls.append(1)
+        raise ServiceUnavailable(f"GET https://h/x?sig=abc failed, token {token}")
+
+    caplog.set_level(logging.INFO, logger="archiver.retry")
+    with pytest.raises(ServiceUnavailable):
+        asyncio.run(
+            retry_call(
+                RetryPolicy(3, 1.0, 10.0),
+                request,
+                what="GET https://delivery/out.png?X-Sig=secret",
+                sleep=Sleeps(),
+            )
+        )
+    lines = [r.getMessage() for r in caplog.records if r.name == "archiver.retry"]
+    assert len(lines) == len(calls) - 1 == 2
+    assert lines[0].startswith("retrying GET https://delivery/out.png in 1.0s (try 2 of 3): ")
+    assert "ServiceUnavailable" in lines[0] and "in 2.0s (try 3 of 3)" in lines[1]
+    assert all(token not in line and "sig=" not in line.lower() for line in lines)
