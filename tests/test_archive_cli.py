@@ -17,7 +17,7 @@ def test_archive_unknown_id_fails_with_one_line_and_archives_the_others(cli, emu
     good = emulator.add_prediction(age_seconds=30)
     result = cli("archive", "doesnotexist", good["id"], "--dest", str(archive_env), "--json")
     assert result.returncode == 1, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [x for x in result.stderr.splitlines() if x.strip() and not x.startswith("flow run: ")]
     assert len(errors) == 1 and "doesnotexist" in errors[0], result.stderr
     report = json.loads(result.stdout)
     outcomes = {p["prediction_id"]: p["outcome"] for p in report["predictions"]}
