@@ -67,6 +67,17 @@ class Settings(BaseSettings):
         description="Local directory files are downloaded to before archiving. Default: "
         "`<dest>/.archiver/staging` for a local dest, else `~/.cache/replicate-archiver/staging`.",
     )
+    catalog_dir: str | None = Field(
+        default=None,
+        description="Local directory of the catalog `find`, `verify` and `usage` query (a file "
+        "derived from the manifests; deleting it loses nothing). Default: `<dest>/.archiver` for "
+        "a local dest, else `~/.cache/replicate-archiver/catalog`.",
+    )
+    prices: str | None = Field(
+        default=None,
+        description="TOML price table for `usage` cost estimates (per model: per_second, "
+        "per_output, per_prediction in USD; see docs/archive.md). Unset: no costs.",
+    )
     path_template: str = Field(
         default="{owner}/{name}/{yyyy}/{mm}/{dd}/{prediction_id}",
         description="Directory of a prediction inside dest. Fields: owner, name, yyyy, mm, dd, "

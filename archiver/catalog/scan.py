@@ -1,0 +1,205 @@
+"""Bringing the catalog up to date from the archive's manifests: lazily, at query time.
+
+Nothing is written on the archiving hot path: every archive path (run, batch, sweep, webhooks,
+archive by id, another worker, a copy by hand) ends in a `manifest.json`, and the next query
+picks up the manifests the catalog has not seen. Two ways to see them:
+
+* Local disk: every directory's mtime is kept. A sync stats the directories that hold no
+  manifest (owner/, name/, year/, month/, day/, and prediction directories whose manifest has
+  not arrived yet) and re-lists only those whose mtime moved: a new prediction directory or a
+  manifest renamed into place moves it, a removed one too. Directories that hold a manifest
+  are not visited again (a manifest is written once, last, and never rewritten by the
+  archiver; one edited in place is re-read by `catalog rebuild`). An mtime within
+  `RACY_NS` of the scan is not trusted (a change in the same clock tick would not move it):
+  such a directory is listed again next time.
+* Any other fsspec store (s3://...): one recursive listing (S3 pages of 1000 keys), compared
+  with each manifest's ETag (or size and mtime); new or changed manifests are read
+  concurrently through `fs.cat`.
+
+Corrupt or foreign manifests are kept in the catalog's `bad` table, never raised.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from archiver.manifest import MANIFEST_NAME
+from archiver.storage import Destination
+from archiver.storage.translate import translated
+
+from .records import ForeignManifest, entry_of
+from .store import Catalog, Change
+
+RACY_NS = 2_000_000_000  # an mtime this close to the scan may still move within its tick
+READ_BATCH = 256  # manifests fetched per `fs.cat` call on object stores
+
+Progress = Callable[[int], None]  # manifests read so far
+
+
+@dataclass(frozen=True)
+class SyncStats:
+    read: int  # manifests (re)read
+    bad: int  # of them corrupt or foreign
+    gone: int  # manifests or directories found removed
+
+
+def sync(dest: Destination, catalog: Catalog, progress: Progress | None = None) -> SyncStats:
+    """Read the manifests `catalog` has not seen in `dest` and write them into it."""
+    change = (
+        _scan_local(dest, catalog, progress)
+        if dest.is_local
+        else _scan_listing(dest, catalog, progress)
+    )
+    catalog.apply(change)
+    return SyncStats(
+        read=len(change.entries) + len(change.bad), bad=len(change.bad), gone=len(change.gone)
+    )
+
+
+def rebuild(dest: Destination, catalog: Catalog, progress: Progress | None = None) -> SyncStats:
+    """Forget everything and read every manifest again."""
+    catalog.clear()
+    return sync(dest, catalog, progress)
+
+
+def is_manifest_path(relative: str) -> bool:
+    """A manifest of the archive: `.../manifest.json`, nothing under a dot directory
+    (`.archiver/` holds the cache and staging)."""
+    parts = relative.split("/")
+    return parts[-1] == MANIFEST_NAME and not any(p.startswith(".") for p in parts[:-1])
+
+
+class _Found:
+    """What a scan collects for `Catalog.apply`."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.change = Change(entries=[], bad=[], gone=[], dirs=[])
+        self.progress = progress
+
+    def manifest(self, path: str, stamp: str, data: bytes | BaseException) -> None:
+        try:
+            if isinstance(data, BaseException):
+                raise ForeignManifest(f"unreadable ({type(data).__name__}: {data})")
+            self.change.entries.append((path, stamp, entry_of(data)))
+        except ForeignManifest as exc:
+            self.change.bad.append((path, stamp, str(exc)))
+        if self.progress is not None:
+            self.progress(len(self.change.entries) + len(self.change.bad))
+
+
+def _scan_local(dest: Destination, catalog: Catalog, progress: Progress | None) -> Change:
+    root = dest.root
+    known = catalog.dirs()
+    found = _Found(progress)
+    now = time.time_ns()
+    children: dict[str, list[str]] = defaultdict(list)
+    for path in known:
+        if path:
+            children[posixpath.dirname(path)].append(path)
+
+    def visit(start: str) -> None:
+        stack = [start]
+        while stack:
+            rel = stack.pop()
+            full = os.path.join(root, rel) if rel else root
+            try:
+                mtime = os.stat(full).st_mtime_ns  # before listing: a later change moves it
+                entries = list(os.scandir(full))
+            except (FileNotFoundError, NotADirectoryError):
+                if rel:
+                    found.change.gone.append(rel + "/")
+                continue
+            trusted = mtime if now - mtime > RACY_NS else -1
+            names = {e.name: e for e in entries}
+            manifest = names.get(MANIFEST_NAME)
+            if manifest is not None and manifest.is_file():
+                _read_local(found, rel, manifest.path)
+                found.change.dirs.append((rel, trusted, True))
+                continue
+            found.change.dirs.append((rel, trusted, False))
+            subdirs = {
+                posixpath.join(rel, e.name) if rel else e.name
+                for e in entries
+                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+            }
+            for child in children.get(rel, []):
+                if child not in subdirs:
+                    found.change.gone.append(child + "/")
+            stack.extend(child for child in subdirs if child not in known)
+
+    if not known:
+        visit("")
+    for rel, (mtime, leaf) in known.items():
+        if leaf:
+            continue
+        try:
+            current = os.stat(os.path.join(root, rel) if rel else root).st_mtime_ns
+        except FileNotFoundError:
+            if rel:
+                found.change.gone.append(rel + "/")
+            continue
+        if current != mtime:
+            visit(rel)
+    for path, stamp in catalog.bad_stamps().items():  # fixed by hand since? read again
+        full = os.path.join(root, path)
+        try:
+            info = os.stat(full)
+        except FileNotFoundError:
+            found.change.gone.append(path)
+            continue
+        if f"{info.st_mtime_ns}:{info.st_size}" != stamp:
+            _read_local(found, posixpath.dirname(path), full)
+    return found.change
+
+
+def _read_local(found: _Found, rel_dir: str, full: str) -> None:
+    path = posixpath.join(rel_dir, MANIFEST_NAME) if rel_dir else MANIFEST_NAME
+    try:
+        with open(full, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            data: bytes | BaseException = handle.read()
+    except OSError as exc:
+        found.manifest(path, "unreadable", exc)
+        return
+    found.manifest(path, f"{info.st_mtime_ns}:{info.st_size}", data)
+
+
+def _scan_listing(dest: Destination, catalog: Catalog, progress: Progress | None) -> Change:
+    root = dest.root.rstrip("/")
+    listing: dict[str, dict[str, Any]] = {}
+    with translated(f"listing {dest.url}", missing_ok=True):
+        listing = dest.fs.find(root, detail=True)
+    current: dict[str, str] = {}
+    for full, info in listing.items():
+        rel = str(full)[len(root) :].lstrip("/") if str(full).startswith(root) else ""
+        if rel and is_manifest_path(rel):
+            current[rel] = _stamp(info)
+    known = catalog.stamps()
+    found = _Found(progress)
+    found.change.gone.extend(path for path in known if path not in current)
+    todo = [path for path, stamp in current.items() if known.get(path) != stamp]
+    for start in range(0, len(todo), READ_BATCH):
+        batch = todo[start : start + READ_BATCH]
+        with translated(f"reading manifests in {dest.url}"):
+            data = dest.fs.cat([dest.path(p) for p in batch], on_error="return")
+        for path in batch:
+            value = data.get(dest.path(path))
+            if isinstance(value, FileNotFoundError):
+                continue  # removed since the listing: the next sync forgets it
+            found.manifest(path, current[path], value if value is not None else KeyError(path))
+    return found.change
+
+
+def _stamp(info: dict[str, Any]) -> str:
+    """What a listed manifest was at: its ETag, else its size and modification time."""
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return str(etag)
+    when = info.get("mtime") or info.get("LastModified") or info.get("created")
+    return f"{info.get('size')}:{when}"

@@ -1,0 +1,264 @@
+"""The catalog at scale: `find`, `usage` and `verify` as whole CLI processes, wall clock.
+
+    python -m benchmarks catalog [--sizes 10000,50000,100000] [--s3 10000] [--verify-mib 512]
+
+Manifests are generated synthetically (4 models over a year of days, 2 outputs each; the
+output files themselves are not written, except for the verify run) straight into a local
+directory, and into a bucket of a moto server on loopback with `--s3 N`. For each size: the
+first `find` (every manifest read into a new catalog), the median of later `find`s (nothing
+new), `find` after 100 new manifests appeared, and `usage --by month`. `--verify-mib`: `verify`
+of that many MiB of real files against `sha256sum` over the same files (page cache warm for
+both). Targets (issue 27): 100k local first find <= 60 s, later <= 1 s; usage <= 2 s; 10k on S3
+first <= 60 s, later <= 2 s; verify >= 80% of sha256sum's speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+MODELS = ["black-forest-labs/flux-schnell", "stability-ai/sdxl", "owner/upscaler", "owner/video"]
+WORDS = "lighthouse sunset harbour forest neon city portrait fox dragon castle river snow".split()
+START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def manifest(index: int, sha: str = "0" * 64, size: int = 1000) -> tuple[str, bytes]:
+    """(directory relative to dest, manifest bytes) of synthetic prediction `index`."""
+    model = MODELS[index % len(MODELS)]
+    created = START + timedelta(seconds=index * 311 % (365 * 86400))
+    pid = f"p{index:09d}bench"
+    directory = f"{model}/{created:%Y/%m/%d}/{pid}"
+    prompt = f"{WORDS[index % 12]} {WORDS[index * 7 % 12]} number {index}"
+    doc = {
+        "schema_version": 1,
+        "prediction_id": pid,
+        "model": model,
+        "version": "v1",
+        "status": "succeeded",
+        "input": {"prompt": prompt, "seed": index, "negative_prompt": "blurry"},
+        "created_at": created.isoformat().replace("+00:00", "Z"),
+        "metrics": {"predict_time": 1.5},
+        "files": [
+            {
+                "name": f"out-{n}.png",
+                "path": f"{directory}/out-{n}.png",
+                "size": size,
+                "sha256": sha,
+                "content_type": "image/png",
+                "source_url": "https://replicate.delivery/x.png",
+                "pointer": f"/{n}",
+            }
+            for n in range(2)
+        ],
+        "cache_key": hashlib.sha256(str(index).encode()).hexdigest(),
+        "directory": directory,
+    }
+    return directory, json.dumps(doc, indent=2).encode()
+
+
+def write_local(root: Path, start: int, stop: int) -> None:
+    for index in range(start, stop):
+        directory, data = manifest(index)
+        target = root / directory
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "manifest.json").write_bytes(data)
+
+
+def write_s3(fs: Any, root: str, start: int, stop: int) -> None:
+    batch: dict[str, bytes] = {}
+    for index in range(start, stop):
+        directory, data = manifest(index)
+        batch[f"{root}/{directory}/manifest.json"] = data
+        batch[f"{root}/{directory}/out-0.png"] = b"x"  # listed like real outputs
+        if len(batch) >= 2000:
+            fs.pipe(batch)
+            batch = {}
+    if batch:
+        fs.pipe(batch)
+
+
+CPU: dict[str, list[float]] = {}  # command -> CPU seconds (user + sys) of each process
+
+
+def cli(*args: str, env: dict[str, str]) -> float:
+    """Seconds one `python -m flows ...` process takes (it must exit 0); its CPU seconds are
+    kept in CPU (on a shared machine wall clock includes waiting for a core)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "flows", *args],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    CPU.setdefault(args[0], []).append(cpu)
+    return wall
+
+
+def measure(dest: str, env: dict[str, str], add: Any, count: int) -> dict[str, float]:
+    CPU.clear()
+    first = cli("find", "lighthouse", "--dest", dest, env=env)
+    later = statistics.median(cli("find", "lighthouse", "--dest", dest, env=env) for _ in range(5))
+    later_cpu = statistics.median(CPU["find"][1:])
+    add(count, count + 100)
+    after_new = cli("find", "lighthouse", "--dest", dest, env=env)
+    usage = statistics.median(
+        cli("usage", "--since", "2000-01-01", "--by", "month", "--dest", dest, env=env)
+        for _ in range(3)
+    )
+    return {
+        "first_find": first,
+        "first_find_cpu": CPU["find"][0],
+        "later_find": later,
+        "later_find_cpu": later_cpu,
+        "find_after_100_new": after_new,
+        "usage": usage,
+        "usage_cpu": statistics.median(CPU["usage"]),
+    }
+
+
+def verify_speed(work: Path, mib: int, env: dict[str, str]) -> dict[str, float]:
+    """verify vs sha256sum over the same files (8 MiB each), both after one warm-up read."""
+    root = work / "verify-archive"
+    chunk = os.urandom(1 << 20)
+    files = max(1, mib // 8)
+    paths = []
+    for index in range(files):
+        directory, _ = manifest(index)
+        target = root / directory
+        target.mkdir(parents=True, exist_ok=True)
+        data = chunk * 8
+        (target / "out-0.png").write_bytes(data)
+        (target / "out-1.png").write_bytes(b"")
+        sha = hashlib.sha256(data).hexdigest()
+        doc = json.loads(manifest(index, sha=sha, size=len(data))[1])
+        doc["files"][1].update(size=0, sha256=hashlib.sha256(b"").hexdigest())
+        (target / "manifest.json").write_text(json.dumps(doc))
+        paths.append(str(target / "out-0.png"))
+    subprocess.run(["cat", *paths], stdout=subprocess.DEVNULL, check=True)
+    cli("find", "--dest", str(root), env=env)  # the catalog, outside the timing
+
+    def sha256sum() -> float:
+        began = time.perf_counter()
+        subprocess.run(["sha256sum", *paths], stdout=subprocess.DEVNULL, check=True)
+        return time.perf_counter() - began
+
+    tool = statistics.median(sha256sum() for _ in range(3))
+    ours = statistics.median(cli("verify", "--dest", str(root), env=env) for _ in range(3))
+    return {
+        "mib": files * 8,
+        "sha256sum_s": tool,
+        "verify_s": ours,
+        "sha256sum_mib_s": files * 8 / tool,
+        "verify_mib_s": files * 8 / ours,
+        "verify_vs_sha256sum": tool / ours,
+    }
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks catalog")
+    p.add_argument("--sizes", default="10000,50000,100000")
+    p.add_argument("--s3", type=int, default=10000, help="manifests on moto (0: skip)")
+    p.add_argument("--verify-mib", type=int, default=512, help="0: skip")
+    p.add_argument("--out", default="bench-results/catalog.json")
+    args = p.parse_args(argv)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_")}
+    work = Path(tempfile.mkdtemp(prefix="catalog-bench-"))
+    env["ARCHIVER_CATALOG_DIR"] = str(work / "catalogs")
+    results: dict[str, Any] = {"local": {}, "s3": {}}
+    try:
+        for size in [int(s) for s in args.sizes.split(",") if s]:
+            root = work / f"local-{size}"
+            began = time.perf_counter()
+            write_local(root, 0, size)
+            print(f"local {size}: generated in {time.perf_counter() - began:.1f} s", flush=True)
+            figures = measure(str(root), env, lambda a, b, r=root: write_local(r, a, b), size)
+            results["local"][size] = figures
+            print(f"local {size}: {figures}", flush=True)
+            shutil.rmtree(root)
+        if args.s3:
+            results["s3"][args.s3] = s3_case(args.s3, env)
+            print(f"s3 {args.s3}: {results['s3'][args.s3]}", flush=True)
+        if args.verify_mib:
+            results["verify"] = verify_speed(work, args.verify_mib, env)
+            print(f"verify: {results['verify']}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(table(results))
+    return 0
+
+
+def s3_case(count: int, env: dict[str, str]) -> dict[str, float]:
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    from tests.s3servers import free_ports
+
+    port = free_ports(1)[0]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        s3_env = {
+            **env,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_S3": endpoint,
+        }
+        fs = s3fs.S3FileSystem(key="bench", secret="bench", endpoint_url=endpoint)
+        fs.mkdir("bench")
+        began = time.perf_counter()
+        write_s3(fs, "bench/archive", 0, count)
+        print(f"s3 {count}: generated in {time.perf_counter() - began:.1f} s", flush=True)
+        return measure(
+            "s3://bench/archive",
+            s3_env,
+            lambda a, b: write_s3(fs, "bench/archive", a, b),
+            count,
+        )
+    finally:
+        server.stop()
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| archive | manifests | first find | later find (CPU) | find after 100 new | usage (CPU) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for kind in ("local", "s3"):
+        for size, f in results[kind].items():
+            lines.append(
+                f"| {kind} | {int(size):,} | {f['first_find']:.2f} s "
+                f"| {f['later_find']:.2f} s ({f['later_find_cpu']:.2f} s) "
+                f"| {f['find_after_100_new']:.2f} s | {f['usage']:.2f} s ({f['usage_cpu']:.2f} s) |"
+            )
+    if "verify" in results:
+        v = results["verify"]
+        lines.append(
+            f"\nverify {v['mib']} MiB: {v['verify_mib_s']:.0f} MiB/s against sha256sum's "
+            f"{v['sha256sum_mib_s']:.0f} MiB/s ({v['verify_vs_sha256sum']:.0%})"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
