@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import posixpath
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ from .store import Catalog, Change
 
 RACY_NS = 2_000_000_000  # an mtime this close to the scan may still move within its tick
 READ_BATCH = 256  # manifests fetched per `fs.cat` call on object stores
+FLUSH = 5000  # manifests read per catalog transaction
 
 Progress = Callable[[int], None]  # manifests read so far
 
@@ -51,15 +51,9 @@ class SyncStats:
 
 def sync(dest: Destination, catalog: Catalog, progress: Progress | None = None) -> SyncStats:
     """Read the manifests `catalog` has not seen in `dest` and write them into it."""
-    change = (
-        _scan_local(dest, catalog, progress)
-        if dest.is_local
-        else _scan_listing(dest, catalog, progress)
-    )
-    catalog.apply(change)
-    return SyncStats(
-        read=len(change.entries) + len(change.bad), bad=len(change.bad), gone=len(change.gone)
-    )
+    found = _Found(catalog, progress)
+    (_scan_local if dest.is_local else _scan_listing)(dest, catalog, found)
+    return found.finish()
 
 
 def rebuild(dest: Destination, catalog: Catalog, progress: Progress | None = None) -> SyncStats:
@@ -76,11 +70,21 @@ def is_manifest_path(relative: str) -> bool:
 
 
 class _Found:
-    """What a scan collects for `Catalog.apply`."""
+    """What a scan collects, written into the catalog every `FLUSH` manifests (memory stays
+    flat on a first scan of 100k). Directories that hold a manifest are written with it; the
+    others only at the end, so a scan that dies midway leaves their old mtimes (or none) and
+    the next one lists them again."""
 
-    def __init__(self, progress: Progress | None) -> None:
-        self.change = Change(entries=[], bad=[], gone=[], dirs=[])
+    def __init__(self, catalog: Catalog, progress: Progress | None) -> None:
+        self.catalog = catalog
         self.progress = progress
+        self.read = self.bad_count = 0
+        self.gone: list[str] = []
+        self.open_dirs: list[tuple[str, int, bool]] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.change = Change(entries=[], bad=[], gone=[], dirs=[])
 
     def manifest(self, path: str, stamp: str, data: bytes | BaseException) -> None:
         try:
@@ -89,19 +93,26 @@ class _Found:
             self.change.entries.append((path, stamp, entry_of(data)))
         except ForeignManifest as exc:
             self.change.bad.append((path, stamp, str(exc)))
+            self.bad_count += 1
+        self.read += 1
         if self.progress is not None:
-            self.progress(len(self.change.entries) + len(self.change.bad))
+            self.progress(self.read)
+        if len(self.change.entries) + len(self.change.bad) >= FLUSH:
+            self.catalog.apply(self.change)
+            self._reset()
+
+    def finish(self) -> SyncStats:
+        self.change.gone.extend(self.gone)
+        self.change.dirs.extend(self.open_dirs)
+        self.catalog.apply(self.change)
+        self._reset()
+        return SyncStats(read=self.read, bad=self.bad_count, gone=len(self.gone))
 
 
-def _scan_local(dest: Destination, catalog: Catalog, progress: Progress | None) -> Change:
+def _scan_local(dest: Destination, catalog: Catalog, found: _Found) -> None:
     root = dest.root
-    known = catalog.dirs()
-    found = _Found(progress)
+    watched = catalog.open_dirs()  # directories without a manifest, and their mtimes
     now = time.time_ns()
-    children: dict[str, list[str]] = defaultdict(list)
-    for path in known:
-        if path:
-            children[posixpath.dirname(path)].append(path)
 
     def visit(start: str) -> None:
         stack = [start]
@@ -113,49 +124,45 @@ def _scan_local(dest: Destination, catalog: Catalog, progress: Progress | None) 
                 entries = list(os.scandir(full))
             except (FileNotFoundError, NotADirectoryError):
                 if rel:
-                    found.change.gone.append(rel + "/")
+                    found.gone.append(rel + "/")
                 continue
             trusted = mtime if now - mtime > RACY_NS else -1
             names = {e.name: e for e in entries}
             manifest = names.get(MANIFEST_NAME)
             if manifest is not None and manifest.is_file():
-                _read_local(found, rel, manifest.path)
                 found.change.dirs.append((rel, trusted, True))
+                _read_local(found, rel, manifest.path)
                 continue
-            found.change.dirs.append((rel, trusted, False))
+            found.open_dirs.append((rel, trusted, False))
             subdirs = {
                 posixpath.join(rel, e.name) if rel else e.name
                 for e in entries
                 if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
             }
-            for child in children.get(rel, []):
-                if child not in subdirs:
-                    found.change.gone.append(child + "/")
+            known = catalog.children(rel)
+            found.gone.extend(child + "/" for child in known if child not in subdirs)
             stack.extend(child for child in subdirs if child not in known)
 
-    if not known:
+    if "" not in watched:  # never scanned whole (or a first scan died): from the root
         visit("")
-    for rel, (mtime, leaf) in known.items():
-        if leaf:
-            continue
+    for rel, mtime in watched.items():
         try:
             current = os.stat(os.path.join(root, rel) if rel else root).st_mtime_ns
         except FileNotFoundError:
             if rel:
-                found.change.gone.append(rel + "/")
+                found.gone.append(rel + "/")
             continue
         if current != mtime:
             visit(rel)
-    for path, stamp in catalog.bad_stamps().items():  # fixed by hand since? read again
+    for path, stamp in catalog.bad_stamps().items():  # mended by hand since? read again
         full = os.path.join(root, path)
         try:
             info = os.stat(full)
         except FileNotFoundError:
-            found.change.gone.append(path)
+            found.gone.append(path)
             continue
         if f"{info.st_mtime_ns}:{info.st_size}" != stamp:
             _read_local(found, posixpath.dirname(path), full)
-    return found.change
 
 
 def _read_local(found: _Found, rel_dir: str, full: str) -> None:
@@ -170,7 +177,7 @@ def _read_local(found: _Found, rel_dir: str, full: str) -> None:
     found.manifest(path, f"{info.st_mtime_ns}:{info.st_size}", data)
 
 
-def _scan_listing(dest: Destination, catalog: Catalog, progress: Progress | None) -> Change:
+def _scan_listing(dest: Destination, catalog: Catalog, found: _Found) -> None:
     root = dest.root.rstrip("/")
     listing: dict[str, dict[str, Any]] = {}
     with translated(f"listing {dest.url}", missing_ok=True):
@@ -181,8 +188,7 @@ def _scan_listing(dest: Destination, catalog: Catalog, progress: Progress | None
         if rel and is_manifest_path(rel):
             current[rel] = _stamp(info)
     known = catalog.stamps()
-    found = _Found(progress)
-    found.change.gone.extend(path for path in known if path not in current)
+    found.gone.extend(path for path in known if path not in current)
     todo = [path for path, stamp in current.items() if known.get(path) != stamp]
     for start in range(0, len(todo), READ_BATCH):
         batch = todo[start : start + READ_BATCH]
@@ -193,7 +199,6 @@ def _scan_listing(dest: Destination, catalog: Catalog, progress: Progress | None
             if isinstance(value, FileNotFoundError):
                 continue  # removed since the listing: the next sync forgets it
             found.manifest(path, current[path], value if value is not None else KeyError(path))
-    return found.change
 
 
 def _stamp(info: dict[str, Any]) -> str:

@@ -141,9 +141,22 @@ class Catalog:
     def bad_stamps(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT path, stamp FROM bad").fetchall())
 
-    def dirs(self) -> dict[str, tuple[int, bool]]:
-        rows = self.db.execute("SELECT path, mtime_ns, leaf FROM dirs")
-        return {path: (mtime, bool(leaf)) for path, mtime, leaf in rows}
+    def open_dirs(self) -> dict[str, int]:
+        """Directories seen without a manifest (watched for changes), and their mtimes."""
+        return dict(self.db.execute("SELECT path, mtime_ns FROM dirs WHERE leaf = 0").fetchall())
+
+    def children(self, parent: str) -> set[str]:
+        """The directories known directly under `parent` ("" for the root)."""
+        if not parent:
+            rows = self.db.execute(
+                "SELECT path FROM dirs WHERE path != '' AND instr(path, '/') = 0"
+            )
+            return {path for (path,) in rows}
+        rows = self.db.execute(
+            "SELECT path FROM dirs WHERE path > ? AND path < ?", (parent + "/", parent + "0")
+        )
+        depth = parent.count("/") + 1
+        return {path for (path,) in rows if path.count("/") == depth}
 
     # -- applying a scan -----------------------------------------------------------------
 
