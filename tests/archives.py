@@ -19,13 +19,15 @@ def prediction(
     predict_time: float = 2.0,
     schema: int = 1,
     extra_input: dict[str, Any] | None = None,
+    images: bool = False,
 ) -> dict[str, bytes]:
-    """A prediction's files and its manifest (last), paths relative to dest."""
+    """A prediction's files and its manifest (last), paths relative to dest; `images`: the
+    outputs are real PNGs (for galleries), else a few bytes of text."""
     directory = f"{model}/{created[:4]}/{created[5:7]}/{created[8:10]}/{pid}"
     files: dict[str, bytes] = {}
     entries = []
     for n in range(outputs):
-        data = f"{pid} output {n}".encode() * 10
+        data = png(n) if images else f"{pid} output {n}".encode() * 10
         path = f"{directory}/out-{n}.png"
         files[path] = data
         entries.append(
@@ -94,3 +96,14 @@ def write_local(root: Path, files: dict[str, bytes]) -> None:
 
 def manifest_path(files: dict[str, bytes]) -> str:
     return next(p for p in files if p.endswith("/manifest.json"))
+
+
+def png(shade: int) -> bytes:
+    """A small real PNG image."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (40 * shade % 256, 120, 200)).save(out, "PNG")
+    return out.getvalue()
