@@ -171,11 +171,64 @@ def verify_speed(work: Path, mib: int, env: dict[str, str]) -> dict[str, float]:
     }
 
 
+def engine_figures(work: Path, count: int) -> dict[str, float]:
+    """Why SQLite FTS5: a word query by FTS5 and by a LIKE scan over `count` manifests, the
+    catalog's size, and what one catalog write per archived prediction would cost on the hot
+    path (one transaction each, as a writer in the pipeline would need)."""
+    from archiver.catalog.records import entry_of
+    from archiver.catalog.store import Catalog, Change
+
+    path = work / "engine.sqlite3"
+    with Catalog(path) as store:
+        entries = []
+        for index in range(count):
+            directory, data = manifest(index)
+            entries.append((f"{directory}/manifest.json", "s", entry_of(data)))
+            if len(entries) == 5000:
+                store.apply(Change(entries=entries, bad=[], gone=[], dirs=[]))
+                entries = []
+        store.apply(Change(entries=entries, bad=[], gone=[], dirs=[]))
+
+        def timed(sql: str, arg: str) -> float:
+            began = time.perf_counter()
+            for _ in range(5):
+                store.db.execute(sql, (arg,)).fetchall()
+            return (time.perf_counter() - began) / 5
+
+        fts = timed(
+            "SELECT m.id FROM manifests m WHERE m.id IN (SELECT rowid FROM search WHERE search "
+            "MATCH ?) ORDER BY created_at DESC LIMIT 50",
+            '"dragon"* AND "castle"*',
+        )
+        like = timed(
+            "SELECT m.id FROM manifests m JOIN search s ON s.rowid = m.id WHERE lower(s.text) "
+            "LIKE ? AND lower(s.text) LIKE '%castle%' ORDER BY created_at DESC LIMIT 50",
+            "%dragon%",
+        )
+        began = time.perf_counter()
+        for index in range(count, count + 200):
+            directory, data = manifest(index)
+            store.apply(
+                Change(
+                    entries=[(f"{directory}/m.json", "s", entry_of(data))], bad=[], gone=[], dirs=[]
+                )
+            )
+        per_write = (time.perf_counter() - began) / 200
+    return {
+        "manifests": count,
+        "fts5_query_ms": fts * 1000,
+        "like_scan_query_ms": like * 1000,
+        "catalog_mb": path.stat().st_size / 2**20,
+        "hot_path_write_ms": per_write * 1000,
+    }
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks catalog")
     p.add_argument("--sizes", default="10000,50000,100000")
     p.add_argument("--s3", type=int, default=10000, help="manifests on moto (0: skip)")
     p.add_argument("--verify-mib", type=int, default=512, help="0: skip")
+    p.add_argument("--engine", type=int, default=100000, help="manifests of the engine figures")
     p.add_argument("--out", default="bench-results/catalog.json")
     args = p.parse_args(argv)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_")}
@@ -195,6 +248,9 @@ def main(argv: list[str]) -> int:
         if args.s3:
             results["s3"][args.s3] = s3_case(args.s3, env)
             print(f"s3 {args.s3}: {results['s3'][args.s3]}", flush=True)
+        if args.engine:
+            results["engine"] = engine_figures(work, args.engine)
+            print(f"engine: {results['engine']}", flush=True)
         if args.verify_mib:
             results["verify"] = verify_speed(work, args.verify_mib, env)
             print(f"verify: {results['verify']}", flush=True)

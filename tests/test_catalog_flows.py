@@ -70,3 +70,22 @@ def test_verify_archive_fails_its_run_and_lists_the_problems(prefect_harness, tm
     assert "1 corrupt" in state.message
     markdown = _artifacts(state.state_details.flow_run_id)["verify-archive-problems"]
     assert f"`{broken}`" in markdown and "| corrupt | p2 |" in markdown
+
+
+def test_a_prediction_the_pipeline_just_archived_is_found_and_intact(run_flow, archive_env):
+    """No catalog code on the archiving path: the manifest the run wrote is the next query's."""
+    from archiver.catalog import Catalog, Filters, catalog_file, find, manifest_paths, sync
+    from archiver.catalog.verify import verify
+    from archiver.storage import open_destination
+
+    summary = run_flow(
+        "black-forest-labs/flux-schnell", {"prompt": "Harbour at night", "num_outputs": 2}
+    )
+    dest = open_destination(str(archive_env))
+    with Catalog(catalog_file(dest)) as store:
+        sync(dest, store)
+        total, [match] = find(store, Filters.parse(["harb"]), limit=5, manifest_url=str)
+        report = verify(dest, manifest_paths(store, Filters()), workers=2)
+    assert total == 1 and match["prediction_id"] == summary.prediction_id
+    assert [f["sha256"] for f in match["files"]] == [f.sha256 for f in summary.files]
+    assert report.ok == 2 and report.clean
