@@ -213,3 +213,20 @@ def test_find_json_document_and_exit_codes(archive, tmp_path):
     missing = _cli("find", "--dest", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
     assert "nowhere" in missing.stderr
+
+
+def test_find_imports_neither_prefect_nor_httpx(archive):
+    """The whole-process time of a later `find` is mostly imports: none of the heavy ones."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "flows", "find", "x", "--dest", str(archive)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0] for line in result.stderr.splitlines()
+    }
+    assert not imported & {"prefect", "httpx", "urllib3", "replicate"}
