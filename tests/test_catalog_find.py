@@ -230,3 +230,15 @@ def test_find_imports_neither_prefect_nor_httpx(archive):
         line.rsplit("|", 1)[-1].strip().split(".")[0] for line in result.stderr.splitlines()
     }
     assert not imported & {"prefect", "httpx", "urllib3", "replicate"}
+
+
+def test_catalog_rebuild_command_and_an_unwritable_catalog(archive, tmp_path):
+    rebuilt = _cli("catalog", "rebuild", "--dest", str(archive))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout.strip().endswith(": 3 manifest(s), 0 unreadable")
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    env = {**os.environ, "ARCHIVER_CATALOG_DIR": str(blocked)}
+    result = _cli("find", "--dest", str(archive), env=env)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "cannot open the catalog" in result.stderr and "ARCHIVER_CATALOG_DIR" in result.stderr

@@ -103,8 +103,10 @@ class Catalog:
                     self.db.execute(
                         "INSERT OR REPLACE INTO meta VALUES('schema', ?)", (str(SCHEMA),)
                     )
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the catalog {path}: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(
+                f"cannot open the catalog {path}: {exc} (ARCHIVER_CATALOG_DIR sets where it lives)"
+            ) from exc
 
     def _has_schema(self) -> bool:
         row = self.db.execute(
