@@ -3,8 +3,9 @@
     python -m benchmarks catalog [--sizes 10000,50000,100000] [--s3 10000] [--verify-mib 512]
 
 Manifests are generated synthetically (4 models over a year of days, 2 outputs each; the
-output files themselves are not written, except for the verify run) straight into a local
-directory, and into a bucket of a moto server on loopback with `--s3 N`. For each size: the
+output files themselves are not written locally, except for the verify run; on S3 one small
+object per prediction is listed beside its manifest) straight into a local directory, and into
+a bucket of a moto or SeaweedFS server on loopback (`--s3 N --s3-server moto|seaweedfs`). For each size: the
 first `find` (every manifest read into a new catalog), the median of later `find`s (nothing
 new), `find` after 100 new manifests appeared, and `usage --by month`. `--verify-mib`: `verify`
 of that many MiB of real files against `sha256sum` over the same files (page cache warm for
@@ -226,7 +227,8 @@ def engine_figures(work: Path, count: int) -> dict[str, float]:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks catalog")
     p.add_argument("--sizes", default="10000,50000,100000")
-    p.add_argument("--s3", type=int, default=10000, help="manifests on moto (0: skip)")
+    p.add_argument("--s3", type=int, default=10000, help="manifests on S3 (0: skip)")
+    p.add_argument("--s3-server", choices=["moto", "seaweedfs"], default="moto")
     p.add_argument("--verify-mib", type=int, default=512, help="0: skip")
     p.add_argument("--engine", type=int, default=100000, help="manifests of the engine figures")
     p.add_argument("--out", default="bench-results/catalog.json")
@@ -246,7 +248,8 @@ def main(argv: list[str]) -> int:
             print(f"local {size}: {figures}", flush=True)
             shutil.rmtree(root)
         if args.s3:
-            results["s3"][args.s3] = s3_case(args.s3, env)
+            results["s3_server"] = f"s3 ({args.s3_server})"
+            results["s3"][args.s3] = s3_case(args.s3, env, args.s3_server, work)
             print(f"s3 {args.s3}: {results['s3'][args.s3]}", flush=True)
         if args.engine:
             results["engine"] = engine_figures(work, args.engine)
@@ -262,37 +265,33 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def s3_case(count: int, env: dict[str, str]) -> dict[str, float]:
+def s3_case(count: int, env: dict[str, str], server_name: str, work: Path) -> dict[str, float]:
+    """The figures on a moto or SeaweedFS server on loopback (tests/s3servers.py)."""
     import s3fs
-    from moto.server import ThreadedMotoServer
 
-    from tests.s3servers import free_ports
+    from tests.s3servers import MotoS3, SeaweedS3
 
-    port = free_ports(1)[0]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server: Any = MotoS3() if server_name == "moto" else SeaweedS3(work / "seaweedfs")
+    if server_name != "moto":
+        server.start()
     try:
-        endpoint = f"http://127.0.0.1:{port}"
-        s3_env = {
-            **env,
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL_S3": endpoint,
-        }
-        fs = s3fs.S3FileSystem(key="bench", secret="bench", endpoint_url=endpoint)
-        fs.mkdir("bench")
+        bucket = server.make_bucket()
+        options = server.storage_options()
+        s3_env = {**env, "ARCHIVER_STORAGE_OPTIONS": json.dumps(options)}
+        fs = s3fs.S3FileSystem(
+            key=server.key, secret=server.secret, endpoint_url=server.endpoint_url
+        )
         began = time.perf_counter()
-        write_s3(fs, "bench/archive", 0, count)
+        write_s3(fs, f"{bucket}/archive", 0, count)
         print(f"s3 {count}: generated in {time.perf_counter() - began:.1f} s", flush=True)
         return measure(
-            "s3://bench/archive",
+            f"s3://{bucket}/archive",
             s3_env,
-            lambda a, b: write_s3(fs, "bench/archive", a, b),
+            lambda a, b: write_s3(fs, f"{bucket}/archive", a, b),
             count,
         )
     finally:
-        server.stop()
+        server.close() if server_name == "moto" else server.stop()
 
 
 def table(results: dict[str, Any]) -> str:
@@ -303,7 +302,7 @@ def table(results: dict[str, Any]) -> str:
     for kind in ("local", "s3"):
         for size, f in results[kind].items():
             lines.append(
-                f"| {kind} | {int(size):,} | {f['first_find']:.2f} s "
+                f"| {results.get('s3_server', 's3') if kind == 's3' else kind} | {int(size):,} | {f['first_find']:.2f} s "
                 f"| {f['later_find']:.2f} s ({f['later_find_cpu']:.2f} s) "
                 f"| {f['find_after_100_new']:.2f} s | {f['usage']:.2f} s ({f['usage_cpu']:.2f} s) |"
             )

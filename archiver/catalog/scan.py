@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from archiver import errors
 from archiver.manifest import MANIFEST_NAME
 from archiver.storage import Destination
 from archiver.storage.translate import translated
@@ -196,9 +197,11 @@ def _scan_listing(dest: Destination, catalog: Catalog, found: _Found) -> None:
             data = dest.fs.cat([dest.path(p) for p in batch], on_error="return")
         for path in batch:
             value = data.get(dest.path(path))
-            if isinstance(value, FileNotFoundError):
+            if value is None or isinstance(value, FileNotFoundError):
                 continue  # removed since the listing: the next sync forgets it
-            found.manifest(path, current[path], value if value is not None else KeyError(path))
+            if isinstance(value, BaseException):  # the store failed: no verdict on the manifest
+                raise errors.storage_error(value, f"reading {dest.url_for(dest.path(path))}")
+            found.manifest(path, current[path], value)
 
 
 def _stamp(info: dict[str, Any]) -> str:

@@ -144,7 +144,13 @@ def _read_manifests(dest: Destination, paths: list[str]) -> list[bytes | BaseExc
         return result
     with translated(f"reading manifests in {dest.url}"):
         data = dest.fs.cat(full, on_error="return")
-    return [data.get(p, FileNotFoundError(p)) for p in full]
+    result = [data.get(p, FileNotFoundError(p)) for p in full]
+    for path, value in zip(full, result, strict=True):
+        if isinstance(value, Exception) and not isinstance(value, FileNotFoundError):
+            error = errors.storage_error(value, f"reading {dest.url_for(path)}")
+            if isinstance(error, errors.TransientError):  # the store is down: stop, say so
+                raise error from value
+    return result
 
 
 def _check(
