@@ -73,6 +73,14 @@ class Settings(BaseSettings):
         "derived from the manifests; deleting it loses nothing). Default: `<dest>/.archiver` for "
         "a local dest, else `~/.cache/replicate-archiver/catalog`.",
     )
+    catalog_list_interval: float = Field(
+        default=0,
+        ge=0,
+        le=86400,
+        description="Object-store archives: seconds a listing of the archive stays fresh for "
+        "`find`, `verify` and `usage` (0: every query lists the archive to pick up new "
+        "manifests; a listing of 20k keys takes seconds). Local archives always look.",
+    )
     prices: str | None = Field(
         default=None,
         description="TOML price table for `usage` cost estimates (per model: per_second, "

@@ -98,13 +98,16 @@ def cli(*args: str, env: dict[str, str]) -> float:
     kept in CPU (on a shared machine wall clock includes waiting for a core)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "flows", *args],
         env=env,
-        check=True,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
     )
+    if done.returncode:
+        raise SystemExit(f"python -m flows {' '.join(args)}: exit {done.returncode}: {done.stderr}")
     wall = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime

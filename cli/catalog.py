@@ -66,7 +66,10 @@ def synced_catalog(destination: Any, settings: Any, *, rebuild: bool = False) ->
         raise StorageError(f"no archive at {destination.url} (the directory does not exist)")
     store = catalog.Catalog(catalog.catalog_file(destination, settings.catalog_dir))
     with _counter("reading manifests") as progress:
-        (catalog.rebuild if rebuild else catalog.sync)(destination, store, progress)
+        if rebuild:
+            catalog.rebuild(destination, store, progress)
+        else:
+            catalog.sync(destination, store, progress, list_interval=settings.catalog_list_interval)
     return store
 
 

@@ -32,7 +32,7 @@ def _archive(settings: Settings, dest: str | None, options: dict[str, str] | Non
 
 def _synced(destination: Destination, settings: Settings) -> catalog.Catalog:
     store = catalog.Catalog(catalog.catalog_file(destination, settings.catalog_dir))
-    catalog.sync(destination, store)
+    catalog.sync(destination, store, list_interval=settings.catalog_list_interval)
     return store
 
 

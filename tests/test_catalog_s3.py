@@ -104,3 +104,28 @@ def test_cli_on_moto_and_an_unreachable_store(moto_s3, moto_bucket, tmp_path):
         result = _cli(command, "--dest", f"s3://{moto_bucket}/archive", env=down)
         assert result.returncode == 1, (command, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and "error:" in result.stderr
+
+
+def test_an_object_store_listing_stays_fresh_for_the_list_interval(tmp_path):
+    """ARCHIVER_CATALOG_LIST_INTERVAL: within it the catalog answers without listing; after
+    it (or with 0, the default) the next query sees the new manifest."""
+    dest = open_destination(f"memory://catalog-interval-{tmp_path.name}")
+    _put(dest, prediction("p1", "lighthouse one"))
+    now = [1000.0]
+    with Catalog(tmp_path / "c.sqlite3") as store:
+
+        def ids():
+            sync(dest, store, list_interval=60, clock=lambda: now[0])
+            return [
+                r["prediction_id"] for r in find(store, Filters(), limit=9, manifest_url=str)[1]
+            ]
+
+        assert ids() == ["p1"]
+        _put(dest, prediction("p2", "lighthouse two", created="2026-12-02T10:00:00Z"))
+        now[0] += 59
+        assert ids() == ["p1"]
+        now[0] += 2
+        assert ids() == ["p2", "p1"]
+        _put(dest, prediction("p3", "three", created="2026-12-03T10:00:00Z"))
+        sync(dest, store)  # interval 0: always lists
+        assert store.db.execute("SELECT count(*) FROM manifests").fetchone()[0] == 3

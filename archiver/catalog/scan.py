@@ -37,7 +37,7 @@ from .records import ForeignManifest, entry_of
 from .store import Catalog, Change
 
 RACY_NS = 2_000_000_000  # an mtime this close to the scan may still move within its tick
-READ_BATCH = 256  # manifests fetched per `fs.cat` call on object stores
+READ_BATCH = 32  # manifests fetched at once on object stores (a busy server refuses 128)
 FLUSH = 5000  # manifests read per catalog transaction
 
 Progress = Callable[[int], None]  # manifests read so far
@@ -50,11 +50,30 @@ class SyncStats:
     gone: int  # manifests or directories found removed
 
 
-def sync(dest: Destination, catalog: Catalog, progress: Progress | None = None) -> SyncStats:
-    """Read the manifests `catalog` has not seen in `dest` and write them into it."""
+def sync(
+    dest: Destination,
+    catalog: Catalog,
+    progress: Progress | None = None,
+    *,
+    list_interval: float = 0,
+    clock: Callable[[], float] = time.time,
+) -> SyncStats:
+    """Read the manifests `catalog` has not seen in `dest` and write them into it.
+
+    `list_interval`: an object store is not listed again within that many seconds of its last
+    listing (ARCHIVER_CATALOG_LIST_INTERVAL; 0: always)."""
     found = _Found(catalog, progress)
-    (_scan_local if dest.is_local else _scan_listing)(dest, catalog, found)
-    return found.finish()
+    if dest.is_local:
+        _scan_local(dest, catalog, found)
+        return found.finish()
+    began = clock()
+    listed = float(catalog.meta("listed_at") or "-inf")
+    if list_interval > 0 and 0 <= began - listed < list_interval:
+        return found.finish()
+    _scan_listing(dest, catalog, found)
+    stats = found.finish()
+    catalog.set_meta("listed_at", repr(began))
+    return stats
 
 
 def rebuild(dest: Destination, catalog: Catalog, progress: Progress | None = None) -> SyncStats:
@@ -193,8 +212,7 @@ def _scan_listing(dest: Destination, catalog: Catalog, found: _Found) -> None:
     todo = [path for path, stamp in current.items() if known.get(path) != stamp]
     for start in range(0, len(todo), READ_BATCH):
         batch = todo[start : start + READ_BATCH]
-        with translated(f"reading manifests in {dest.url}"):
-            data = dest.fs.cat([dest.path(p) for p in batch], on_error="return")
+        data = fetch(dest, [dest.path(p) for p in batch])
         for path in batch:
             value = data.get(dest.path(path))
             if value is None or isinstance(value, FileNotFoundError):
@@ -202,6 +220,16 @@ def _scan_listing(dest: Destination, catalog: Catalog, found: _Found) -> None:
             if isinstance(value, BaseException):  # the store failed: no verdict on the manifest
                 raise errors.storage_error(value, f"reading {dest.url_for(dest.path(path))}")
             found.manifest(path, current[path], value)
+
+
+def fetch(dest: Destination, paths: list[str]) -> dict[str, Any]:
+    """`{path: bytes or the exception reading it}` of small files of an object store, read
+    concurrently (`fs.cat`) READ_BATCH at a time."""
+    result: dict[str, Any] = {}
+    for start in range(0, len(paths), READ_BATCH):
+        with translated(f"reading manifests in {dest.url}"):
+            result.update(dest.fs.cat(paths[start : start + READ_BATCH], on_error="return"))
+    return result
 
 
 def _stamp(info: dict[str, Any]) -> str:

@@ -140,6 +140,14 @@ class Catalog:
         )
         return dict(rows.fetchall())
 
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)", (key, value))
+
     def bad_stamps(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT path, stamp FROM bad").fetchall())
 
@@ -186,6 +194,7 @@ class Catalog:
         with self.write() as db:
             for table in ("manifests", "files", "search", "bad", "dirs"):
                 db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+            db.execute("DELETE FROM meta WHERE key = 'listed_at'")
 
     def _put(self, db: sqlite3.Connection, path: str, stamp: str, entry: Entry) -> None:
         self._delete_manifest(db, path)

@@ -20,9 +20,9 @@ from pydantic import BaseModel
 
 from archiver import errors
 from archiver.storage import Destination
-from archiver.storage.translate import translated
 
 from .records import ForeignManifest, StoredFile, entry_of
+from .scan import fetch
 
 CHUNK = 1 << 20  # bytes per read on local disk
 REMOTE_CHUNK = 8 << 20  # bytes per ranged GET on object stores
@@ -142,8 +142,7 @@ def _read_manifests(dest: Destination, paths: list[str]) -> list[bytes | BaseExc
             except OSError as exc:
                 result.append(exc)
         return result
-    with translated(f"reading manifests in {dest.url}"):
-        data = dest.fs.cat(full, on_error="return")
+    data = fetch(dest, full)
     result = [data.get(p, FileNotFoundError(p)) for p in full]
     for path, value in zip(full, result, strict=True):
         if isinstance(value, Exception) and not isinstance(value, FileNotFoundError):
