@@ -122,6 +122,13 @@ def measure(dest: str, env: dict[str, str], add: Any, count: int) -> dict[str, f
     later_cpu = statistics.median(CPU["find"][1:])
     add(count, count + 100)
     after_new = cli("find", "lighthouse", "--dest", dest, env=env)
+    fresh = None
+    if dest.startswith("s3://"):  # within ARCHIVER_CATALOG_LIST_INTERVAL: no listing
+        interval = {**env, "ARCHIVER_CATALOG_LIST_INTERVAL": "3600"}
+        cli("find", "lighthouse", "--dest", dest, env=interval)  # lists, and remembers when
+        fresh = statistics.median(
+            cli("find", "lighthouse", "--dest", dest, env=interval) for _ in range(3)
+        )
     usage = statistics.median(
         cli("usage", "--since", "2000-01-01", "--by", "month", "--dest", dest, env=env)
         for _ in range(3)
@@ -134,6 +141,7 @@ def measure(dest: str, env: dict[str, str], add: Any, count: int) -> dict[str, f
         "find_after_100_new": after_new,
         "usage": usage,
         "usage_cpu": statistics.median(CPU["usage"]),
+        **({"find_within_list_interval": fresh} if fresh is not None else {}),
     }
 
 

@@ -8,6 +8,7 @@ or catalog error exits 1 with one line. Cheap to import: no Prefect.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -62,7 +63,7 @@ def synced_catalog(destination: Any, settings: Any, *, rebuild: bool = False) ->
     from archiver import catalog
     from archiver.errors import StorageError
 
-    if destination.is_local and not __import__("os").path.isdir(destination.root):
+    if destination.is_local and not os.path.isdir(destination.root):
         raise StorageError(f"no archive at {destination.url} (the directory does not exist)")
     store = catalog.Catalog(catalog.catalog_file(destination, settings.catalog_dir))
     with _counter("reading manifests") as progress:
