@@ -32,9 +32,11 @@ from __future__ import annotations
 import errno
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import httpx
-import urllib3
+if TYPE_CHECKING:  # imported where used: commands that never talk HTTP start faster
+    import httpx
+    import urllib3
 
 __all__ = [
     "ArchiverError",
@@ -224,6 +226,8 @@ def api_error(status: int, detail: str, headers: Mapping[str, str] | None = None
 
 def from_httpx(exc: httpx.HTTPError, what: str) -> ArchiverError:
     """Translate a transport-level httpx error (no response) into a transient error."""
+    import httpx
+
     name = type(exc).__name__
     if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
         return ConfigurationError(f"{what}: {name}: {exc}")
@@ -236,6 +240,8 @@ def from_urllib3(exc: urllib3.exceptions.HTTPError, what: str) -> ArchiverError:
     fresh URLs), a bad URL is a `ConfigurationError`, anything else (refused, unreachable,
     TLS) `ServiceUnavailable`."""
     name = type(exc).__name__
+    import urllib3
+
     errors = urllib3.exceptions
     if isinstance(exc, errors.ProtocolError | errors.ReadTimeoutError | errors.DecodeError):
         return DownloadInterrupted(f"{what}: stream broke off: {name}: {exc}")

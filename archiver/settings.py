@@ -67,6 +67,25 @@ class Settings(BaseSettings):
         description="Local directory files are downloaded to before archiving. Default: "
         "`<dest>/.archiver/staging` for a local dest, else `~/.cache/replicate-archiver/staging`.",
     )
+    catalog_dir: str | None = Field(
+        default=None,
+        description="Local directory of the catalog `find`, `verify` and `usage` query (a file "
+        "derived from the manifests; deleting it loses nothing). Default: `<dest>/.archiver` for "
+        "a local dest, else `~/.cache/replicate-archiver/catalog`.",
+    )
+    catalog_list_interval: float = Field(
+        default=0,
+        ge=0,
+        le=86400,
+        description="Object-store archives: seconds a listing of the archive stays fresh for "
+        "`find`, `verify` and `usage` (0: every query lists the archive to pick up new "
+        "manifests; a listing of 20k keys takes seconds). Local archives always look.",
+    )
+    prices: str | None = Field(
+        default=None,
+        description="TOML price table for `usage` cost estimates (per model: per_second, "
+        "per_output, per_prediction in USD; see docs/archive.md). Unset: no costs.",
+    )
     path_template: str = Field(
         default="{owner}/{name}/{yyyy}/{mm}/{dd}/{prediction_id}",
         description="Directory of a prediction inside dest. Fields: owner, name, yyyy, mm, dd, "

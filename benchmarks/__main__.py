@@ -547,6 +547,10 @@ def markdown(figures: dict[str, Any], report: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["catalog"]:  # `python -m benchmarks catalog`: find/verify/usage at scale
+        from benchmarks.catalog import main as catalog
+
+        raise SystemExit(catalog(sys.argv[2:]))
     if sys.argv[1:2] == ["adhoc"]:  # `python -m benchmarks adhoc`: the ad-hoc case alone
         from benchmarks.adhoc import main as adhoc
 

@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from cli import account as account
+from cli import catalog as catalog
 from cli import runs
 from cli.common import export_storage_options as _export_storage_options
 from cli.common import fail as _fail
@@ -317,6 +318,12 @@ def _print_state(state: Any) -> None:
 app.command("archive")(account.archive)
 app.command("sweep")(account.sweep)
 app.command("webhooks")(account.webhooks)
+
+# The archive after the fact: search it, check it, account for it (catalog derived from manifests).
+app.command("find")(catalog.find)
+app.command("verify")(catalog.verify)
+app.command("usage")(catalog.usage)
+app.add_typer(catalog.catalog_app, name="catalog")
 
 if __name__ == "__main__":
     app()

@@ -33,6 +33,14 @@ async def flow_settings() -> Settings:
                 "python -m deployments secret`, or set REPLICATE_API_TOKEN for the worker"
             ) from exc
         settings = settings.model_copy(update={"api_token": SecretStr(secret.get())})
+    return await with_storage_credentials(settings)
+
+
+async def with_storage_credentials(settings: Settings | None = None) -> Settings:
+    """`settings` (default: from the environment) with the AwsCredentials block's options
+    merged into its storage options, if one is configured; no token needed (flows that only
+    read the archive use this alone)."""
+    settings = settings or Settings()
     if settings.aws_credentials_block:
         block_options = await aws_block_storage_options(settings.aws_credentials_block)
         # Explicit ARCHIVER_STORAGE_OPTIONS win over the block; the flow's own (non-secret)

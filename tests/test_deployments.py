@@ -24,6 +24,8 @@ pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
 
 ON_DEMAND = "archive-prediction/on-demand"
 NIGHTLY = "archive-batch/nightly"
+FIND = "find-in-archive/find-in-archive"
+VERIFY = "verify-archive/verify-archive"
 MODEL = "black-forest-labs/flux-schnell"
 ENTRYPOINTS = {
     ON_DEMAND: "flows.archive_prediction.archive_prediction",
@@ -284,3 +286,30 @@ def test_a_misconfigured_worker_fails_the_run_with_one_actionable_line(stack):
     message = run.state.message
     assert "\n" not in message.strip() and "Traceback" not in message, message
     assert "'no-such-block'" in message and "python -m deployments secret" in message, message
+
+
+def test_find_and_verify_deployments_search_and_check_the_shared_archive(stack):
+    """find-in-archive (run from the UI's form) leaves a table and a gallery of its matches;
+    verify-archive completes on an intact archive and fails, listing the file, once one of them
+    is corrupt (the last test of the module: it leaves that file corrupt)."""
+    from tests.archives import prediction, write_local
+
+    word = f"catalogue{uuid.uuid4().hex[:8]}"
+    write_local(stack.archive, prediction("catalogp1", f"{word} lighthouse", images=True))
+    stack.wait_idle()
+    [found] = stack.wait_for_runs([stack.run_deployment(FIND, {"query": word}).id])
+    assert_completed(stack, [found])
+    artifacts = stack.artifacts(found.id)
+    table = artifacts["find-in-archive-find-in-archive-results"].data
+    [row] = json.loads(table) if isinstance(table, str) else table
+    assert row["prediction"] == "catalogp1"
+    assert_thumbnails(artifacts["find-in-archive-find-in-archive-gallery"].data, 2)
+
+    [clean] = stack.wait_for_runs([stack.run_deployment(VERIFY, {}).id])
+    assert_completed(stack, [clean])
+    path = "black-forest-labs/flux-schnell/2026/12/01/catalogp1/out-1.png"
+    (stack.archive / path).write_bytes(b"not the archived bytes")
+    [broken] = stack.wait_for_runs([stack.run_deployment(VERIFY, {}).id])
+    assert broken.state.type.value == "FAILED" and "1 corrupt" in broken.state.message
+    markdown = stack.artifacts(broken.id)["verify-archive-verify-archive-problems"].data
+    assert f"`{path}`" in markdown and "| corrupt | catalogp1 |" in markdown

@@ -1,0 +1,241 @@
+"""Bringing the catalog up to date from the archive's manifests: lazily, at query time.
+
+Nothing is written on the archiving hot path: every archive path (run, batch, sweep, webhooks,
+archive by id, another worker, a copy by hand) ends in a `manifest.json`, and the next query
+picks up the manifests the catalog has not seen. Two ways to see them:
+
+* Local disk: every directory's mtime is kept. A sync stats the directories that hold no
+  manifest (owner/, name/, year/, month/, day/, and prediction directories whose manifest has
+  not arrived yet) and re-lists only those whose mtime moved: a new prediction directory or a
+  manifest renamed into place moves it, a removed one too. Directories that hold a manifest
+  are not visited again (a manifest is written once, last, and never rewritten by the
+  archiver; one edited in place is re-read by `catalog rebuild`). An mtime within
+  `RACY_NS` of the scan is not trusted (a change in the same clock tick would not move it):
+  such a directory is listed again next time.
+* Any other fsspec store (s3://...): one recursive listing (S3 pages of 1000 keys), compared
+  with each manifest's ETag (or size and mtime); new or changed manifests are read
+  concurrently through `fs.cat`.
+
+Corrupt or foreign manifests are kept in the catalog's `bad` table, never raised.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from archiver import errors
+from archiver.manifest import MANIFEST_NAME
+from archiver.storage import Destination
+from archiver.storage.translate import translated
+
+from .records import ForeignManifest, entry_of
+from .store import Catalog, Change
+
+RACY_NS = 2_000_000_000  # an mtime this close to the scan may still move within its tick
+READ_BATCH = 32  # manifests fetched at once on object stores (a busy server refuses 128)
+FLUSH = 5000  # manifests read per catalog transaction
+
+Progress = Callable[[int], None]  # manifests read so far
+
+
+@dataclass(frozen=True)
+class SyncStats:
+    read: int  # manifests (re)read
+    bad: int  # of them corrupt or foreign
+    gone: int  # manifests or directories found removed
+
+
+def sync(
+    dest: Destination,
+    catalog: Catalog,
+    progress: Progress | None = None,
+    *,
+    list_interval: float = 0,
+    clock: Callable[[], float] = time.time,
+) -> SyncStats:
+    """Read the manifests `catalog` has not seen in `dest` and write them into it.
+
+    `list_interval`: an object store is not listed again within that many seconds of its last
+    listing (ARCHIVER_CATALOG_LIST_INTERVAL; 0: always)."""
+    found = _Found(catalog, progress)
+    if dest.is_local:
+        _scan_local(dest, catalog, found)
+        return found.finish()
+    began = clock()
+    listed = float(catalog.meta("listed_at") or "-inf")
+    if list_interval > 0 and 0 <= began - listed < list_interval:
+        return found.finish()
+    _scan_listing(dest, catalog, found)
+    stats = found.finish()
+    catalog.set_meta("listed_at", repr(began))
+    return stats
+
+
+def rebuild(dest: Destination, catalog: Catalog, progress: Progress | None = None) -> SyncStats:
+    """Forget everything and read every manifest again."""
+    catalog.clear()
+    return sync(dest, catalog, progress)
+
+
+def is_manifest_path(relative: str) -> bool:
+    """A manifest of the archive: `.../manifest.json`, nothing under a dot directory
+    (`.archiver/` holds the cache and staging)."""
+    parts = relative.split("/")
+    return parts[-1] == MANIFEST_NAME and not any(p.startswith(".") for p in parts[:-1])
+
+
+class _Found:
+    """What a scan collects, written into the catalog every `FLUSH` manifests (memory stays
+    flat on a first scan of 100k). Directories that hold a manifest are written with it; the
+    others only at the end, so a scan that dies midway leaves their old mtimes (or none) and
+    the next one lists them again."""
+
+    def __init__(self, catalog: Catalog, progress: Progress | None) -> None:
+        self.catalog = catalog
+        self.progress = progress
+        self.read = self.bad_count = 0
+        self.gone: list[str] = []
+        self.open_dirs: list[tuple[str, int, bool]] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.change = Change(entries=[], bad=[], gone=[], dirs=[])
+
+    def manifest(self, path: str, stamp: str, data: bytes | BaseException) -> None:
+        try:
+            if isinstance(data, BaseException):
+                raise ForeignManifest(f"unreadable ({type(data).__name__}: {data})")
+            self.change.entries.append((path, stamp, entry_of(data)))
+        except ForeignManifest as exc:
+            self.change.bad.append((path, stamp, str(exc)))
+            self.bad_count += 1
+        self.read += 1
+        if self.progress is not None:
+            self.progress(self.read)
+        if len(self.change.entries) + len(self.change.bad) >= FLUSH:
+            self.catalog.apply(self.change)
+            self._reset()
+
+    def finish(self) -> SyncStats:
+        self.change.gone.extend(self.gone)
+        self.change.dirs.extend(self.open_dirs)
+        self.catalog.apply(self.change)
+        self._reset()
+        return SyncStats(read=self.read, bad=self.bad_count, gone=len(self.gone))
+
+
+def _scan_local(dest: Destination, catalog: Catalog, found: _Found) -> None:
+    root = dest.root
+    watched = catalog.open_dirs()  # directories without a manifest, and their mtimes
+    now = time.time_ns()
+
+    def visit(start: str) -> None:
+        stack = [start]
+        while stack:
+            rel = stack.pop()
+            full = os.path.join(root, rel) if rel else root
+            try:
+                mtime = os.stat(full).st_mtime_ns  # before listing: a later change moves it
+                entries = list(os.scandir(full))
+            except (FileNotFoundError, NotADirectoryError):
+                if rel:
+                    found.gone.append(rel + "/")
+                continue
+            trusted = mtime if now - mtime > RACY_NS else -1
+            names = {e.name: e for e in entries}
+            manifest = names.get(MANIFEST_NAME)
+            if manifest is not None and manifest.is_file():
+                found.change.dirs.append((rel, trusted, True))
+                _read_local(found, rel, manifest.path)
+                continue
+            found.open_dirs.append((rel, trusted, False))
+            subdirs = {
+                posixpath.join(rel, e.name) if rel else e.name
+                for e in entries
+                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+            }
+            known = catalog.children(rel)
+            found.gone.extend(child + "/" for child in known if child not in subdirs)
+            stack.extend(child for child in subdirs if child not in known)
+
+    if "" not in watched:  # never scanned whole (or a first scan died): from the root
+        visit("")
+    for rel, mtime in watched.items():
+        try:
+            current = os.stat(os.path.join(root, rel) if rel else root).st_mtime_ns
+        except FileNotFoundError:
+            if rel:
+                found.gone.append(rel + "/")
+            continue
+        if current != mtime:
+            visit(rel)
+    for path, stamp in catalog.bad_stamps().items():  # mended by hand since? read again
+        full = os.path.join(root, path)
+        try:
+            info = os.stat(full)
+        except FileNotFoundError:
+            found.gone.append(path)
+            continue
+        if f"{info.st_mtime_ns}:{info.st_size}" != stamp:
+            _read_local(found, posixpath.dirname(path), full)
+
+
+def _read_local(found: _Found, rel_dir: str, full: str) -> None:
+    path = posixpath.join(rel_dir, MANIFEST_NAME) if rel_dir else MANIFEST_NAME
+    try:
+        with open(full, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            data: bytes | BaseException = handle.read()
+    except OSError as exc:
+        found.manifest(path, "unreadable", exc)
+        return
+    found.manifest(path, f"{info.st_mtime_ns}:{info.st_size}", data)
+
+
+def _scan_listing(dest: Destination, catalog: Catalog, found: _Found) -> None:
+    root = dest.root.rstrip("/")
+    listing: dict[str, dict[str, Any]] = {}
+    with translated(f"listing {dest.url}", missing_ok=True):
+        listing = dest.fs.find(root, detail=True)
+    current: dict[str, str] = {}
+    for full, info in listing.items():
+        rel = str(full)[len(root) :].lstrip("/") if str(full).startswith(root) else ""
+        if rel and is_manifest_path(rel):
+            current[rel] = _stamp(info)
+    known = catalog.stamps()
+    found.gone.extend(path for path in known if path not in current)
+    todo = [path for path, stamp in current.items() if known.get(path) != stamp]
+    for start in range(0, len(todo), READ_BATCH):
+        batch = todo[start : start + READ_BATCH]
+        data = fetch(dest, [dest.path(p) for p in batch])
+        for path in batch:
+            value = data.get(dest.path(path))
+            if value is None or isinstance(value, FileNotFoundError):
+                continue  # removed since the listing: the next sync forgets it
+            if isinstance(value, BaseException):  # the store failed: no verdict on the manifest
+                raise errors.storage_error(value, f"reading {dest.url_for(dest.path(path))}")
+            found.manifest(path, current[path], value)
+
+
+def fetch(dest: Destination, paths: list[str]) -> dict[str, Any]:
+    """`{path: bytes or the exception reading it}` of small files of an object store, read
+    concurrently (`fs.cat`) READ_BATCH at a time."""
+    result: dict[str, Any] = {}
+    for start in range(0, len(paths), READ_BATCH):
+        with translated(f"reading manifests in {dest.url}"):
+            result.update(dest.fs.cat(paths[start : start + READ_BATCH], on_error="return"))
+    return result
+
+
+def _stamp(info: dict[str, Any]) -> str:
+    """What a listed manifest was at: its ETag, else its size and modification time."""
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return str(etag)
+    when = info.get("mtime") or info.get("LastModified") or info.get("created")
+    return f"{info.get('size')}:{when}"
