@@ -33,10 +33,11 @@ TEST_WORKERS ?= 4
 test: install chromium lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
-# The inner loop: everything that needs no server but the emulator (no Prefect API, S3, browser)
+# The inner loop: everything that needs no server but the emulator (no Prefect API, S3, GCS,
+# Azure, browser)
 # and spawns no fleet of processes (marked slow).
 test-fast: install lint
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not prefect and not server and not s3 and not ui and not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not prefect and not server and not s3 and not cloud and not ui and not slow"
 
 lint: install  ## ruff format, ruff check and mypy (also part of make test and test-fast)
 	$(VENV)/bin/ruff format --check -q $(LINTED)

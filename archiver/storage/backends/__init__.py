@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 
+from archiver import errors
+
 from .base import Backend
 
 __all__ = ["Backend", "backend_for"]
@@ -34,11 +36,21 @@ _MODULES = {
     "abfs": "azure",
 }
 
+# backend module -> the package extra that installs its filesystem
+_EXTRAS = {"gcs": "gcs", "azure": "azure", "s3": "aws"}
+
 
 def backend_for(protocol: str | None) -> type[Backend]:
     """The backend class for a URL's protocol (None: a plain local path)."""
     module = _MODULES.get(protocol)
     if module is None:
         return Backend
-    found: type[Backend] = importlib.import_module(f"{__name__}.{module}").BACKEND
+    try:
+        found: type[Backend] = importlib.import_module(f"{__name__}.{module}").BACKEND
+    except ImportError as exc:
+        extra = _EXTRAS.get(module, module)
+        raise errors.ConfigurationError(
+            f"{protocol}:// destinations need {exc.name or 'a missing package'}: "
+            f"pip install 'replicate-archiver[{extra}]'"
+        ) from exc
     return found

@@ -1,0 +1,126 @@
+"""Google Cloud Storage (gs://) on a real gcp-storage-emulator: whole objects or none, outages,
+bad input in one line before anything is paid, and no credential look-up stalling a run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+
+import pytest
+
+from archiver import errors, storage
+from archiver.manifest import Manifest
+from tests.blobservers import EmulatorUnavailable, GcsEmulator
+from tests.s3servers import unused_endpoint
+
+pytestmark = pytest.mark.cloud
+
+MODEL = "black-forest-labs/flux-schnell"
+PART = 5 * 2**20
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    """One emulator for this file, its data on disk (a restart keeps it), on a free port."""
+    server = GcsEmulator(tmp_path_factory.mktemp("gcs"))
+    try:
+        server.start()
+    except EmulatorUnavailable as exc:  # a dev dependency: a broken install fails, never skips
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(gcs, monkeypatch) -> str:
+    """A fresh bucket, the emulator up, and no Google credentials from the environment."""
+    gcs.start()
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "ARCHIVER_CACHE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.host)
+    return gcs.make_bucket(f"t-{uuid.uuid4().hex[:12]}")
+
+
+def _check_archived(gcs, bucket: str, prefix: str, summary) -> Manifest:
+    """manifest.json and every file it lists are in the bucket, byte-exact."""
+    key = summary.manifest_url.removeprefix(f"gs://{bucket}/")
+    manifest = Manifest.from_json(gcs.read(bucket, key))
+    assert manifest.files
+    for item in manifest.files:
+        data = gcs.read(bucket, f"{prefix}/{item.path}")
+        assert len(data) == item.size and hashlib.sha256(data).hexdigest() == item.sha256
+    return manifest
+
+
+def test_run_archives_byte_exact_objects_and_a_rerun_is_cached(
+    run_flow, emulator, gcs, bucket, archive_env
+):
+    """A flow run to gs:// lands every file and the manifest byte-exact, the cache (and its
+    records) in the bucket; the rerun is a cache hit; no temp object is left anywhere."""
+    dest = f"gs://{bucket}/runs"
+    input = {"prompt": "a lighthouse", "num_outputs": 2, "seed": 3}
+    first = run_flow(MODEL, input, dest=dest)
+    assert first.manifest_url.startswith(f"{dest}/")
+    _check_archived(gcs, bucket, "runs", first)
+    names = gcs.objects(bucket)
+    assert not [n for n in names if ".tmp-" in n]
+    [record] = [n for n in names if n.startswith("runs/.archiver/cache/")]
+    assert json.loads(gcs.read(bucket, record))["state"] == "archived"
+    again = run_flow(MODEL, input, dest=dest)
+    assert again.cached and emulator.stats().creates_accepted == 1
+
+
+def test_a_stream_broken_mid_file_leaves_no_object(bucket, gcs, tmp_path, fail_source_after):
+    """A source failing mid-way through a resumable upload leaves nothing at the final key (the
+    session is never finalized); the next put stores the whole file."""
+    dest = storage.open_destination(f"gs://{bucket}/p")
+    data = hashlib.shake_256(b"gcs").digest(3 * PART // 2)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    fail_source_after(PART + 1000)
+    with pytest.raises(errors.StorageError, match="injected failure"):
+        storage.put_file_atomic(dest, src, dest.path("big.bin"), part_size=2**20)
+    assert gcs.objects(bucket) == {}
+    storage.put_file_atomic(dest, src, dest.path("big.bin"), part_size=2**20)
+    assert gcs.read(bucket, "p/big.bin") == data
+
+
+def test_outage_mid_upload_then_a_rerun_pays_nothing_more(
+    run_flow, emulator, gcs, bucket, archive_env, fail_source_after, monkeypatch
+):
+    """The emulator stops mid-upload: the run fails with StorageUnavailable in one line and
+    leaves no object at the final key; restarted on the same data, a rerun archives the staged
+    file with no new prediction and no new download."""
+    monkeypatch.setenv("ARCHIVER_PART_SIZE", str(PART))
+    monkeypatch.setenv("ARCHIVER_TASK_RETRIES", "0")
+    dest = f"gs://{bucket}/big"
+    input = {"size_bytes": 3 * PART - 1000}
+    fired = fail_source_after(PART + 1000, action=gcs.stop)
+    try:
+        with pytest.raises(errors.StorageUnavailable) as failure:
+            run_flow("emulator/large-file", input, dest=dest)
+    finally:
+        gcs.start()
+    assert fired and fired[0].fired and "\n" not in str(failure.value)
+    assert not [n for n in gcs.objects(bucket) if n.endswith(".bin") or "manifest" in n]
+    downloads = len(emulator.stats().downloads)
+    summary = run_flow("emulator/large-file", input, dest=dest)
+    stats = emulator.stats()
+    assert stats.creates_accepted == 1 and len(stats.downloads) == downloads == 1
+    _check_archived(gcs, bucket, "big", summary)
+
+
+@pytest.mark.parametrize("fault", ["missing-bucket", "emulator-down"])
+def test_bad_input_is_one_line_before_anything_is_paid(
+    cli, emulator, gcs, bucket, fault, monkeypatch
+):
+    """A missing bucket, or an emulator that is down: exit 1 with one line naming the
+    destination and the setting to check; no prediction created."""
+    dest = f"gs://{bucket}/x" if fault == "emulator-down" else f"gs://no-{bucket}/x"
+    env = {"STORAGE_EMULATOR_HOST": unused_endpoint()} if fault == "emulator-down" else {}
+    done = cli("run", MODEL, "-i", "prompt=x", "--dest", dest, env=env)
+    assert done.returncode == 1, done.stderr[-2000:]
+    [line] = [ln for ln in done.stderr.splitlines() if dest.rsplit("/", 1)[0] in ln]
+    assert "STORAGE_EMULATOR_HOST" in line
+    assert emulator.stats().creates_accepted == 0
