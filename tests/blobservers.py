@@ -2,7 +2,7 @@
 
 `GcsEmulator` runs `gcp-storage-emulator` (PyPI, installed by `make install`) with its data on
 disk; `AzuriteBlob` runs Azurite's blob service (npm, installed by `make azurite` into
-tests/node_modules at a pinned version). Both pick a free port, keep their data in a private
+tests/azurite/node_modules at the version its package-lock.json pins). Both pick a free port, keep their data in a private
 directory, and `stop()` / `start()` end and restart the same server on the same port and data,
 so a test can take the store down mid-run and bring it back.
 """
@@ -17,13 +17,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.s3servers import LOOPBACK, _die_with_parent, free_ports, log_tail, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
-AZURITE_BIN = ROOT / "tests" / "node_modules" / ".bin" / "azurite-blob"
+AZURITE_BIN = ROOT / "tests" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
 
 
 class EmulatorUnavailable(RuntimeError):
@@ -135,5 +136,63 @@ class GcsEmulator(_ChildServer):
         return answer.content
 
 
-def azurite_installed() -> bool:
-    return AZURITE_BIN.exists() and shutil.which("node") is not None
+# Azurite's well-known development account (public, documented by Microsoft): no secret.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+class AzuriteBlob(_ChildServer):
+    """Azurite's blob service with its data on disk; `connection_string` reaches it."""
+
+    name = "azurite-blob"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}/{AZURITE_ACCOUNT}"
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={self.endpoint};"
+        )
+
+    def command(self) -> list[str]:
+        if not AZURITE_BIN.exists() or shutil.which("node") is None:
+            raise EmulatorUnavailable("Azurite is not installed (make azurite)")
+        return [
+            str(AZURITE_BIN),
+            "--blobHost",
+            LOOPBACK,
+            "--blobPort",
+            str(self.port),
+            "--location",
+            str(self.workdir / "data"),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--disableProductStyleUrl",
+        ]
+
+    def ready(self) -> bool:
+        httpx.get(f"{self.endpoint}?comp=list", timeout=1)  # any answer: it listens
+        return True
+
+    def client(self) -> Any:
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient.from_connection_string(self.connection_string, retry_total=0)
+
+    def make_container(self, name: str) -> str:
+        self.client().create_container(name)
+        return name
+
+    def blobs(self, container: str) -> dict[str, int]:
+        """Every committed blob in the container: name -> size."""
+        listing = self.client().get_container_client(container).list_blobs()
+        return {blob.name: int(blob.size) for blob in listing}
+
+    def read(self, container: str, name: str) -> bytes:
+        data: bytes = self.client().get_blob_client(container, name).download_blob().readall()
+        return data

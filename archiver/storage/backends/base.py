@@ -10,6 +10,7 @@ protocol: write a temp name beside the target, then `fs.mv` it into place.
 from __future__ import annotations
 
 import contextlib
+import logging
 import posixpath
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +21,11 @@ from fsspec.core import url_to_fs
 
 from archiver import errors
 
-from ..streams import COPY_CHUNK, chunks, temp_sibling
+from ..streams import COPY_CHUNK, DEFAULT_PART_SIZE, chunks, read_exact, temp_sibling
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "CommitOnClose", "causes"]
+
+log = logging.getLogger(__name__)
 
 
 class Backend:
@@ -131,3 +134,54 @@ class Backend:
         if isinstance(exc, errors.ArchiverError):
             return exc
         return self.classify(exc, what) or errors.storage_error(exc, what)
+
+
+class CommitOnClose(Backend):
+    """An object store whose buffered writer makes the object appear only on `close()` (its
+    last request finalizes the upload: GCS, Azure). Small files go up in one request; larger
+    ones through the writer, one part in memory at a time, which on failure is marked closed
+    (never finalized by a later close or the garbage collector) and `cancel`led."""
+
+    read_chunk = DEFAULT_PART_SIZE
+
+    def writer_block(self, part_size: int) -> int:
+        """The writer's part size for a requested `part_size`."""
+        return part_size
+
+    def cancel(self, out: Any) -> None:
+        """Drop what a failed writer sent, where the store can (nothing by default)."""
+
+    def put_stream(self, source: BinaryIO, size: int, path: str, part_size: int) -> None:
+        if size <= part_size:
+            self.fs.pipe_file(path, read_exact(source, size))
+            return
+        out = self.fs.open(path, "wb", block_size=self.writer_block(part_size))
+        try:
+            for chunk in chunks(source, size, COPY_CHUNK):
+                out.write(chunk)
+            out.close()  # sends the last part, which finalizes the object
+        except BaseException:
+            out.closed = True
+            try:
+                self.cancel(out)
+            except Exception as cancel_exc:  # noqa: BLE001 - store down: it drops it in time
+                log.warning("could not cancel the upload of %s: %s", path, cancel_exc)
+            raise
+
+    def open_read(self, path: str) -> BinaryIO:
+        handle: BinaryIO = self.fs.open(path, "rb", block_size=self.read_chunk, cache_type="none")
+        return handle
+
+    def sign(self, path: str, seconds: int) -> str | None:
+        return str(self.fs.sign(path, expiration=seconds))
+
+
+def causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and its causes / contexts, outermost first, each once (a client library often
+    wraps the store's own error in one of its own)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain

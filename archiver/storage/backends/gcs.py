@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, BinaryIO
+from typing import Any
 
 import fsspec
 import gcsfs.core
@@ -28,12 +28,10 @@ import gcsfs.retry
 
 from archiver import errors
 
-from ..streams import COPY_CHUNK, DEFAULT_PART_SIZE, chunks, read_exact
-from .base import Backend
+from .base import CommitOnClose
 
 __all__ = ["BACKEND", "GcsBackend", "emulator_host"]
 
-log = logging.getLogger(__name__)
 
 GCS_CHUNK = 256 * 2**10  # resumable upload parts are multiples of this
 SETTINGS_HINT = (
@@ -58,11 +56,10 @@ def emulator_host() -> str | None:
     return value if value and value != "default" else None
 
 
-class GcsBackend(Backend):
+class GcsBackend(CommitOnClose):
     """`gs://bucket/prefix` through gcsfs."""
 
     name = "gcs"
-    read_chunk = DEFAULT_PART_SIZE
     settings_hint = SETTINGS_HINT
 
     @classmethod
@@ -91,32 +88,11 @@ class GcsBackend(Backend):
             what = f"{url}: cannot use the bucket {bucket} (check {self.settings_hint})"
             raise self.translate(exc, what) from exc
 
-    def put_stream(self, source: BinaryIO, size: int, path: str, part_size: int) -> None:
-        """One upload up to `part_size`; else a resumable upload cancelled on any failure."""
-        if size <= part_size:
-            self.fs.pipe_file(path, read_exact(source, size))
-            return
-        block = max(GCS_CHUNK, part_size // GCS_CHUNK * GCS_CHUNK)
-        out = self.fs.open(path, "wb", block_size=block)
-        try:
-            for chunk in chunks(source, size, COPY_CHUNK):
-                out.write(chunk)
-            out.close()  # sends the last part, which finalizes the object
-        except BaseException:
-            out.closed = True  # never finalized by close() or the garbage collector
-            try:
-                out.discard()  # cancel the session (its parts never become an object)
-            except Exception as cancel_exc:  # noqa: BLE001 - store down: GCS drops it in time
-                log.warning("could not cancel the upload session of gs://%s: %s", path, cancel_exc)
-            raise
+    def writer_block(self, part_size: int) -> int:
+        return max(GCS_CHUNK, part_size // GCS_CHUNK * GCS_CHUNK)
 
-    def open_read(self, path: str) -> BinaryIO:
-        handle: BinaryIO = self.fs.open(path, "rb", block_size=self.read_chunk, cache_type="none")
-        return handle
-
-    def sign(self, path: str, seconds: int) -> str | None:
-        """A V4 signed URL (needs service-account credentials that can sign)."""
-        return str(self.fs.sign(path, expiration=seconds))
+    def cancel(self, out: Any) -> None:
+        out.discard()  # cancel the upload session (its parts never become an object)
 
     def classify(self, exc: BaseException, what: str) -> errors.ArchiverError | None:
         import google.auth.exceptions as auth_errors

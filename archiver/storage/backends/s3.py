@@ -17,7 +17,7 @@ from fsspec.core import url_to_fs
 from archiver import errors
 
 from ..streams import DEFAULT_PART_SIZE, chunks, read_exact
-from .base import Backend
+from .base import Backend, causes
 
 __all__ = ["BACKEND", "S3Backend", "s3_code"]
 
@@ -154,7 +154,7 @@ class S3Backend(Backend):
         return str(self.fs.sign(path, expiration=seconds))
 
     def classify(self, exc: BaseException, what: str) -> errors.ArchiverError | None:
-        for cause in _chain(exc):
+        for cause in causes(exc):
             kind = type(cause)
             if kind.__name__ in _CREDENTIAL_ERRORS and kind.__module__.startswith("botocore"):
                 return errors.ConfigurationError(f"{what}: S3 credentials: {cause}")
@@ -184,23 +184,13 @@ BACKEND = S3Backend
 
 def s3_code(exc: BaseException) -> str | None:
     """The S3 error code inside a botocore ClientError (possibly wrapped by s3fs), if any."""
-    for cause in _chain(exc):
+    for cause in causes(exc):
         response = getattr(cause, "response", None)
         if isinstance(response, dict):
             code = response.get("Error", {}).get("Code")
             if code:
                 return str(code)
     return None
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """`exc` and its causes / contexts, outermost first, each once."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
 
 
 def _s3_options(options: dict[str, Any]) -> tuple[dict[str, Any], int]:
