@@ -7,6 +7,7 @@ import hashlib
 import json
 import uuid
 
+import httpx
 import pytest
 
 from archiver import errors, storage
@@ -124,3 +125,37 @@ def test_bad_input_is_one_line_before_anything_is_paid(
     [line] = [ln for ln in done.stderr.splitlines() if dest.rsplit("/", 1)[0] in ln]
     assert "STORAGE_EMULATOR_HOST" in line
     assert emulator.stats().creates_accepted == 0
+
+
+def test_signed_links_with_a_service_account_key_and_none_without(bucket, gcs):
+    """ARCHIVER_PRESIGN_SECONDS on gs://: a service-account key (generated here, never used to
+    ask for a token) signs V4 links the emulator serves; anonymous access gives no link and no
+    error."""
+    from types import SimpleNamespace
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from archiver.report import render
+
+    anon = storage.open_destination(f"gs://{bucket}/p")
+    storage.write_bytes_atomic(anon, anon.path("x.bin"), b"signed bytes")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    account = {
+        "type": "service_account",
+        "project_id": "test",
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": "archiver@test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": f"{unused_endpoint()}/token",  # loopback: nothing may leave the machine
+    }
+    signer = storage.open_destination(f"gs://{bucket}/p", {"token": account})
+    files = [SimpleNamespace(url=f"gs://{bucket}/p/x.bin")]
+    [link] = render.presigned_links(signer, files, 60).values()
+    assert link.startswith(f"{gcs.host}/{bucket}/p/x.bin?") and "X-Goog-Signature=" in link
+    assert httpx.get(link).content == b"signed bytes"
+    assert render.presigned_links(anon, files, 60) == {}

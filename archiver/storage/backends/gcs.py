@@ -94,6 +94,10 @@ class GcsBackend(CommitOnClose):
     def cancel(self, out: Any) -> None:
         out.discard()  # cancel the upload session (its parts never become an object)
 
+    def sign(self, path: str, seconds: int) -> str | None:
+        """A V4 signed URL (needs credentials that can sign: a service-account key)."""
+        return str(self.fs.sign(path, expiration=seconds, version="v4"))
+
     def classify(self, exc: BaseException, what: str) -> errors.ArchiverError | None:
         import google.auth.exceptions as auth_errors
 
