@@ -92,7 +92,7 @@ def test_run_archives_byte_exact_blobs_signed_links_and_a_cached_rerun(
 
 def test_a_stream_broken_mid_file_leaves_no_blob(container, azurite, tmp_path, fail_source_after):
     """A source failing between staged blocks commits nothing at the final name; the next put
-    stores the whole file."""
+    stores the whole file, and no uncommitted block of the broken one is left."""
     dest = storage.open_destination(f"az://{container}/p")
     data = hashlib.shake_256(b"azure").digest(3 * PART // 2)
     src = tmp_path / "big.bin"
@@ -103,6 +103,8 @@ def test_a_stream_broken_mid_file_leaves_no_blob(container, azurite, tmp_path, f
     assert azurite.blobs(container) == {}
     storage.put_file_atomic(dest, src, dest.path("big.bin"), part_size=2**20)
     assert azurite.read(container, "p/big.bin") == data
+    blob = azurite.client().get_blob_client(container, "p/big.bin")
+    assert blob.get_block_list("uncommitted")[1] == []  # the broken put's blocks are gone
 
 
 def test_outage_mid_upload_then_a_rerun_pays_nothing_more(
@@ -129,22 +131,32 @@ def test_outage_mid_upload_then_a_rerun_pays_nothing_more(
     _check_archived(azurite, container, "big", summary)
 
 
-@pytest.mark.parametrize("fault", ["missing-container", "wrong-key", "no-credentials"])
-def test_bad_input_is_one_line_before_anything_is_paid(
-    cli, emulator, azurite, container, fault, monkeypatch
-):
-    """A missing container, a wrong account key, or no credentials at all: exit 1 with one line
-    naming the destination and the setting to check; no prediction created."""
-    dest = f"az://{container}/x" if fault != "missing-container" else f"az://no-{container}/x"
-    env = {}
-    if fault == "wrong-key":
-        env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string.replace(
-            "AccountKey=Eby8", "AccountKey=Xby8"
-        )
-    elif fault == "no-credentials":
-        monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
-    done = cli("run", MODEL, "-i", "prompt=x", "--dest", dest, env=env)
+def test_a_missing_container_is_one_line_before_anything_is_paid(cli, emulator, container):
+    """`python -m flows run` to a container that does not exist: exit 1 with one line naming the
+    destination and the settings to check; no prediction created."""
+    dest = f"az://no-{container}/x"
+    done = cli("run", MODEL, "-i", "prompt=x", "--dest", dest)
     assert done.returncode == 1, done.stderr[-2000:]
     [line] = [ln for ln in done.stderr.splitlines() if "AZURE_STORAGE_CONNECTION_STRING" in ln]
-    assert dest.split("/")[2] in line and "AccountKey" not in done.stderr
+    assert f"no-{container}" in line and "AccountKey" not in done.stderr
+    assert emulator.stats().creates_accepted == 0
+
+
+@pytest.mark.parametrize("fault", ["wrong-key", "no-credentials"])
+def test_bad_credentials_fail_in_one_line_before_anything_is_paid(
+    run_flow, emulator, azurite, container, fault, monkeypatch
+):
+    """A wrong account key, or no credentials at all: one line naming the destination and the
+    settings to check, without the key; no prediction created."""
+    if fault == "wrong-key":
+        wrong = azurite.connection_string.replace("AccountKey=Eby8", "AccountKey=Xby8")
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", wrong)
+    else:
+        monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+    dest = f"az://{container}/x"
+    with pytest.raises(errors.PermanentError) as failure:
+        run_flow(MODEL, {"prompt": "x"}, dest=dest)
+    message = str(failure.value)
+    assert "\n" not in message and container in message and "AccountKey" not in message
+    assert "AZURE_STORAGE_CONNECTION_STRING" in message
     assert emulator.stats().creates_accepted == 0

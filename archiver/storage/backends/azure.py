@@ -36,15 +36,18 @@ SETTINGS_HINT = (
     "the container name and AZURE_STORAGE_CONNECTION_STRING "
     "(or AZURE_STORAGE_ACCOUNT_NAME + AZURE_STORAGE_ACCOUNT_KEY)"
 )
-# Options or environment variables that name a credential (or anonymous access) for adlfs.
-_CREDENTIAL_OPTIONS = ("connection_string", "account_key", "sas_token", "credential", "anon")
-_CREDENTIAL_ENV = (
-    "AZURE_STORAGE_CONNECTION_STRING",
-    "AZURE_STORAGE_ACCOUNT_KEY",
-    "AZURE_STORAGE_SAS_TOKEN",
-    "AZURE_STORAGE_CLIENT_ID",
-    "AZURE_STORAGE_ANON",
-)
+# adlfs option <- the environment variable it reads when the option is not given.
+_ENV_OPTIONS = {
+    "connection_string": "AZURE_STORAGE_CONNECTION_STRING",
+    "account_name": "AZURE_STORAGE_ACCOUNT_NAME",
+    "account_key": "AZURE_STORAGE_ACCOUNT_KEY",
+    "sas_token": "AZURE_STORAGE_SAS_TOKEN",
+    "client_id": "AZURE_STORAGE_CLIENT_ID",
+    "client_secret": "AZURE_STORAGE_CLIENT_SECRET",
+    "tenant_id": "AZURE_STORAGE_TENANT_ID",
+}
+_SECRET_OPTIONS = ("connection_string", "account_key", "sas_token", "client_secret")
+_CREDENTIALS = ("connection_string", "account_key", "sas_token", "client_id", "credential")
 CONNECT_TIMEOUT = 3
 READ_TIMEOUT = 30
 _ONE_ATTEMPT: dict[str, Any] = {
@@ -83,9 +86,19 @@ class AzureBackend(CommitOnClose):
     def connect(cls, url: str, options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
         """adlfs with credentials from the environment (or options); short timeouts."""
         opts = dict(options)
-        if not any(opts.get(name) is not None for name in _CREDENTIAL_OPTIONS) and not any(
-            os.environ.get(name) for name in _CREDENTIAL_ENV
-        ):
+        # Read here, not by adlfs, so that they are part of the filesystem's cache key (a
+        # changed key must not reuse a client built with the old one) and redacted.
+        for option, variable in _ENV_OPTIONS.items():
+            if opts.get(option) is None and os.environ.get(variable):
+                opts[option] = os.environ[variable]
+        if opts.get("anon") is None and os.environ.get("AZURE_STORAGE_ANON"):
+            opts["anon"] = os.environ["AZURE_STORAGE_ANON"].lower() not in ("false", "0", "f")
+        for option in _SECRET_OPTIONS:
+            errors.register_secret(opts.get(option))
+        for part in str(opts.get("connection_string") or "").split(";"):
+            if part.lower().startswith(("accountkey=", "sharedaccesssignature=")):
+                errors.register_secret(part.split("=", 1)[1])
+        if not any(opts.get(name) for name in _CREDENTIALS) and opts.get("anon") is not True:
             raise ValueError(f"no Azure credentials: set {SETTINGS_HINT}")
         opts.setdefault("connection_timeout", CONNECT_TIMEOUT)
         opts.setdefault("read_timeout", READ_TIMEOUT)
