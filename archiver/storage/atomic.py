@@ -80,8 +80,6 @@ def append_local(dest: Destination, path: str, addition: Callable[[bytes], bytes
     exist, or `addition` gives None: the caller then writes the file whole
     (`write_bytes_atomic`). A crash mid-append may leave part of the addition (or, on a file
     system without a journal, stale bytes) at the end: the format must detect it."""
-    if not dest.is_local:
-        return False
     with translated(dest.backend, f"storing {dest.url_for(path)}"):
         return dest.backend.append(path, addition)
 

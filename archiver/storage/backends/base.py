@@ -39,6 +39,8 @@ class Backend:
     hash_on_verify: ClassVar[bool] = False
     #: Size of one read when hashing stored bytes.
     read_chunk: ClassVar[int] = COPY_CHUNK
+    #: An interrupted write may leave a temp name beside its target (`streams.temp_name`).
+    writes_temp_names: ClassVar[bool] = True
     #: The settings a user checks when the store refuses or cannot be reached.
     settings_hint: ClassVar[str] = "ARCHIVER_STORAGE_OPTIONS"
 
@@ -143,6 +145,7 @@ class CommitOnClose(Backend):
     (never finalized by a later close or the garbage collector) and `cancel`led."""
 
     read_chunk = DEFAULT_PART_SIZE
+    writes_temp_names = False
 
     def writer_block(self, part_size: int) -> int:
         """The writer's part size for a requested `part_size`."""

@@ -62,6 +62,7 @@ class S3Backend(Backend):
 
     name = "s3"
     read_chunk = DEFAULT_PART_SIZE  # one ranged GET per part-sized read
+    writes_temp_names = False
     settings_hint = "the bucket name, AWS_* credentials / endpoint_url and ARCHIVER_STORAGE_OPTIONS"
 
     @classmethod
