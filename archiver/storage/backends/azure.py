@@ -120,6 +120,13 @@ class AzureBackend(CommitOnClose):
 
         try:
             found = sync(fs.loop, exists)
+        except azure_errors.HttpResponseError as exc:
+            if exc.status_code == 403 and not isinstance(
+                exc, azure_errors.ClientAuthenticationError
+            ):
+                return  # e.g. a SAS for blobs only: not allowed to ask, writes tell
+            what = f"{url}: cannot use the container {container} (check {self.settings_hint})"
+            raise self.translate(exc, what) from exc
         except Exception as exc:
             what = f"{url}: cannot use the container {container} (check {self.settings_hint})"
             raise self.translate(exc, what) from exc

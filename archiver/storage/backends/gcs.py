@@ -85,6 +85,8 @@ class GcsBackend(CommitOnClose):
                 f"{url}: the bucket {bucket} does not exist; check {self.settings_hint}"
             ) from exc
         except Exception as exc:
+            if type(exc) is OSError and str(exc).startswith("Forbidden"):
+                return  # authenticated, not allowed to read the bucket's metadata: writes tell
             what = f"{url}: cannot use the bucket {bucket} (check {self.settings_hint})"
             raise self.translate(exc, what) from exc
 
