@@ -32,13 +32,14 @@ LINTED := archiver cli emulator flows tasks deployments tests benchmarks
 # A file runs whole on one worker (its module fixtures are shared); each worker has its own
 # PREFECT_HOME and free ports. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 4
-test: install chromium lint
+test: install chromium azurite lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
-# The inner loop: everything that needs no server but the emulator (no Prefect API, S3, browser)
+# The inner loop: everything that needs no server but the emulator (no Prefect API, S3, GCS,
+# Azure, browser)
 # and spawns no fleet of processes (marked slow).
 test-fast: install lint
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not prefect and not server and not s3 and not ui and not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not prefect and not server and not s3 and not cloud and not ui and not slow"
 
 lint: install  ## ruff format, ruff check and mypy (also part of make test and test-fast)
 	$(VENV)/bin/ruff format --check -q $(LINTED)
@@ -63,7 +64,7 @@ WORKER_LIMIT ?= 4
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: pool secret chromium
+.PHONY: pool secret chromium azurite
 
 # Every Prefect command talks to this server unless PREFECT_API_URL says otherwise.
 server pool secret deploy worker serve: export PREFECT_API_URL ?= http://$(PREFECT_HOST):$(PREFECT_PORT)/api
@@ -85,6 +86,14 @@ worker: install  ## a process worker: start one per machine (or several); they s
 
 serve: install  ## single machine without pool or worker: serve the same deployments from one process
 	$(PY) -m deployments serve
+
+# Azurite (Azure Blob emulator) for tests/test_storage_azure.py, from the npm registry, at the
+# versions tests/azurite/package-lock.json pins, into tests/azurite/node_modules (once).
+AZURITE := tests/azurite/node_modules/.bin/azurite-blob
+azurite: $(AZURITE)
+$(AZURITE): tests/azurite/package.json tests/azurite/package-lock.json
+	npm ci --prefix tests/azurite --no-audit --no-fund --loglevel=error
+	touch $(AZURITE)
 
 test-ui: install chromium  ## the browser test only
 	$(PY) -m pytest -q -m ui tests/test_ui.py

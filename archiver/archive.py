@@ -154,9 +154,10 @@ def remove_stray_temps(dest: Destination, directory: str, *, keep: set[str]) -> 
     """Remove temp files an interrupted writer left in a prediction's directory (best effort),
     never a name in `keep` (the outputs; safe names never start with a dot anyway).
 
-    Only safe while holding the prediction's lock: no writer of ours is at work there. S3 is
-    written in place by multipart uploads (no temp names): no listing is spent there."""
-    if dest.url.startswith(("s3://", "s3a://")):
+    Only safe while holding the prediction's lock: no writer of ours is at work there. Object
+    stores whose uploads appear whole (S3, GCS, Azure) write no temp names: no listing is spent
+    there."""
+    if not dest.backend.writes_temp_names:
         return
     with contextlib.suppress(Exception):
         for path in dest.fs.ls(dest.path(directory), detail=False):

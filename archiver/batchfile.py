@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from fsspec.utils import infer_compression
 
-from .errors import ArchiverError, ConfigurationError, storage_error
+from .errors import ArchiverError, ConfigurationError
 from .inputs import parse_value
 from .prediction import ModelRef, PredictionRequest
 from .retry import READ_BATCH, Sleep, retry_call
@@ -99,7 +99,7 @@ def read_text(url: str, storage_options: Mapping[str, Any] | None = None) -> str
     except IsADirectoryError as exc:
         raise ConfigurationError(f"batch file {url} is a directory") from exc
     except Exception as exc:
-        raise storage_error(exc, f"read batch file {url}") from exc
+        raise location.backend.translate(exc, f"read batch file {url}") from exc
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -61,7 +61,6 @@ __all__ = [
     "UrlExpired",
     "api_error",
     "redact",
-    "storage_code",
     "storage_error",
 ]
 
@@ -250,95 +249,26 @@ def from_urllib3(exc: urllib3.exceptions.HTTPError, what: str) -> ArchiverError:
     return ServiceUnavailable(f"{what}: {name}: {exc or 'no detail'}")
 
 
-# botocore / s3fs error codes -> exception class. Unknown codes with a 5xx are transient.
-STORAGE_CODES: Mapping[str, type[ArchiverError]] = {
-    "AccessDenied": StorageError,
-    "InvalidAccessKeyId": StorageError,
-    "SignatureDoesNotMatch": StorageError,
-    "NoSuchBucket": StorageError,
-    "InvalidBucketName": StorageError,
-    "SlowDown": StorageUnavailable,
-    "ServiceUnavailable": StorageUnavailable,
-    "InternalError": StorageUnavailable,
-    "RequestTimeout": StorageUnavailable,
-    "ThrottlingException": StorageUnavailable,
-    "NoSuchUpload": StorageUnavailable,  # our multipart upload was aborted under us: start over
-    "BadDigest": StorageUnavailable,  # body corrupted in transit: resend
-    "XAmzContentSHA256Mismatch": StorageUnavailable,
-    "IncompleteBody": StorageUnavailable,
-}
-
 _TRANSIENT_OS_ERRORS = (ConnectionError, TimeoutError)
-# botocore exceptions meaning the credential setup is wrong: permanent, unlike other botocore
-# errors, which are treated as a store that may come back.
-_CREDENTIAL_ERRORS = frozenset(
-    {"NoCredentialsError", "PartialCredentialsError", "ProfileNotFound", "InvalidConfigError"}
-)
-# The bucket of a storage message ("reading s3://bucket/.archiver/..." -> "s3://bucket").
-_STORE = re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s]+")
 # The device is full (or the quota spent): an immediate retry cannot help; freeing space can.
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def storage_error(exc: BaseException, what: str) -> ArchiverError:
-    """Translate an error from fsspec / s3fs / botocore / the OS into our exception.
-
-    The one translation of storage errors: `archiver.storage` applies it at its boundary.
+    """Translate an error from fsspec / aiohttp / the OS into our exception: the generic part
+    of the one storage translation. `archiver.storage` applies it at its boundary, after the
+    destination's backend had its say (each backend translates its store's own error codes:
+    `archiver/storage/backends/`).
     """
     if isinstance(exc, ArchiverError):
         return exc
-    for cause in _chain(exc):
-        kind = type(cause)
-        if kind.__name__ in _CREDENTIAL_ERRORS and kind.__module__.startswith("botocore"):
-            store = _STORE.search(what)
-            return ConfigurationError(
-                f"no usable S3 credentials for {store.group(0) if store else 'the store'} "
-                f"({kind.__name__}: {cause}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                "or AWS_PROFILE, an AwsCredentials block (ARCHIVER_AWS_CREDENTIALS_BLOCK), or "
-                "--storage-option key=... --storage-option secret=... (docs/safety.md)"
-            )
-    code = storage_code(exc)
-    if code == "NoSuchBucket":
-        return StorageError(f"{what}: the bucket does not exist ({exc})")
     if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
         return StorageError(
             f"{what}: no space left on the device (disk full); free space, then rerun"
         )
     message = f"{what}: {type(exc).__name__}: {exc}"
-    if code is not None and code in STORAGE_CODES:
-        return STORAGE_CODES[code](message)
-    if code is not None and code.isdigit() and (int(code) >= 500 or int(code) in (408, 429)):
-        return StorageUnavailable(message)  # a bare HTTP status, no S3 error body: may pass
     module = type(exc).__module__ or ""
-    if isinstance(exc, _TRANSIENT_OS_ERRORS) or module.startswith(("aiohttp", "botocore")):
+    if isinstance(exc, _TRANSIENT_OS_ERRORS) or module.startswith("aiohttp"):
         # Endpoint unreachable, connection reset, read timeout: the store may come back.
         return StorageUnavailable(message)
-    if isinstance(
-        exc, PermissionError | FileNotFoundError | NotADirectoryError | IsADirectoryError
-    ):
-        return StorageError(message)
-    if isinstance(exc, OSError) and exc.errno is None:
-        # s3fs wraps botocore failures in bare OSErrors (e.g. exhausted retries): transient.
-        return StorageUnavailable(message)
     return StorageError(message)
-
-
-def storage_code(exc: BaseException) -> str | None:
-    """The S3 error code inside a botocore ClientError (possibly wrapped by s3fs), if any."""
-    for cause in _chain(exc):
-        response = getattr(cause, "response", None)
-        if isinstance(response, dict):
-            code = response.get("Error", {}).get("Code")
-            if code:
-                return str(code)
-    return None
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """`exc` and its causes / contexts, outermost first, each once."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain

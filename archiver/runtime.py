@@ -73,6 +73,8 @@ class Runtime:
             if settings.cache_url
             else open_destination(destination.url_for(destination.path(".archiver/cache")), options)
         )
+        for store in (destination, cache_store):  # bad bucket / credentials: before any create
+            store.backend.check(store.root, store.url)
         staging = (
             Path(settings.staging_dir).expanduser()
             if settings.staging_dir

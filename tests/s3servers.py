@@ -255,16 +255,7 @@ class SeaweedS3(_S3Server):
         """Stop the server: SIGTERM, then SIGKILL after `grace` seconds (weed mini's volume
         server can wait a long time on open client connections before it exits)."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+        stop_group(process, grace)
         self._remove_sockets()
 
     def _remove_sockets(self) -> None:
@@ -285,8 +276,27 @@ class SeaweedS3(_S3Server):
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of the server log, on one line, for failure messages."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
+        return log_tail(self.log_path, lines)
+
+
+def stop_group(process: subprocess.Popen[bytes] | None, grace: float = 3.0) -> None:
+    """End a server started in its own session: SIGTERM to its group, SIGKILL after `grace`."""
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a server log, on one line, for failure messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())

@@ -16,7 +16,8 @@ from archiver.archive import archive_staged
 from archiver.download import Staged, StagedFile, identity_of, load_staged
 from archiver.manifest import MANIFEST_NAME
 from archiver.prediction import Prediction
-from archiver.storage import atomic, open_destination, verify
+from archiver.storage import open_destination, verify
+from archiver.storage.backends import local
 
 TEMPLATE = "{owner}/{name}/{prediction_id}"
 
@@ -126,7 +127,7 @@ def test_file_names_are_fsynced_once_and_before_the_manifest(tmp_path, monkeypat
     """All of a prediction's links are made durable by one fsync of their directory, after the
     last link and before the manifest is renamed into place (and its directory fsynced)."""
     events: list[tuple[str, str]] = []
-    real_fsync_dir, real_replace = atomic._fsync_dir, os.replace
+    real_fsync_dir, real_replace = local.fsync_dir, os.replace
 
     def fsync_dir(directory):
         events.append(("fsync-dir", os.path.basename(directory)))
@@ -136,7 +137,7 @@ def test_file_names_are_fsynced_once_and_before_the_manifest(tmp_path, monkeypat
         events.append(("rename", os.path.basename(dst)))
         real_replace(src, dst, **kwargs)
 
-    monkeypatch.setattr(atomic, "_fsync_dir", fsync_dir)
+    monkeypatch.setattr(local, "fsync_dir", fsync_dir)
     monkeypatch.setattr(os, "replace", replace)
     staged = _stage(tmp_path / "staging", ["a.bin", "b.bin", "c.bin"])
     _archive(staged, tmp_path / "archive")

@@ -40,12 +40,18 @@ def test_transport_errors_are_transient():
 
 
 def test_storage_codes_classify():
-    """NoSuchBucket is permanent; a refused endpoint is transient."""
+    """The S3 backend's codes: NoSuchBucket is permanent, SlowDown transient; a refused
+    endpoint is transient for any store."""
+    from archiver.storage.backends.s3 import S3Backend
 
     class ClientError(Exception):
-        response = {"Error": {"Code": "NoSuchBucket"}}
+        def __init__(self, code: str) -> None:
+            self.response = {"Error": {"Code": code}}
 
-    assert isinstance(storage_error(ClientError(), "put"), StorageError)
+    s3 = S3Backend(None)  # translating needs no filesystem
+    assert isinstance(s3.translate(ClientError("NoSuchBucket"), "put"), StorageError)
+    assert isinstance(s3.translate(ClientError("SlowDown"), "put"), StorageUnavailable)
+    assert isinstance(s3.translate(ClientError("503"), "put"), StorageUnavailable)
     assert isinstance(storage_error(ConnectionRefusedError(), "put"), StorageUnavailable)
 
 
@@ -68,12 +74,16 @@ def test_messages_never_carry_secrets_or_signatures():
     assert redact("nothing to hide") == "nothing to hide"
 
 
-def test_storage_credentials_and_disk_full_translate_in_the_one_function():
-    """storage_error itself makes missing S3 credentials a ConfigurationError and a full disk
-    (ENOSPC from the kernel's /dev/full) a permanent one-line StorageError naming the path."""
+def test_storage_credentials_and_disk_full_translate_at_the_boundary():
+    """The S3 backend makes missing S3 credentials a ConfigurationError; storage_error makes a
+    full disk (ENOSPC from the kernel's /dev/full) a permanent one-line StorageError naming the
+    path."""
+    from archiver.storage.backends.s3 import S3Backend
+
     wrapped = OSError("wrapped")
     wrapped.__cause__ = NoCredentialsError()
-    assert isinstance(storage_error(wrapped, "reading s3://b/x"), errors.ConfigurationError)
+    s3 = S3Backend(None)  # translating needs no filesystem
+    assert isinstance(s3.translate(wrapped, "reading s3://b/x"), errors.ConfigurationError)
     assert os.path.exists("/dev/full"), "this test needs Linux's /dev/full (ENOSPC on write)"
     with pytest.raises(OSError) as caught, open("/dev/full", "wb", buffering=0) as full:
         full.write(b"x")
@@ -86,9 +96,12 @@ def test_storage_credentials_and_disk_full_translate_in_the_one_function():
 def test_missing_s3_credentials_say_where_credentials_go_not_an_internal_path():
     """No S3 credentials: one line naming the bucket, AWS_ACCESS_KEY_ID/AWS_PROFILE and
     --storage-option, never the cache file that happened to be read first."""
+    from archiver.storage.backends.s3 import S3Backend
+
     wrapped = OSError("wrapped")
     wrapped.__cause__ = NoCredentialsError()
-    message = str(storage_error(wrapped, "reading s3://bucket/archive/.archiver/cache/ab.json"))
+    s3 = S3Backend(None)  # translating needs no filesystem
+    message = str(s3.translate(wrapped, "reading s3://bucket/archive/.archiver/cache/ab.json"))
     assert message.startswith("no usable S3 credentials for s3://bucket (NoCredentialsError")
     assert "AWS_ACCESS_KEY_ID" in message and "AWS_PROFILE" in message
     assert "--storage-option" in message and ".archiver" not in message

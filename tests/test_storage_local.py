@@ -128,7 +128,7 @@ def test_local_move_across_devices_copies_and_keeps_source_on_failure(
     src, _ = _file(tmp_path / "src.bin", 2 * MiB)
     dest = open_destination(str(tmp_path / "archive"))
     target = dest.path("out.bin")
-    monkeypatch.setattr(storage.atomic, "_rename_into_place", lambda *a: False)
+    monkeypatch.setattr(storage.backends.local, "_rename_into_place", lambda *a: False)
     fail_source_after(MiB)
     with pytest.raises(errors.StorageError):
         storage.put_file_atomic(dest, src, target, move=True)

@@ -200,7 +200,7 @@ def _read_local(found: _Found, rel_dir: str, full: str) -> None:
 def _scan_listing(dest: Destination, catalog: Catalog, found: _Found) -> None:
     root = dest.root.rstrip("/")
     listing: dict[str, dict[str, Any]] = {}
-    with translated(f"listing {dest.url}", missing_ok=True):
+    with translated(dest.backend, f"listing {dest.url}", missing_ok=True):
         listing = dest.fs.find(root, detail=True)
     current: dict[str, str] = {}
     for full, info in listing.items():
@@ -227,7 +227,7 @@ def fetch(dest: Destination, paths: list[str]) -> dict[str, Any]:
     concurrently (`fs.cat`) READ_BATCH at a time."""
     result: dict[str, Any] = {}
     for start in range(0, len(paths), READ_BATCH):
-        with translated(f"reading manifests in {dest.url}"):
+        with translated(dest.backend, f"reading manifests in {dest.url}"):
             result.update(dest.fs.cat(paths[start : start + READ_BATCH], on_error="return"))
     return result
 

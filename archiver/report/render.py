@@ -5,7 +5,7 @@
 * `gallery`: thumbnails embedded as `data:` URIs (at most `MAX_THUMBNAILS`, the rest counted),
   each with its file name; other outputs listed by name, type and size;
 * `batch_summary` / `batch_table`: the same for every item of a batch;
-* `presigned_links`: optional time-limited https links for files in S3;
+* `presigned_links`: optional time-limited https links for files in object stores;
 * `artifact_key`: a stable key (lowercase letters, digits, dashes) so Prefect tracks the latest.
 
 Pure functions of the summaries; only `local_previews` and `presigned_links` touch storage.
@@ -292,22 +292,24 @@ def local_previews(
 def presigned_links(
     dest: Destination, files: Iterable[FileSummary], seconds: int
 ) -> dict[str, str]:
-    """`{s3 url: presigned https url}` valid for `seconds`; {} when off or not an object store.
+    """`{file url: signed https url}` valid for `seconds`; {} when off or the store cannot sign
+    (S3 presigned URLs, GCS signed URLs, Azure SAS: the destination's backend decides).
 
     Best effort: a file that cannot be signed gets no link (the summary still shows its
     location).
     """
-    if seconds <= 0 or dest.is_local or not hasattr(dest.fs, "sign"):
-        return {}
-    protocols = dest.fs.protocol if isinstance(dest.fs.protocol, tuple) else (dest.fs.protocol,)
-    if "s3" not in protocols:
+    if seconds <= 0:
         return {}
     links = {}
+    prefix = dest.url.rstrip("/") + "/"
     for f in files:
-        if not f.url.startswith("s3://"):
+        if not f.url.startswith(prefix):
             continue
         try:
-            links[f.url] = str(dest.fs.sign(f.url.removeprefix("s3://"), expiration=seconds))
+            link = dest.backend.sign(dest.path(f.url.removeprefix(prefix)), seconds)
         except Exception:  # noqa: BLE001 - a link is optional; the location is always shown
             continue
+        if link is None:
+            return {}  # this store has no signed links
+        links[f.url] = link
     return links

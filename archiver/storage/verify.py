@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 from typing import Any
 
 from archiver import errors
 
-from .atomic import COPY_CHUNK, DEFAULT_PART_SIZE
-from .location import Destination, is_memory, is_s3
+from .location import Destination
 from .translate import translated
 
 __all__ = ["exists", "read_bytes", "stored_size", "verify_stored"]
@@ -18,12 +16,8 @@ __all__ = ["exists", "read_bytes", "stored_size", "verify_stored"]
 
 def read_bytes(dest: Destination, path: str) -> bytes | None:
     """The whole content of a small stored file, or None when it does not exist."""
-    with translated(f"reading {dest.url_for(path)}", missing_ok=True):
-        if dest.is_local:
-            return Path(path).read_bytes()
-        if is_s3(dest.fs):  # one GET, not HEAD + GET
-            return bytes(dest.fs.cat_file(path, max_concurrency=1))
-        return bytes(dest.fs.cat_file(path))
+    with translated(dest.backend, f"reading {dest.url_for(path)}", missing_ok=True):
+        return dest.backend.read_bytes(path)
     return None
 
 
@@ -68,7 +62,7 @@ def verify_stored(
         raise errors.IntegrityError(f"{url} is missing from the store")
     if actual != size:
         raise errors.IntegrityError(f"{url} holds {actual} bytes, expected {size}")
-    if not (read_back or dest.is_local or is_memory(dest.fs)):
+    if not (read_back or dest.backend.hash_on_verify):
         return
     digest = _stored_sha256(dest, path)
     if digest != sha256.lower():
@@ -78,17 +72,10 @@ def verify_stored(
 def _stored_sha256(dest: Destination, path: str) -> str:
     """Stream the stored file through sha256, one chunk in memory at a time."""
     digest = hashlib.sha256()
-    chunk_size = COPY_CHUNK
-    with translated(f"reading back {dest.url_for(path)}"):
-        if dest.is_local:
-            handle: Any = open(path, "rb")  # noqa: SIM115 - closed by the with below
-        elif is_s3(dest.fs):  # one ranged GET per part-sized read, nothing cached
-            chunk_size = DEFAULT_PART_SIZE
-            handle = dest.fs.open(path, "rb", block_size=chunk_size, cache_type="none")
-        else:
-            handle = dest.fs.open(path, "rb")
-        with handle:
-            while chunk := handle.read(chunk_size):
+    backend = dest.backend
+    with translated(backend, f"reading back {dest.url_for(path)}"):
+        with backend.open_read(path) as handle:
+            while chunk := handle.read(backend.read_chunk):
                 digest.update(chunk)
     return digest.hexdigest()
 
@@ -103,7 +90,6 @@ def _local_identity(path: str) -> tuple[int, int, int, int] | None:
 
 def _info(dest: Destination, path: str) -> dict[str, Any] | None:
     """fsspec info for `path`, fresh from the store; None when nothing is there."""
-    with translated(f"checking {dest.url_for(path)}", missing_ok=True):
-        dest.fs.invalidate_cache(path)
-        return dict(dest.fs.info(path))
+    with translated(dest.backend, f"checking {dest.url_for(path)}", missing_ok=True):
+        return dest.backend.info(path)
     return None

@@ -1,0 +1,172 @@
+"""Google Cloud Storage (gs://) on a real gcp-storage-emulator: whole objects or none, outages,
+bad input in one line before anything is paid, and no credential look-up stalling a run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+
+import httpx
+import pytest
+
+from archiver import errors, storage
+from archiver.manifest import Manifest
+from tests.blobservers import EmulatorUnavailable, GcsEmulator
+from tests.s3servers import unused_endpoint
+
+pytestmark = pytest.mark.cloud
+
+MODEL = "black-forest-labs/flux-schnell"
+PART = 5 * 2**20
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    """One emulator for this file, its data on disk (a restart keeps it), on a free port."""
+    server = GcsEmulator(tmp_path_factory.mktemp("gcs"))
+    try:
+        server.start()
+    except EmulatorUnavailable as exc:  # a dev dependency: a broken install fails, never skips
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(gcs, monkeypatch) -> str:
+    """A fresh bucket, the emulator up, and no Google credentials from the environment."""
+    gcs.start()
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "ARCHIVER_CACHE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.host)
+    return gcs.make_bucket(f"t-{uuid.uuid4().hex[:12]}")
+
+
+def _check_archived(gcs, bucket: str, prefix: str, summary) -> Manifest:
+    """manifest.json and every file it lists are in the bucket, byte-exact."""
+    key = summary.manifest_url.removeprefix(f"gs://{bucket}/")
+    manifest = Manifest.from_json(gcs.read(bucket, key))
+    assert manifest.files
+    for item in manifest.files:
+        data = gcs.read(bucket, f"{prefix}/{item.path}")
+        assert len(data) == item.size and hashlib.sha256(data).hexdigest() == item.sha256
+    return manifest
+
+
+def test_run_archives_byte_exact_objects_and_a_rerun_is_cached(
+    run_flow, emulator, gcs, bucket, archive_env
+):
+    """A flow run to gs:// lands every file and the manifest byte-exact, the cache (and its
+    records) in the bucket; the rerun is a cache hit; no temp object is left anywhere."""
+    dest = f"gs://{bucket}/runs"
+    input = {"prompt": "a lighthouse", "num_outputs": 2, "seed": 3}
+    first = run_flow(MODEL, input, dest=dest)
+    assert first.manifest_url.startswith(f"{dest}/")
+    _check_archived(gcs, bucket, "runs", first)
+    names = gcs.objects(bucket)
+    assert not [n for n in names if ".tmp-" in n]
+    [record] = [n for n in names if n.startswith("runs/.archiver/cache/")]
+    assert json.loads(gcs.read(bucket, record))["state"] == "archived"
+    again = run_flow(MODEL, input, dest=dest)
+    assert again.cached and emulator.stats().creates_accepted == 1
+
+
+def test_a_stream_broken_mid_file_leaves_no_object(bucket, gcs, tmp_path, fail_source_after):
+    """A source failing mid-way through a resumable upload leaves nothing at the final key (the
+    session is never finalized); the next put stores the whole file."""
+    dest = storage.open_destination(f"gs://{bucket}/p")
+    data = hashlib.shake_256(b"gcs").digest(3 * PART // 2)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    fail_source_after(PART + 1000)
+    with pytest.raises(errors.StorageError, match="injected failure"):
+        storage.put_file_atomic(dest, src, dest.path("big.bin"), part_size=2**20)
+    assert gcs.objects(bucket) == {}
+    storage.put_file_atomic(dest, src, dest.path("big.bin"), part_size=2**20)
+    assert gcs.read(bucket, "p/big.bin") == data
+
+
+def test_outage_mid_upload_then_a_rerun_pays_nothing_more(
+    run_flow, emulator, gcs, bucket, archive_env, fail_source_after, monkeypatch
+):
+    """The emulator stops mid-upload: the run fails with StorageUnavailable in one line and
+    leaves no object at the final key; restarted on the same data, a rerun archives the staged
+    file with no new prediction and no new download."""
+    monkeypatch.setenv("ARCHIVER_PART_SIZE", str(PART))
+    monkeypatch.setenv("ARCHIVER_TASK_RETRIES", "0")
+    dest = f"gs://{bucket}/big"
+    input = {"size_bytes": 3 * PART - 1000}
+    fired = fail_source_after(PART + 1000, action=gcs.stop)
+    try:
+        with pytest.raises(errors.StorageUnavailable) as failure:
+            run_flow("emulator/large-file", input, dest=dest)
+    finally:
+        gcs.start()
+    assert fired and fired[0].fired and "\n" not in str(failure.value)
+    assert not [n for n in gcs.objects(bucket) if n.endswith(".bin") or "manifest" in n]
+    downloads = len(emulator.stats().downloads)
+    summary = run_flow("emulator/large-file", input, dest=dest)
+    stats = emulator.stats()
+    assert stats.creates_accepted == 1 and len(stats.downloads) == downloads == 1
+    _check_archived(gcs, bucket, "big", summary)
+
+
+def test_a_missing_bucket_is_one_line_before_anything_is_paid(cli, emulator, bucket):
+    """`python -m flows run` to a bucket that does not exist: exit 1 with one line naming the
+    destination and the settings to check; no prediction created."""
+    dest = f"gs://no-{bucket}/x"
+    done = cli("run", MODEL, "-i", "prompt=x", "--dest", dest)
+    assert done.returncode == 1, done.stderr[-2000:]
+    [line] = [ln for ln in done.stderr.splitlines() if f"no-{bucket}" in ln]
+    assert "STORAGE_EMULATOR_HOST" in line
+    assert emulator.stats().creates_accepted == 0
+
+
+def test_an_emulator_that_is_down_fails_in_one_line_before_anything_is_paid(
+    run_flow, emulator, bucket, monkeypatch
+):
+    """STORAGE_EMULATOR_HOST pointing where nothing listens: one line naming the destination and
+    the setting, in seconds (no credential look-up, no gcsfs retries); no prediction created."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", unused_endpoint())
+    monkeypatch.setenv("ARCHIVER_TASK_RETRIES", "0")
+    dest = f"gs://{bucket}/x"
+    with pytest.raises(errors.StorageUnavailable) as failure:
+        run_flow(MODEL, {"prompt": "x"}, dest=dest)
+    message = str(failure.value)
+    assert "\n" not in message and dest in message and "STORAGE_EMULATOR_HOST" in message
+    assert emulator.stats().creates_accepted == 0
+
+
+def test_signed_links_with_a_service_account_key_and_none_without(bucket, gcs):
+    """ARCHIVER_PRESIGN_SECONDS on gs://: a service-account key (generated here, never used to
+    ask for a token) signs V4 links the emulator serves; anonymous access gives no link and no
+    error."""
+    from types import SimpleNamespace
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from archiver.report import render
+
+    anon = storage.open_destination(f"gs://{bucket}/p")
+    storage.write_bytes_atomic(anon, anon.path("x.bin"), b"signed bytes")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    account = {
+        "type": "service_account",
+        "project_id": "test",
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": "archiver@test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": f"{unused_endpoint()}/token",  # loopback: nothing may leave the machine
+    }
+    signer = storage.open_destination(f"gs://{bucket}/p", {"token": account})
+    files = [SimpleNamespace(url=f"gs://{bucket}/p/x.bin")]
+    [link] = render.presigned_links(signer, files, 60).values()
+    assert link.startswith(f"{gcs.host}/{bucket}/p/x.bin?") and "X-Goog-Signature=" in link
+    assert httpx.get(link).content == b"signed bytes"
+    assert render.presigned_links(anon, files, 60) == {}
