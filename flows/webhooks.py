@@ -1,8 +1,9 @@
 """The webhook receiver, wired: each archive is a flow run when a Prefect server is configured.
 
 `python -m flows webhooks` runs `receive`. Without `PREFECT_API_URL` the archive job runs the
-domain's archive-by-id in this process; with it, each archive is an `archive-existing` flow run
-(visible in the Prefect UI) in this process.
+domain's archive-by-id in this process; with it, each group of archives the receiver starts
+(at most ARCHIVER_WEBHOOK_CONCURRENCY predictions) is one `archive-existing` flow run, visible
+with its artifacts in the Prefect UI, in this process.
 """
 
 from __future__ import annotations
@@ -10,11 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from archiver.errors import ArchiverError
+from archiver.existing import ArchiveReport
 from archiver.progress import NullProgress
+from archiver.retry import RetryPolicies
 from archiver.runtime import Runtime
 from archiver.webhooks import Receiver, WebhookInbox, WebhookVerifier, build_app
 from archiver.webhooks.receiver import ArchiveJob
-from archiver.webhooks.serve import bind, existing_job, resolve_secret, serve, url_host
+from archiver.webhooks.serve import (
+    bind,
+    existing_job,
+    job_outcome,
+    resolve_secret,
+    serve,
+    url_host,
+)
 from flows.settings import flow_settings
 
 
@@ -26,24 +36,30 @@ def prefect_configured() -> bool:
 
 
 def flow_job(dest: str | None) -> ArchiveJob:
-    """The archive job as an `archive-existing` flow run (storage options via the environment).
+    """The archive job as one `archive-existing` flow run per group of predictions (storage
+    options via the environment): its summary and gallery artifacts show what it archived.
 
-    A failed archive raises (the delivery stays accepted, retried later); a removed or skipped
-    prediction is its outcome.
+    A prediction whose archive failed is that id's error (the receiver retries it); a removed or
+    skipped prediction is its outcome. A run that crashed fails the whole group's attempt.
     """
     from flows.archive_existing import archive_existing
 
-    async def job(prediction_id: str) -> str:
-        state = await archive_existing(prediction_ids=[prediction_id], dest=dest, return_state=True)
+    async def job(prediction_ids: list[str]) -> dict[str, str | BaseException]:
+        state = await archive_existing(prediction_ids=prediction_ids, dest=dest, return_state=True)
         report = await state.aresult(raise_on_failure=False)
         if isinstance(report, BaseException):
             raise report
-        (result,) = report.predictions
-        if result.outcome == "failed":
-            raise ArchiverError(result.error or f"archiving {prediction_id} failed")
-        return str(result.outcome)
+        if not isinstance(report, ArchiveReport):
+            raise ArchiverError(f"archive-existing ended {state.type.value}: {state.message}")
+        return {r.prediction_id: job_outcome(r) for r in report.predictions}
 
     return job
+
+
+def flow_group(concurrency: int) -> int:
+    """The fewest free slots a flow run is started for: half the cap (a run costs the Prefect
+    server several writes, whatever its size)."""
+    return max(1, concurrency // 2)
 
 
 async def receive(
@@ -63,12 +79,16 @@ async def receive(
     )
     try:
         secret = await resolve_secret(settings, runtime)
-        job = flow_job(dest) if prefect_configured() else existing_job(runtime)
+        flows = prefect_configured()
+        job = flow_job(dest) if flows else existing_job(runtime)
         receiver = Receiver(
             WebhookVerifier(secret),
             WebhookInbox(runtime.cache.store),
             job,
             max_body=settings.webhook_max_body,
+            concurrency=settings.webhook_concurrency,
+            policy=RetryPolicies.from_settings(settings).webhook_job,
+            group=flow_group(settings.webhook_concurrency) if flows else 1,
             report=report,
         )
         sock = bind(host, port)

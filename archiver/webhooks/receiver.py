@@ -2,37 +2,57 @@
 
 Per delivery: a body over the size limit is 413; a delivery that does not verify is 400 or 401
 (`verify`); none of these touches the inbox or archives anything. A `webhook-id` already in the
-inbox is answered 200 and does nothing, except that an archive job that never finished (the
-receiver died) is started again. A succeeded prediction is recorded durably, answered 202 at
-once, and archived in the background by the `archive` job the caller supplies (the domain's
-archive-by-id, or a Prefect flow run). Other events are recorded as ignored and answered 200.
-On startup, every accepted delivery whose job never finished is resumed.
+inbox is answered 200 and does nothing more. A succeeded prediction is recorded and queued
+durably in the inbox and answered 202: the answer waits for nothing else. Other events are
+recorded as ignored and answered 200.
+
+Archiving is bounded: at most `concurrency` predictions are archived at once. One dispatcher
+takes due entries from the inbox's queue, oldest first, only as slots free up (nothing of the
+backlog is held in memory), and hands each group to the `archive` job the caller supplies (the
+domain's archive-by-id, or one Prefect flow run per group). A group is started when at least
+`group` slots are free (or nothing runs): 1 for the domain's job, so every free slot is refilled
+at once; more for flow runs, so a run's cost is shared by several predictions.
+A failed archive is queued again for the delay of the `policy` (`webhook_job` of
+archiver/retry.py), holding no slot meanwhile, and recorded `failed` when its attempts are
+spent. On startup the dispatcher starts on whatever the previous receiver left, the same way;
+on shutdown the running archives are cancelled and stay queued.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .inbox import InboxRecord, WebhookInbox
+from ..retry import RetryPolicy, next_try
+from .inbox import InboxRecord, QueueEntry, WebhookInbox
 from .verify import Rejected, WebhookVerifier
 
 logger = logging.getLogger("archiver.webhooks")
 
-#: Archives one prediction by id and returns its outcome (`archived`, `cached`, `removed`...).
-ArchiveJob = Callable[[str], Awaitable[str]]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: Archives a group of predictions by id: for each id its outcome (`archived`, `cached`,
+#: `removed: ...`), or the error its attempt failed with (it is retried). Raising fails them all.
+ArchiveJob = Callable[[list[str]], Awaitable[Mapping[str, str | BaseException]]]
+
+ACK_THREADS = 4  # inbox reads and writes of the answers: never behind archive work
+LOCK_STRIPES = 64  # one delivery id at a time, different ids in parallel
 
 
 class Receiver:
-    """Verifies, records and schedules deliveries (one per process)."""
+    """Verifies, records and queues deliveries, and archives the queue (one per process)."""
 
     def __init__(
         self,
@@ -41,15 +61,39 @@ class Receiver:
         archive: ArchiveJob,
         *,
         max_body: int,
+        concurrency: int,
+        policy: RetryPolicy,
+        group: int = 1,
         report: Callable[[str], None] = logger.info,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.verifier = verifier
         self.inbox = inbox
         self.archive = archive
         self.max_body = max_body
+        self.concurrency = concurrency
+        self.group = max(1, min(group, concurrency))
+        self.policy = policy
         self.report = report
-        self._lock = asyncio.Lock()
-        self._running: dict[str, asyncio.Task[None]] = {}  # prediction id -> its archive job
+        self.clock = clock
+        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+        self._ack_pool = ThreadPoolExecutor(ACK_THREADS, thread_name_prefix="webhook-ack")
+        self._queue_pool = ThreadPoolExecutor(1, thread_name_prefix="webhook-queue")
+        self._wake = asyncio.Event()
+        self._taken: set[str] = set()  # queue entries being archived (at most `concurrency`)
+        self._groups: set[asyncio.Task[None]] = set()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self.max_in_flight = 0  # the most archives ever running at once (tests, benchmarks)
+
+    async def _ack_io(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._ack_pool, lambda: func(*args, **kwargs))
+
+    async def _queue_io(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._queue_pool, lambda: func(*args, **kwargs))
 
     async def handle(self, request: Request) -> Response:
         """`POST <path>`: one delivery."""
@@ -62,11 +106,13 @@ class Receiver:
         except ClientDisconnect:
             return Response(status_code=400)
         prediction = delivery.prediction
-        async with self._lock:  # one check-and-record at a time: no id is accepted twice
-            known = await asyncio.to_thread(self.inbox.get, delivery.webhook_id)
+        stripe = hashlib.sha256(delivery.webhook_id.encode()).digest()[0] % LOCK_STRIPES
+        async with self._locks[stripe]:  # one check-and-record per id: none accepted twice
+            known = await self._ack_io(self.inbox.get, delivery.webhook_id)
             if known is not None:
-                if known.state == "accepted":
-                    self._start(known)  # a job that died with an earlier receiver
+                if known.state == "accepted":  # its queue entry may have died with a receiver
+                    await self._ack_io(self.inbox.ensure_queued, known, self.clock())
+                    self._wake.set()
                 return JSONResponse({"duplicate": True, "state": known.state}, status_code=200)
             succeeded = prediction["status"] == "succeeded"
             record = InboxRecord(
@@ -75,10 +121,10 @@ class Receiver:
                 status=prediction["status"],
                 state="accepted" if succeeded else "ignored",
             )
-            await asyncio.to_thread(self.inbox.put, record)
+            await self._ack_io(self.inbox.accept, record, self.clock())
         if not succeeded:
             return JSONResponse({"accepted": False, "status": record.status}, status_code=200)
-        self._start(record)
+        self._wake.set()
         return JSONResponse({"accepted": True, "prediction_id": record.prediction_id}, 202)
 
     async def _body(self, request: Request) -> bytes:
@@ -93,65 +139,111 @@ class Receiver:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _start(self, record: InboxRecord) -> None:
-        """Run the archive job of `record` in the background (once per prediction at a time)."""
-        running = self._running.get(record.prediction_id)
-        if running is not None and not running.done():
-            return
-        task = asyncio.get_running_loop().create_task(self._run(record))
-        self._running[record.prediction_id] = task
-        task.add_done_callback(lambda _: self._forget(record.prediction_id, task))
+    # -- the dispatcher ---------------------------------------------------------------------
 
-    def _forget(self, prediction_id: str, task: asyncio.Task[None]) -> None:
-        if self._running.get(prediction_id) is task:
-            del self._running[prediction_id]
+    def start(self) -> None:
+        """Start archiving the queue (what a previous receiver left first: oldest first)."""
+        if self._dispatcher is None:
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
 
-    async def _run(self, record: InboxRecord) -> None:
+    async def _dispatch(self) -> None:
+        while True:
+            self._wake.clear()
+            free = self.concurrency - len(self._taken)
+            next_due: float | None = None
+            if free >= self.group or (free > 0 and not self._taken):
+                try:
+                    entries, next_due = await self._queue_io(
+                        self.inbox.due, self.clock(), free, frozenset(self._taken)
+                    )
+                except Exception as exc:  # noqa: BLE001 - a store outage: try again later
+                    self.report(f"could not read the webhook queue, retrying: {exc}")
+                    entries, next_due = [], self.clock() + 1.0
+                if entries:
+                    self._launch(entries)
+                    continue
+            timeout = None if next_due is None else max(0.0, next_due - self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _launch(self, entries: list[QueueEntry]) -> None:
+        self._taken.update(e.name for e in entries)
+        self.max_in_flight = max(self.max_in_flight, len(self._taken))
+        task = asyncio.get_running_loop().create_task(self._run_group(entries))
+        self._groups.add(task)
+        task.add_done_callback(self._groups.discard)
+
+    async def _run_group(self, entries: list[QueueEntry]) -> None:
+        ids = list(dict.fromkeys(e.record.prediction_id for e in entries))
         try:
-            outcome = await self.archive(record.prediction_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the record stays accepted: retried later
-            self.report(f"{record.prediction_id}: archive failed, kept for a retry: {exc}")
+            try:
+                outcomes: Mapping[str, str | BaseException] = await self.archive(ids)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every id of the group failed this attempt
+                outcomes = dict.fromkeys(ids, exc)
+            for entry in entries:
+                outcome = outcomes.get(entry.record.prediction_id)
+                if outcome is None:
+                    outcome = RuntimeError("the archive job gave no outcome")
+                try:
+                    await self._queue_io(self._settle, entry, outcome)
+                except Exception as exc:  # noqa: BLE001 - stays queued: archived again, cached
+                    self.report(
+                        f"{entry.record.prediction_id}: could not record the outcome: {exc}"
+                    )
+        finally:
+            self._taken.difference_update(e.name for e in entries)
+            self._wake.set()
+
+    def _settle(self, entry: QueueEntry, outcome: str | BaseException) -> None:
+        record, pid = entry.record, entry.record.prediction_id
+        if isinstance(outcome, str):
+            self.report(f"{pid}: {outcome}")
+            done = record.model_copy(update={"state": "done", "outcome": outcome})
+            self.inbox.settle(entry, done)
             return
-        self.report(f"{record.prediction_id}: {outcome}")
-        done = record.model_copy(update={"state": "done", "outcome": outcome})
-        try:
-            await asyncio.to_thread(self.inbox.put, done)
-        except Exception as exc:  # noqa: BLE001 - the archive is safe; a resume finds it cached
-            self.report(f"{record.prediction_id}: could not mark the delivery done: {exc}")
+        failed = record.attempts + 1
+        delay = next_try(self.policy, failed, outcome)
+        if delay is None:
+            self.report(f"{pid}: archive failed {failed} time(s), recorded as failed: {outcome}")
+            lost = record.model_copy(
+                update={"state": "failed", "attempts": failed, "outcome": str(outcome)}
+            )
+            self.inbox.settle(entry, lost)
+            return
+        self.report(
+            f"{pid}: archive failed ({failed}/{self.policy.attempts}), "
+            f"again in {delay:.1f}s: {outcome}"
+        )
+        self.inbox.retry_later(entry, failed, self.clock() + delay)
 
-    async def resume(self) -> int:
-        """Start the jobs of every accepted delivery that never finished; how many."""
-        pending = await asyncio.to_thread(self.inbox.pending)
-        for record in pending:
-            self._start(record)
-        return len(pending)
-
-    async def drain(self) -> None:
-        """Wait for the running archive jobs."""
-        while self._running:
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
-
-    def cancel(self) -> None:
-        """Stop the running jobs (their records stay accepted: resumed on the next start)."""
-        for task in self._running.values():
+    async def stop(self) -> None:
+        """Stop dispatching and cancel the running archives (they stay queued)."""
+        tasks = [*self._groups, *([self._dispatcher] if self._dispatcher else [])]
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._dispatcher = None
+        self._ack_pool.shutdown(wait=False)
+        self._queue_pool.shutdown(wait=False)
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        """Archives running now (at most `concurrency`)."""
+        return len(self._taken)
 
 
 def build_app(receiver: Receiver, path: str) -> Any:
-    """The ASGI app: `POST path` receives; startup resumes unfinished jobs."""
+    """The ASGI app: `POST path` receives; startup starts archiving what is queued."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        resumed = await receiver.resume()
-        if resumed:
-            receiver.report(f"resuming {resumed} archive job(s) a previous receiver left")
+        backlog = await asyncio.to_thread(receiver.inbox.backlog)
+        if backlog:
+            receiver.report(f"resuming {backlog} queued archive(s) a previous receiver left")
+        receiver.start()
         yield
-        receiver.cancel()
+        await receiver.stop()
 
     return Starlette(routes=[Route(path, receiver.handle, methods=["POST"])], lifespan=lifespan)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import uvicorn
 
 from ..errors import ArchiverError, register_secret
-from ..existing import ExistingArchiver
+from ..existing import ExistingArchiver, ExistingResult
 from ..runtime import Runtime
 from ..settings import Settings
 from .receiver import ArchiveJob
@@ -27,22 +28,28 @@ async def resolve_secret(settings: Settings, runtime: Runtime) -> str:
 
 
 def existing_job(runtime: Runtime) -> ArchiveJob:
-    """The archive job without an orchestrator: archive-by-id in this process.
+    """The archive job without an orchestrator: archive-by-id in this process, the group's
+    predictions at once (the receiver bounds how many).
 
-    A failed archive raises, so the delivery stays accepted and is retried (redelivery,
-    restart); a removed or skipped prediction is an outcome, reported and done.
+    A failed archive (an id the API does not know, a download that gave up) is that id's error,
+    so the receiver retries it; a removed or skipped prediction is an outcome, reported and done.
     """
     archiver = ExistingArchiver(runtime)
 
-    async def job(prediction_id: str) -> str:
-        result = await archiver.by_id(prediction_id)
-        if result.outcome == "failed":
-            raise ArchiverError(result.error or f"archiving {prediction_id} failed")
-        if result.outcome == "removed":
-            return f"removed: a paid result was lost ({result.error})"
-        return result.outcome
+    async def job(prediction_ids: list[str]) -> dict[str, str | BaseException]:
+        results = await asyncio.gather(*(archiver.by_id(i) for i in prediction_ids))
+        return {r.prediction_id: job_outcome(r) for r in results}
 
     return job
+
+
+def job_outcome(result: ExistingResult) -> str | BaseException:
+    """What the receiver records of one prediction's archive: its outcome, or the error to retry."""
+    if result.outcome == "failed":
+        return ArchiverError(result.error or f"archiving {result.prediction_id} failed")
+    if result.outcome == "removed":
+        return f"removed: a paid result was lost ({result.error})"
+    return str(result.outcome)
 
 
 def url_host(host: str) -> str:

@@ -1,0 +1,251 @@
+"""The webhook receiver under a burst, over real HTTP against the emulator: acks never wait for
+archives, at most ARCHIVER_WEBHOOK_CONCURRENCY archives run at once, every prediction is archived
+once, a restart resumes the durable backlog oldest first at the cap, an unknown prediction is
+retried a bounded number of times and then recorded failed; with Prefect, groups of archives are
+`archive-existing` flow runs whose artifacts show what they archived."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from archiver.retry import RetryPolicies
+from archiver.runtime import Runtime
+from archiver.settings import Settings
+from archiver.webhooks import Receiver, WebhookInbox, WebhookVerifier, build_app
+from archiver.webhooks.receiver import ArchiveJob
+from archiver.webhooks.serve import bind, existing_job
+from tests.test_webhooks_receiver import _manifests, _signed
+
+PATH = "/webhooks/replicate"
+SENDERS = 8
+
+
+class Watched:
+    """Wraps the real archive job: counts archives in flight, records the order ids start in,
+    and holds every archive at `gate` (when given) until the test opens it."""
+
+    def __init__(self, job: ArchiveJob, gate: asyncio.Event | None = None) -> None:
+        self.job, self.gate = job, gate
+        self.in_flight = self.most = 0
+        self.started: list[str] = []
+        self._changed = asyncio.Event()
+
+    async def reached(self, in_flight: int) -> None:
+        """Wait until `in_flight` archives run."""
+        async with asyncio.timeout(60):
+            while self.in_flight != in_flight:
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def __call__(self, ids: list[str]):  # type: ignore[no-untyped-def]
+        self.in_flight += len(ids)
+        self.most = max(self.most, self.in_flight)
+        self.started.extend(ids)
+        self._changed.set()
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            return await self.job(ids)
+        finally:
+            self.in_flight -= len(ids)
+
+
+class Reports:
+    """The receiver's report lines (written from its queue thread); `until` awaits a count."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        self._loop.call_soon_threadsafe(self._changed.set)
+
+    async def until(self, predicate: Callable[[list[str]], bool], timeout: float = 120) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate(self.lines):
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@asynccontextmanager
+async def serving(receiver: Receiver) -> AsyncIterator[str]:
+    """The real receiver app on a free loopback port (uvicorn, this loop); its URL."""
+    sock = bind("127.0.0.1", 0)
+    config = uvicorn.Config(build_app(receiver, PATH), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}{PATH}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def make_receiver(
+    settings: Settings, store: Path, job: ArchiveJob, secret: str, report: Reports
+) -> Receiver:
+    from archiver.storage import open_destination
+
+    return Receiver(
+        WebhookVerifier(secret),
+        WebhookInbox(open_destination(str(store))),
+        job,
+        max_body=settings.webhook_max_body,
+        concurrency=settings.webhook_concurrency,
+        policy=RetryPolicies.from_settings(settings).webhook_job,
+        report=report,
+    )
+
+
+async def deliver(url: str, secret: str, deliveries: list[tuple[str, dict]]) -> list[int]:
+    """POST each (webhook id, prediction) signed, from SENDERS concurrent senders; statuses."""
+    statuses: dict[int, int] = {}
+    queue = list(enumerate(deliveries))
+
+    async def sender(http: httpx.AsyncClient) -> None:
+        while queue:
+            n, (msg_id, prediction) = queue.pop(0)
+            body = json.dumps(prediction).encode()
+            answer = await http.post(
+                url, content=body, headers=_signed(secret, body, msg_id=msg_id)
+            )
+            statuses[n] = answer.status_code
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        await asyncio.gather(*(sender(http) for _ in range(SENDERS)))
+    return [statuses[n] for n in range(len(deliveries))]
+
+
+def settled(count: int) -> Callable[[list[str]], bool]:
+    return lambda lines: sum(": archived" in x or "recorded as failed" in x for x in lines) >= count
+
+
+@pytest.fixture
+def settings(archive_env, monkeypatch) -> Settings:
+    monkeypatch.setenv("ARCHIVER_WEBHOOK_CONCURRENCY", "3")
+    return Settings()
+
+
+@pytest.mark.slow
+def test_burst_acks_at_once_archives_each_once_never_more_than_the_cap(
+    settings, archive_env, emulator, tmp_path
+):
+    """150 deliveries + 15 duplicates from 8 senders while every archive is held: all answered
+    (202 / 200), 3 archives started; then each prediction is archived exactly once, 3 at most."""
+    made = [emulator.add_prediction(age_seconds=5) for _ in range(150)]
+    deliveries = [(f"msg_{p['id']}", p) for p in made]
+    deliveries += deliveries[::10]  # redelivered: same webhook-id, same body
+
+    async def scenario() -> None:
+        runtime = Runtime.build(settings, dest=str(archive_env))
+        gate, reports = asyncio.Event(), Reports()
+        job = Watched(existing_job(runtime), gate)
+        receiver = make_receiver(
+            settings, tmp_path / "inbox", job, emulator.webhook_secret, reports
+        )
+        try:
+            async with serving(receiver) as url:
+                statuses = await deliver(url, emulator.webhook_secret, deliveries)
+                # Every answer came back while no archive could finish.
+                assert statuses == [202] * 150 + [200] * 15
+                await job.reached(3)
+                assert _manifests(archive_env) == []
+                assert receiver.inbox.backlog() == 150
+                gate.set()
+                await reports.until(settled(150))
+            assert job.most == 3 and receiver.max_in_flight == 3
+            assert sorted(job.started) == sorted(p["id"] for p in made)  # each id once
+            assert receiver.inbox.backlog() == 0
+        finally:
+            await runtime.aclose()
+
+    asyncio.run(scenario())
+    manifests = [json.loads(m.read_text())["prediction_id"] for m in _manifests(archive_env)]
+    assert sorted(manifests) == sorted(p["id"] for p in made)
+
+
+@pytest.mark.slow
+def test_restart_resumes_the_backlog_oldest_first_at_the_cap(
+    settings, archive_env, emulator, tmp_path
+):
+    """40 deliveries accepted by a receiver that archives nothing before it stops: the next one
+    archives all 40 in the order they arrived, 3 at a time at most, each once."""
+    made = [emulator.add_prediction(age_seconds=5) for _ in range(40)]
+
+    async def scenario() -> Watched:
+        runtime = Runtime.build(settings, dest=str(archive_env))
+        try:
+            first = Watched(existing_job(runtime), asyncio.Event())  # never opened
+            receiver = make_receiver(
+                settings, tmp_path / "inbox", first, emulator.webhook_secret, Reports()
+            )
+            async with serving(receiver) as url:
+                for prediction in made:  # one at a time: the arrival order is known
+                    statuses = await deliver(
+                        url, emulator.webhook_secret, [("m" + prediction["id"], prediction)]
+                    )
+                    assert statuses == [202]
+                await first.reached(3)
+            assert _manifests(archive_env) == []  # stopped with 3 running: they stay queued
+            reports = Reports()
+            second = Watched(existing_job(runtime))
+            receiver = make_receiver(
+                settings, tmp_path / "inbox", second, emulator.webhook_secret, reports
+            )
+            async with serving(receiver):
+                await reports.until(settled(40))
+            assert receiver.max_in_flight <= 3
+            return second
+        finally:
+            await runtime.aclose()
+
+    second = asyncio.run(scenario())
+    assert second.started == [p["id"] for p in made]
+    assert 2 <= second.most <= 3
+    assert len(_manifests(archive_env)) == 40
+
+
+def test_unknown_prediction_is_retried_a_bounded_number_of_times_then_failed(
+    archive_env, emulator, tmp_path, monkeypatch
+):
+    """A signed delivery for an id the API answers 404 for: 3 attempts (ARCHIVER_WEBHOOK_ATTEMPTS),
+    then the delivery is recorded failed and leaves the queue; a known one beside it is archived."""
+    monkeypatch.setenv("ARCHIVER_WEBHOOK_ATTEMPTS", "3")
+    monkeypatch.setenv("ARCHIVER_RETRY_DELAY", "0")
+    settings = Settings()
+    known = emulator.add_prediction(age_seconds=5)
+    unknown = {**known, "id": "unknownprediction00000000"}
+
+    async def scenario() -> Receiver:
+        runtime = Runtime.build(settings, dest=str(archive_env))
+        reports = Reports()
+        receiver = make_receiver(
+            settings, tmp_path / "inbox", existing_job(runtime), emulator.webhook_secret, reports
+        )
+        try:
+            async with serving(receiver) as url:
+                pairs = [("m-unknown", unknown), ("m-known", known)]
+                assert await deliver(url, emulator.webhook_secret, pairs) == [202, 202]
+                await reports.until(settled(2))
+        finally:
+            await runtime.aclose()
+        return receiver
+
+    receiver = asyncio.run(scenario())
+    record = receiver.inbox.get("m-unknown")
+    assert record is not None and (record.state, record.attempts) == ("failed", 3)
+    assert "not found" in (record.outcome or "")
+    assert emulator.stats().read_ids.count(unknown["id"]) == 3
+    assert receiver.inbox.get("m-known").state == "done"  # type: ignore[union-attr]
+    assert receiver.inbox.backlog() == 0
