@@ -225,12 +225,12 @@ class Settings(BaseSettings):
         description="Largest webhook delivery body the receiver reads (bytes); larger: 413.",
     )
     webhook_concurrency: int = Field(
-        default=8,
+        default=16,
         ge=1,
         le=256,
         description="Predictions the webhook receiver archives at once; later deliveries wait in "
         "its durable inbox, oldest first (also after a restart), and are still answered at once. "
-        "8 keeps two cores busy with downloads without slowing the answers.",
+        "16 keeps two cores busy without slowing the answers (docs/webhooks.md).",
     )
     webhook_attempts: int = Field(
         default=5,

@@ -551,4 +551,8 @@ if __name__ == "__main__":
         from benchmarks.adhoc import main as adhoc
 
         raise SystemExit(adhoc(sys.argv[2:]))
+    if sys.argv[1:2] == ["webhooks"]:  # `python -m benchmarks webhooks`: the receiver's soak
+        from benchmarks.webhooks import main as webhooks
+
+        raise SystemExit(webhooks(sys.argv[2:]))
     raise SystemExit(main())

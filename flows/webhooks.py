@@ -2,7 +2,7 @@
 
 `python -m flows webhooks` runs `receive`. Without `PREFECT_API_URL` the archive job runs the
 domain's archive-by-id in this process; with it, each group of archives the receiver starts
-(at most ARCHIVER_WEBHOOK_CONCURRENCY predictions) is one `archive-existing` flow run, visible
+(at most ARCHIVER_WEBHOOK_CONCURRENCY predictions) is one `archive-webhooks` flow run, visible
 with its artifacts in the Prefect UI, in this process.
 """
 
@@ -15,7 +15,7 @@ from archiver.existing import ArchiveReport
 from archiver.progress import NullProgress
 from archiver.retry import RetryPolicies
 from archiver.runtime import Runtime
-from archiver.webhooks import Receiver, WebhookInbox, WebhookVerifier, build_app
+from archiver.webhooks import Receiver, WebhookInbox, WebhookVerifier
 from archiver.webhooks.receiver import ArchiveJob
 from archiver.webhooks.serve import (
     bind,
@@ -36,21 +36,21 @@ def prefect_configured() -> bool:
 
 
 def flow_job(dest: str | None) -> ArchiveJob:
-    """The archive job as one `archive-existing` flow run per group of predictions (storage
+    """The archive job as one `archive-webhooks` flow run per group of predictions (storage
     options via the environment): its summary and gallery artifacts show what it archived.
 
     A prediction whose archive failed is that id's error (the receiver retries it); a removed or
     skipped prediction is its outcome. A run that crashed fails the whole group's attempt.
     """
-    from flows.archive_existing import archive_existing
+    from flows.archive_existing import archive_webhooks
 
     async def job(prediction_ids: list[str]) -> dict[str, str | BaseException]:
-        state = await archive_existing(prediction_ids=prediction_ids, dest=dest, return_state=True)
+        state = await archive_webhooks(prediction_ids=prediction_ids, dest=dest, return_state=True)
         report = await state.aresult(raise_on_failure=False)
         if isinstance(report, BaseException):
             raise report
         if not isinstance(report, ArchiveReport):
-            raise ArchiverError(f"archive-existing ended {state.type.value}: {state.message}")
+            raise ArchiverError(f"archive-webhooks ended {state.type.value}: {state.message}")
         return {r.prediction_id: job_outcome(r) for r in report.predictions}
 
     return job
@@ -94,6 +94,6 @@ async def receive(
         sock = bind(host, port)
         bound_port = sock.getsockname()[1]
         url = f"http://{url_host(host)}:{bound_port}{path}"
-        await serve(build_app(receiver, path), sock, on_ready=lambda: announce(url))
+        await serve(receiver, path, sock, on_ready=lambda: announce(url))
     finally:
         await runtime.aclose()

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from archiver.retry import RetryPolicies
 from archiver.runtime import Runtime
 from archiver.settings import Settings
-from archiver.webhooks import Receiver, WebhookInbox, WebhookVerifier, build_app
+from archiver.webhooks import Receiver, WebhookInbox, WebhookVerifier
 from archiver.webhooks.receiver import ArchiveJob
-from archiver.webhooks.serve import bind, existing_job
+from archiver.webhooks.serve import answering, bind, existing_job
 from tests.test_webhooks_receiver import _manifests, _signed
 
 PATH = "/webhooks/replicate"
@@ -79,16 +78,13 @@ class Reports:
 
 @asynccontextmanager
 async def serving(receiver: Receiver) -> AsyncIterator[str]:
-    """The real receiver app on a free loopback port (uvicorn, this loop); its URL."""
+    """The real receiver on a free loopback port: answers in their thread, archives in this
+    loop (`serve.answering`, as `python -m flows webhooks` runs it); its URL."""
     sock = bind("127.0.0.1", 0)
-    config = uvicorn.Config(build_app(receiver, PATH), log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}{PATH}"
+        async with answering(receiver, PATH, sock):
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}{PATH}"
     finally:
-        server.should_exit = True
-        await task
         sock.close()
 
 
@@ -249,3 +245,61 @@ def test_unknown_prediction_is_retried_a_bounded_number_of_times_then_failed(
     assert emulator.stats().read_ids.count(unknown["id"]) == 3
     assert receiver.inbox.get("m-known").state == "done"  # type: ignore[union-attr]
     assert receiver.inbox.backlog() == 0
+
+
+@pytest.mark.slow
+def test_with_prefect_groups_are_flow_runs_whose_artifacts_show_each_archive(
+    prefect_harness, settings, archive_env, emulator, tmp_path
+):
+    """60 deliveries, cap 4, the receiver's Prefect job: every prediction archived once, by
+    `archive-webhooks` flow runs of at most 4 ids each, whose summaries name every id."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowFilter,
+        FlowFilterName,
+    )
+
+    from flows.webhooks import flow_group, flow_job
+
+    settings = settings.model_copy(update={"webhook_concurrency": 4})
+    made = [emulator.add_prediction(age_seconds=5) for _ in range(60)]
+    ids = [p["id"] for p in made]
+
+    async def scenario() -> tuple[Watched, list, dict[str, str]]:
+        reports, job = Reports(), Watched(flow_job(str(archive_env)))
+        receiver = make_receiver(
+            settings, tmp_path / "inbox", job, emulator.webhook_secret, reports
+        )
+        receiver.group = flow_group(4)
+        async with serving(receiver) as url:
+            statuses = await deliver(
+                url, emulator.webhook_secret, [(f"m{i}", p) for i, p in enumerate(made)]
+            )
+            assert statuses == [202] * 60
+            await reports.until(settled(60), timeout=300)
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["archive-webhooks"]))
+            )
+            summaries = {}
+            for run in runs:
+                for artifact in await client.read_artifacts(
+                    artifact_filter=ArtifactFilter(
+                        flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])
+                    ),
+                ):
+                    if artifact.key == "archive-webhooks-summary":
+                        summaries[str(run.id)] = str(artifact.data)
+        return job, runs, summaries
+
+    job, runs, summaries = asyncio.run(scenario())
+    assert job.most <= 4
+    grouped = [i for run in runs for i in run.parameters["prediction_ids"]]
+    assert sorted(grouped) == sorted(ids)  # every id in one run, none twice
+    assert all(len(run.parameters["prediction_ids"]) <= 4 for run in runs)
+    assert len(runs) < 60  # grouped: fewer runs than predictions
+    for run in runs:
+        assert all(f"`{i}`" in summaries[str(run.id)] for i in run.parameters["prediction_ids"])
+    assert len(_manifests(archive_env)) == 60

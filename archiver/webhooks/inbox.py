@@ -103,6 +103,17 @@ class WebhookInbox:
         write_bytes_atomic(self.store, self._entry_path(record.queued), b"")
         return record
 
+    def receive(self, record: InboxRecord, due: float) -> InboxRecord | None:
+        """The answer's one storage call: None when `record` is new (then recorded, and queued
+        if `accepted`); else the record its webhook id already has (queued again if its entry
+        died in a crash between the two writes of `accept`)."""
+        known = self.get(record.webhook_id)
+        if known is None:
+            self.accept(record, due)
+            return None
+        self.ensure_queued(known, due)
+        return known
+
     def ensure_queued(self, record: InboxRecord, due: float) -> InboxRecord:
         """Queue an `accepted` record again if its entry is gone (a crash between the two
         writes of `accept`); a no-op for any other record."""

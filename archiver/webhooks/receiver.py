@@ -1,5 +1,7 @@
 """The webhook receiver: a Starlette app that records each delivery, answers, archives later.
 
+Deliveries are answered in a thread of their own (`serve.answering`: its own event loop and
+inbox threads), so an answer never waits behind archive work in the archives' loop.
 Per delivery: a body over the size limit is 413; a delivery that does not verify is 400 or 401
 (`verify`); none of these touches the inbox or archives anything. A `webhook-id` already in the
 inbox is answered 200 and does nothing more. A succeeded prediction is recorded and queued
@@ -25,7 +27,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
@@ -82,6 +84,7 @@ class Receiver:
         self._ack_pool = ThreadPoolExecutor(ACK_THREADS, thread_name_prefix="webhook-ack")
         self._queue_pool = ThreadPoolExecutor(1, thread_name_prefix="webhook-queue")
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the archives' loop, once started
         self._taken: set[str] = set()  # queue entries being archived (at most `concurrency`)
         self._groups: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -107,24 +110,22 @@ class Receiver:
             return Response(status_code=400)
         prediction = delivery.prediction
         stripe = hashlib.sha256(delivery.webhook_id.encode()).digest()[0] % LOCK_STRIPES
+        succeeded = prediction["status"] == "succeeded"
+        record = InboxRecord(
+            webhook_id=delivery.webhook_id,
+            prediction_id=prediction["id"],
+            status=prediction["status"],
+            state="accepted" if succeeded else "ignored",
+        )
         async with self._locks[stripe]:  # one check-and-record per id: none accepted twice
-            known = await self._ack_io(self.inbox.get, delivery.webhook_id)
-            if known is not None:
-                if known.state == "accepted":  # its queue entry may have died with a receiver
-                    await self._ack_io(self.inbox.ensure_queued, known, self.clock())
-                    self._wake.set()
-                return JSONResponse({"duplicate": True, "state": known.state}, status_code=200)
-            succeeded = prediction["status"] == "succeeded"
-            record = InboxRecord(
-                webhook_id=delivery.webhook_id,
-                prediction_id=prediction["id"],
-                status=prediction["status"],
-                state="accepted" if succeeded else "ignored",
-            )
-            await self._ack_io(self.inbox.accept, record, self.clock())
+            known = await self._ack_io(self.inbox.receive, record, self.clock())
+        if known is not None:
+            if known.state == "accepted":
+                self._notify()  # its entry may have been queued again
+            return JSONResponse({"duplicate": True, "state": known.state}, status_code=200)
         if not succeeded:
             return JSONResponse({"accepted": False, "status": record.status}, status_code=200)
-        self._wake.set()
+        self._notify()
         return JSONResponse({"accepted": True, "prediction_id": record.prediction_id}, 202)
 
     async def _body(self, request: Request) -> bytes:
@@ -141,10 +142,17 @@ class Receiver:
 
     # -- the dispatcher ---------------------------------------------------------------------
 
+    def _notify(self) -> None:
+        """Wake the dispatcher (from the answers' thread, or any other)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
     def start(self) -> None:
-        """Start archiving the queue (what a previous receiver left first: oldest first)."""
+        """Start archiving the queue in this loop (what a previous receiver left first: oldest
+        first). Deliveries may be answered in another thread's loop (`serve.answering`)."""
         if self._dispatcher is None:
-            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+            self._loop = asyncio.get_running_loop()
+            self._dispatcher = self._loop.create_task(self._dispatch())
 
     async def _dispatch(self) -> None:
         while True:
@@ -235,15 +243,5 @@ class Receiver:
 
 
 def build_app(receiver: Receiver, path: str) -> Any:
-    """The ASGI app: `POST path` receives; startup starts archiving what is queued."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        backlog = await asyncio.to_thread(receiver.inbox.backlog)
-        if backlog:
-            receiver.report(f"resuming {backlog} queued archive(s) a previous receiver left")
-        receiver.start()
-        yield
-        await receiver.stop()
-
-    return Starlette(routes=[Route(path, receiver.handle, methods=["POST"])], lifespan=lifespan)
+    """The ASGI app: `POST path` receives (archiving is started apart: `Receiver.start`)."""
+    return Starlette(routes=[Route(path, receiver.handle, methods=["POST"])])

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import signal
 import socket
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections.abc import AsyncIterator, Callable
 
 import uvicorn
 
@@ -13,7 +16,7 @@ from ..errors import ArchiverError, register_secret
 from ..existing import ExistingArchiver, ExistingResult
 from ..runtime import Runtime
 from ..settings import Settings
-from .receiver import ArchiveJob
+from .receiver import ArchiveJob, Receiver, build_app
 
 
 async def resolve_secret(settings: Settings, runtime: Runtime) -> str:
@@ -68,11 +71,58 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(
-    app: Any, sock: socket.socket, *, log_level: str = "warning", on_ready: Callable[[], None]
-) -> None:
-    """Serve `app` on `sock` until SIGINT/SIGTERM (uvicorn's own handling)."""
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
+@contextlib.asynccontextmanager
+async def answering(receiver: Receiver, path: str, sock: socket.socket) -> AsyncIterator[None]:
+    """Answer deliveries on `sock` from a thread with an event loop of its own, and archive the
+    queue in this loop, until the block exits; then stop both (running archives stay queued).
+
+    The answers' thread holds no archive work, so an answer waits only for its own steps
+    (verify, one durable append), whatever the archives do."""
+    config = uvicorn.Config(
+        build_app(receiver, path), log_level="warning", access_log=False, lifespan="off"
+    )
     server = uvicorn.Server(config)
-    on_ready()
-    await server.serve(sockets=[sock])
+    backlog = await asyncio.to_thread(receiver.inbox.backlog)
+    if backlog:
+        receiver.report(f"resuming {backlog} queued archive(s) a previous receiver left")
+    receiver.start()
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run,
+        args=(asyncio.run, server.serve(sockets=[sock])),
+        name="webhook-answers",
+        daemon=True,
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join)
+        await receiver.stop()
+
+
+async def serve(
+    receiver: Receiver, path: str, sock: socket.socket, *, on_ready: Callable[[], None]
+) -> None:
+    """Serve until SIGINT or SIGTERM; then stop cleanly and let the signal take its course
+    (SIGINT: KeyboardInterrupt, exit 130)."""
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    caught: list[signal.Signals] = []
+
+    def stop(sig: signal.Signals) -> None:
+        caught.append(sig)
+        stopped.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        async with answering(receiver, path, sock):
+            on_ready()
+            await stopped.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    for sig in caught[:1]:
+        signal.raise_signal(sig)
