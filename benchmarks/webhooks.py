@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 from standardwebhooks import Webhook
 
-from benchmarks.servers import emulator, prefect_server, tree_cpu_seconds
+from benchmarks.servers import emulator, prefect_server, run_env, tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "r8_benchmark_token_not_secret_0000"
@@ -156,17 +156,11 @@ def main(argv: list[str]) -> int:
         prefect_server(work / "prefect") as (api_url, _startup, server_pid),
     ):
         env = {
-            **os.environ,
-            "REPLICATE_BASE_URL": base_url,
-            "REPLICATE_DELIVERY_HOSTS": base_url.split("//")[1].split(":")[0],
-            "REPLICATE_API_TOKEN": TOKEN,
-            "PREFECT_API_URL": api_url,
-            "PREFECT_HOME": str(work / "prefect-client"),
+            **run_env(base_url, api_url, work, TOKEN),
             "ARCHIVER_CACHE_URL": str(work / "cache"),
             "ARCHIVER_STAGING_DIR": str(work / "staging"),
             "PYTHONPATH": str(ROOT),
         }
-        env.pop("ARCHIVER_STORAGE_OPTIONS", None)
         if args.concurrency:
             env["ARCHIVER_WEBHOOK_CONCURRENCY"] = str(args.concurrency)
         log(f"seeding {args.n} predictions made elsewhere")

@@ -16,6 +16,7 @@ whose record is no longer `accepted` (a crash between the two writes) is dropped
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..storage import Destination, exists, read_bytes, remove, write_bytes_atomic
+from ..storage import Destination, exists, read_bytes, remove, sync_directory, write_bytes_atomic
 
 DIRECTORY = "webhooks"
 QUEUE = "queue"
@@ -100,8 +101,19 @@ class WebhookInbox:
             return self.put(record)
         record = self.put(record.model_copy(update={"queued": entry_name(record.webhook_id, due)}))
         assert record.queued is not None
-        write_bytes_atomic(self.store, self._entry_path(record.queued), b"")
+        self._create_entry(self._entry_path(record.queued))
         return record
+
+    def _create_entry(self, path: str) -> None:
+        """An empty entry, durable on return. On local disk creating an empty file is atomic by
+        itself: one directory fsync, not a temp file's fsync and rename as well."""
+        if not self.store.is_local:
+            write_bytes_atomic(self.store, path, b"")
+            return
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        sync_directory(self.store, directory)
 
     def receive(self, record: InboxRecord, due: float) -> InboxRecord | None:
         """The answer's one storage call: None when `record` is new (then recorded, and queued
