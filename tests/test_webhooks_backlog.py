@@ -18,8 +18,8 @@ import pytest
 from archiver.retry import RetryPolicies
 from archiver.runtime import Runtime
 from archiver.settings import Settings
-from archiver.webhooks import Receiver, WebhookInbox, WebhookVerifier
-from archiver.webhooks.receiver import ArchiveJob
+from archiver.webhooks import Dispatcher, Receiver, WebhookInbox, WebhookVerifier
+from archiver.webhooks.dispatch import ArchiveJob
 from archiver.webhooks.serve import answering, bind, existing_job
 from tests.test_webhooks_receiver import _manifests, _signed
 
@@ -77,27 +77,33 @@ class Reports:
 
 
 @asynccontextmanager
-async def serving(receiver: Receiver) -> AsyncIterator[str]:
-    """The real receiver on a free loopback port: answers in their thread, archives in this
-    loop (`serve.answering`, as `python -m flows webhooks` runs it); its URL."""
+async def serving(dispatcher: Dispatcher, secret: str) -> AsyncIterator[str]:
+    """The real receiver on a free loopback port: answers in their thread, archives with
+    `dispatcher` in this loop (`serve.answering`); its URL."""
+    receiver = Receiver(
+        WebhookVerifier(secret),
+        dispatcher.inbox,
+        max_body=Settings().webhook_max_body,
+        wake=dispatcher.wake,
+        report=dispatcher.report,
+    )
     sock = bind("127.0.0.1", 0)
     try:
-        async with answering(receiver, PATH, sock):
+        async with answering(receiver, dispatcher, PATH, sock):
             yield f"http://127.0.0.1:{sock.getsockname()[1]}{PATH}"
     finally:
         sock.close()
 
 
-def make_receiver(
-    settings: Settings, store: Path, job: ArchiveJob, secret: str, report: Reports
-) -> Receiver:
+def make_dispatcher(
+    settings: Settings, store: Path, job: ArchiveJob, report: Reports
+) -> Dispatcher:
+    """The archive side as `python -m flows webhooks` builds it, over an inbox in `store`."""
     from archiver.storage import open_destination
 
-    return Receiver(
-        WebhookVerifier(secret),
+    return Dispatcher(
         WebhookInbox(open_destination(str(store))),
         job,
-        max_body=settings.webhook_max_body,
         concurrency=settings.webhook_concurrency,
         policy=RetryPolicies.from_settings(settings).webhook_job,
         report=report,
@@ -147,22 +153,20 @@ def test_burst_acks_at_once_archives_each_once_never_more_than_the_cap(
         runtime = Runtime.build(settings, dest=str(archive_env))
         gate, reports = asyncio.Event(), Reports()
         job = Watched(existing_job(runtime), gate)
-        receiver = make_receiver(
-            settings, tmp_path / "inbox", job, emulator.webhook_secret, reports
-        )
+        dispatcher = make_dispatcher(settings, tmp_path / "inbox", job, reports)
         try:
-            async with serving(receiver) as url:
+            async with serving(dispatcher, emulator.webhook_secret) as url:
                 statuses = await deliver(url, emulator.webhook_secret, deliveries)
                 # Every answer came back while no archive could finish.
                 assert statuses == [202] * 150 + [200] * 15
                 await job.reached(3)
                 assert _manifests(archive_env) == []
-                assert receiver.inbox.backlog() == 150
+                assert dispatcher.inbox.backlog() == 150
                 gate.set()
                 await reports.until(settled(150))
-            assert job.most == 3 and receiver.max_in_flight == 3
+            assert job.most == 3 and dispatcher.max_in_flight == 3
             assert sorted(job.started) == sorted(p["id"] for p in made)  # each id once
-            assert receiver.inbox.backlog() == 0
+            assert dispatcher.inbox.backlog() == 0
         finally:
             await runtime.aclose()
 
@@ -183,10 +187,8 @@ def test_restart_resumes_the_backlog_oldest_first_at_the_cap(
         runtime = Runtime.build(settings, dest=str(archive_env))
         try:
             first = Watched(existing_job(runtime), asyncio.Event())  # never opened
-            receiver = make_receiver(
-                settings, tmp_path / "inbox", first, emulator.webhook_secret, Reports()
-            )
-            async with serving(receiver) as url:
+            dispatcher = make_dispatcher(settings, tmp_path / "inbox", first, Reports())
+            async with serving(dispatcher, emulator.webhook_secret) as url:
                 for prediction in made:  # one at a time: the arrival order is known
                     statuses = await deliver(
                         url, emulator.webhook_secret, [("m" + prediction["id"], prediction)]
@@ -196,12 +198,10 @@ def test_restart_resumes_the_backlog_oldest_first_at_the_cap(
             assert _manifests(archive_env) == []  # stopped with 3 running: they stay queued
             reports = Reports()
             second = Watched(existing_job(runtime))
-            receiver = make_receiver(
-                settings, tmp_path / "inbox", second, emulator.webhook_secret, reports
-            )
-            async with serving(receiver):
+            dispatcher = make_dispatcher(settings, tmp_path / "inbox", second, reports)
+            async with serving(dispatcher, emulator.webhook_secret):
                 await reports.until(settled(40))
-            assert receiver.max_in_flight <= 3
+            assert dispatcher.max_in_flight <= 3
             return second
         finally:
             await runtime.aclose()
@@ -223,28 +223,26 @@ def test_unknown_prediction_is_retried_a_bounded_number_of_times_then_failed(
     known = emulator.add_prediction(age_seconds=5)
     unknown = {**known, "id": "unknownprediction00000000"}
 
-    async def scenario() -> Receiver:
+    async def scenario() -> Dispatcher:
         runtime = Runtime.build(settings, dest=str(archive_env))
         reports = Reports()
-        receiver = make_receiver(
-            settings, tmp_path / "inbox", existing_job(runtime), emulator.webhook_secret, reports
-        )
+        dispatcher = make_dispatcher(settings, tmp_path / "inbox", existing_job(runtime), reports)
         try:
-            async with serving(receiver) as url:
+            async with serving(dispatcher, emulator.webhook_secret) as url:
                 pairs = [("m-unknown", unknown), ("m-known", known)]
                 assert await deliver(url, emulator.webhook_secret, pairs) == [202, 202]
                 await reports.until(settled(2))
         finally:
             await runtime.aclose()
-        return receiver
+        return dispatcher
 
-    receiver = asyncio.run(scenario())
-    record = receiver.inbox.get("m-unknown")
+    dispatcher = asyncio.run(scenario())
+    record = dispatcher.inbox.get("m-unknown")
     assert record is not None and (record.state, record.attempts) == ("failed", 3)
     assert "not found" in (record.outcome or "")
     assert emulator.stats().read_ids.count(unknown["id"]) == 3
-    assert receiver.inbox.get("m-known").state == "done"  # type: ignore[union-attr]
-    assert receiver.inbox.backlog() == 0
+    assert dispatcher.inbox.get("m-known").state == "done"  # type: ignore[union-attr]
+    assert dispatcher.inbox.backlog() == 0
 
 
 @pytest.mark.slow
@@ -269,11 +267,9 @@ def test_with_prefect_groups_are_flow_runs_whose_artifacts_show_each_archive(
 
     async def scenario() -> tuple[Watched, list, dict[str, str]]:
         reports, job = Reports(), Watched(flow_job(str(archive_env)))
-        receiver = make_receiver(
-            settings, tmp_path / "inbox", job, emulator.webhook_secret, reports
-        )
-        receiver.group = flow_group(4)
-        async with serving(receiver) as url:
+        dispatcher = make_dispatcher(settings, tmp_path / "inbox", job, reports)
+        dispatcher.group = flow_group(4)
+        async with serving(dispatcher, emulator.webhook_secret) as url:
             statuses = await deliver(
                 url, emulator.webhook_secret, [(f"m{i}", p) for i, p in enumerate(made)]
             )

@@ -1,4 +1,5 @@
-"""Run the receiver: resolve the signing secret, bind, print the URL, serve until stopped."""
+"""Run the receiver: resolve the signing secret, bind, answer in a thread of their own, archive
+apart, until stopped."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import contextvars
 import signal
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 
 import uvicorn
 
@@ -16,7 +18,8 @@ from ..errors import ArchiverError, register_secret
 from ..existing import ExistingArchiver, ExistingResult
 from ..runtime import Runtime
 from ..settings import Settings
-from .receiver import ArchiveJob, Receiver, build_app
+from .dispatch import ArchiveJob, Dispatcher
+from .receiver import Receiver, build_app
 
 
 async def resolve_secret(settings: Settings, runtime: Runtime) -> str:
@@ -72,20 +75,18 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def answering(receiver: Receiver, path: str, sock: socket.socket) -> AsyncIterator[None]:
+async def answering(
+    receiver: Receiver, dispatcher: Dispatcher | None, path: str, sock: socket.socket
+) -> AsyncIterator[None]:
     """Answer deliveries on `sock` from a thread with an event loop of its own, and archive the
-    queue in this loop, until the block exits; then stop both (running archives stay queued).
-
-    The answers' thread holds no archive work, so an answer waits only for its own steps
-    (verify, one durable append), whatever the archives do."""
+    queue with `dispatcher` in this loop (None: another process does), until the block exits;
+    then stop both (running archives stay queued)."""
     config = uvicorn.Config(
         build_app(receiver, path), log_level="warning", access_log=False, lifespan="off"
     )
     server = uvicorn.Server(config)
-    backlog = await asyncio.to_thread(receiver.inbox.backlog)
-    if backlog:
-        receiver.report(f"resuming {backlog} queued archive(s) a previous receiver left")
-    receiver.start()
+    if dispatcher is not None:
+        await dispatcher.start()
     context = contextvars.copy_context()
     thread = threading.Thread(
         target=context.run,
@@ -99,30 +100,28 @@ async def answering(receiver: Receiver, path: str, sock: socket.socket) -> Async
     finally:
         server.should_exit = True
         await asyncio.to_thread(thread.join)
-        await receiver.stop()
+        receiver.close()
+        if dispatcher is not None:
+            await dispatcher.stop()
 
 
-async def serve(
-    receiver: Receiver, path: str, sock: socket.socket, *, on_ready: Callable[[], None]
-) -> None:
-    """Serve until SIGINT or SIGTERM; then stop cleanly and let the signal take its course
-    (SIGINT: KeyboardInterrupt, exit 130)."""
+async def until_signal(*also: Awaitable[object]) -> signal.Signals | None:
+    """Wait for SIGINT or SIGTERM (which one), or for the first of `also` to finish (None)."""
     loop = asyncio.get_running_loop()
-    stopped = asyncio.Event()
-    caught: list[signal.Signals] = []
+    caught: asyncio.Future[signal.Signals] = loop.create_future()
 
-    def stop(sig: signal.Signals) -> None:
-        caught.append(sig)
-        stopped.set()
+    def catch(sig: signal.Signals) -> None:
+        if not caught.done():
+            caught.set_result(sig)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop, sig)
+        loop.add_signal_handler(sig, catch, sig)
+    others: list[asyncio.Future[Any]] = [asyncio.ensure_future(a) for a in also]
     try:
-        async with answering(receiver, path, sock):
-            on_ready()
-            await stopped.wait()
+        await asyncio.wait([caught, *others], return_when=asyncio.FIRST_COMPLETED)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    for sig in caught[:1]:
-        signal.raise_signal(sig)
+        for other in others:
+            other.cancel()
+    return caught.result() if caught.done() else None
