@@ -187,6 +187,7 @@ def main(argv: list[str]) -> int:
 
         threading.Thread(target=watch, daemon=True).start()
         cpu_before = tree_cpu_seconds({"receiver": proc.pid, "server": server_pid})
+        load_before = os.getloadavg()[0]
         try:
             log(f"delivering {len(plan)} ({repeats} duplicates) over {args.seconds:g}s")
             answers = asyncio.run(send(url, secret, plan, args.senders))
@@ -239,6 +240,7 @@ def main(argv: list[str]) -> int:
         "receiver_rss_peak_mb": peak[0] / 1024,
         "receiver_cpu_s": cpu["receiver"] - cpu_before["receiver"],
         "prefect_server_cpu_s": cpu["server"] - cpu_before["server"],
+        "load_average_1min": [load_before, os.getloadavg()[0]],  # a shared machine skews all
         "flow_runs": flow_runs,
         "largest_flow_run": max((len(r["parameters"]["prediction_ids"]) for r in runs), default=0),
         "artifacts": artifacts,
