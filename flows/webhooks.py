@@ -1,9 +1,9 @@
 """The webhook receiver, wired: each archive is a flow run when a Prefect server is configured.
 
-`python -m flows webhooks` runs `receive`. Without `PREFECT_API_URL` the archive job runs the
-domain's archive-by-id in this process; with it, each group of archives the receiver starts
-(at most ARCHIVER_WEBHOOK_CONCURRENCY predictions) is one `archive-webhooks` flow run, visible
-with its artifacts in the Prefect UI, in this process.
+`python -m flows webhooks` runs `receive`: it answers deliveries, and its child process
+(`archive_queue`) archives the queue. Without `PREFECT_API_URL` the archive job runs the domain's
+archive-by-id there; with it, each group of archives (at most ARCHIVER_WEBHOOK_CONCURRENCY
+predictions) is one `archive-webhooks` flow run, visible with its artifacts in the Prefect UI.
 """
 
 from __future__ import annotations
