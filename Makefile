@@ -52,6 +52,7 @@ BENCH_ARGS ?=
 bench: install
 	$(PY) -m benchmarks $(BENCH_ARGS)
 	$(PY) -m benchmarks adhoc  # replicate client vs `python -m flows run`, ad hoc
+	$(PY) -m benchmarks webhooks $(BENCH_WEBHOOKS_ARGS)  # the receiver's soak (docs/webhooks.md)
 
 # --- Deployments, schedules and scale-out (README) ------------------------------------------
 # make server | pool | secret | deploy | worker (one per machine or terminal) | serve | test-ui

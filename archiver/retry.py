@@ -38,6 +38,7 @@ logger: what is retried, why (the error, redacted) and how long it waits, so a s
 | download one file | `download_file` (`DOWNLOAD_ATTEMPTS` 5) | 5 delivery GETs (each may follow 5 redirects); between them at most 4 re-fetches of the prediction (`api_get` each) when URLs expire or streams break |
 | a pipeline step (generate, download, archive) | `step` (`TASK_RETRIES` 3 + 1) | 4 runs of the step, only for transient errors no loop above handled: store outages; each store request is 1 HTTP request |
 | read a batch file | `READ_BATCH` | 3 reads, only for transient errors (a store outage) |
+| archive a prediction a webhook announced | `webhook_job` (`WEBHOOK_ATTEMPTS` 5) | 5 archive jobs of the delivery (e.g. a prediction the API answers 404 for), each queued again in the receiver's durable inbox for its delay (no slot held while waiting), then the delivery is recorded `failed` |
 | take slots of Prefect's global create limit | `PREFECT_LIMIT` | 8 requests answered 503 (a busy server; they skip the Prefect client's own retry), 2.3 s in all, then creates are limited in-process; other errors are retried by the Prefect client alone; a full limit (423) is waited out as the server asks, as Prefect does |
 """
 
@@ -120,6 +121,7 @@ class RetryPolicies:
     wait_poll: RetryPolicy = RetryPolicy(8, 0.5, 30.0, jitter=0.1)
     download_file: RetryPolicy = RetryPolicy(5, 0.5, 30.0, jitter=0.1)
     step: RetryPolicy = RetryPolicy(4, 2.0, 60.0)
+    webhook_job: RetryPolicy = RetryPolicy(5, 0.5, 30.0, jitter=0.1)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicies:
@@ -137,6 +139,7 @@ class RetryPolicies:
             wait_poll=RetryPolicy(s.wait_failures, **common),
             download_file=RetryPolicy(s.download_attempts, **common),
             step=RetryPolicy(s.task_retries + 1, s.task_retry_delay, max_delay=600.0),
+            webhook_job=RetryPolicy(s.webhook_attempts, **common),
         )
 
 
@@ -152,6 +155,18 @@ PREFECT_LIMIT = RetryPolicy(attempts=8, first_delay=0.02, max_delay=1.0, jitter=
 def should_retry(exc: BaseException | None) -> bool:
     """True for errors that may pass if the same step runs again, and no loop gave up on."""
     return isinstance(exc, TransientError) and not exc.exhausted
+
+
+def next_try(
+    policy: RetryPolicy,
+    failed: int,
+    error: BaseException,
+    rand: Callable[[], float] = random.random,
+) -> float | None:
+    """The wait before trying again after `failed` failed attempts, or None when the policy's
+    attempts are spent: for loops that keep their attempts durably (the webhook inbox), not in
+    a call stack."""
+    return policy.wait(failed, error, rand) if failed < policy.attempts else None
 
 
 def given_up(exc: E) -> E:

@@ -250,6 +250,21 @@ class Settings(BaseSettings):
         le=64 * MiB,
         description="Largest webhook delivery body the receiver reads (bytes); larger: 413.",
     )
+    webhook_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Predictions the webhook receiver archives at once; later deliveries wait in "
+        "its durable inbox, oldest first (also after a restart), and are still answered at once. "
+        "16 keeps two cores busy without slowing the answers (docs/webhooks.md).",
+    )
+    webhook_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="Archive attempts per accepted webhook delivery (e.g. a prediction the API "
+        "does not know yet), ARCHIVER_RETRY_DELAY apart and doubling; then it is recorded failed.",
+    )
     presign_seconds: int = Field(
         default=0,
         ge=0,

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.servers import emulator, prefect_server, tree_cpu_seconds
+from benchmarks.servers import emulator, prefect_server, run_env, tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -263,17 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             WATCHED.update(emulator=emulator_pid, server=server_pid)
             figures["prefect_server_startup_s"] = startup
-            env = {
-                **os.environ,
-                "REPLICATE_BASE_URL": base_url,
-                "REPLICATE_DELIVERY_HOSTS": base_url.split("//")[1].split(":")[0],
-                "REPLICATE_API_TOKEN": TOKEN,
-                "PREFECT_API_URL": api_url,
-                "PREFECT_HOME": str(work / "prefect-client"),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "DO_NOT_TRACK": "1",
-            }
-            env.pop("ARCHIVER_STORAGE_OPTIONS", None)
+            env = run_env(base_url, api_url, work, TOKEN)
             k = args.k
             base = {"k": k, "files": args.files, "size": args.size}
 
@@ -555,4 +545,8 @@ if __name__ == "__main__":
         from benchmarks.adhoc import main as adhoc
 
         raise SystemExit(adhoc(sys.argv[2:]))
+    if sys.argv[1:2] == ["webhooks"]:  # `python -m benchmarks webhooks`: the receiver's soak
+        from benchmarks.webhooks import main as webhooks
+
+        raise SystemExit(webhooks(sys.argv[2:]))
     raise SystemExit(main())

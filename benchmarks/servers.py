@@ -93,6 +93,23 @@ def prefect_server(home: Path, timeout: float = 120) -> Iterator[tuple[str, floa
         log.close()
 
 
+def run_env(base_url: str, api_url: str, work: Path, token: str) -> dict[str, str]:
+    """The environment of a run against the emulator at `base_url` and the Prefect API at
+    `api_url` (a client PREFECT_HOME under `work`; no storage options of the caller's)."""
+    env = {
+        **os.environ,
+        "REPLICATE_BASE_URL": base_url,
+        "REPLICATE_DELIVERY_HOSTS": base_url.split("//")[1].split(":")[0],
+        "REPLICATE_API_TOKEN": token,
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(work / "prefect-client"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    env.pop("ARCHIVER_STORAGE_OPTIONS", None)
+    return env
+
+
 def tree_cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
     """User + system CPU seconds each root process and its live descendants (a server that
     runs its work in child processes, as `prefect server start` may) have used so far, by

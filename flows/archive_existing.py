@@ -1,4 +1,6 @@
-"""Flow: archive predictions that already exist on the account, by id (never creates one)."""
+"""Flows: archive predictions that already exist on the account, by id (never creates one):
+`archive-existing` (a deployment; a task run per prediction) and `archive-webhooks` (the webhook
+receiver's groups; artifacts only)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from prefect.states import Failed
 from pydantic import Field
 
 from archiver.existing import ArchiveReport, ExistingArchiver, IncompleteArchive
+from archiver.pipeline import Steps
 from archiver.progress import current_progress
 from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
@@ -41,6 +44,32 @@ async def archive_existing(
         dest: Archive root (local path or fsspec URL); empty: the worker's ARCHIVER_DEST.
         storage_options: Non-secret fsspec options; credentials stay in the worker's environment.
     """
+    return await _archive_ids(prediction_ids, dest, storage_options, tasks=True)
+
+
+@flow(name="archive-webhooks")
+async def archive_webhooks(
+    prediction_ids: Annotated[list[PredictionId], Field(min_length=1, max_length=1000)],
+    dest: str | None = None,
+) -> ArchiveReport:
+    """Archive a group of predictions the webhook receiver was told about (`python -m flows
+    webhooks`): as `archive-existing`, without a task run per prediction (a burst of deliveries
+    is many groups; each one's summary and gallery artifacts show what it archived).
+
+    Args:
+        prediction_ids: Ids of predictions on this account, e.g. `["gm3qorzdhgbfurvjtvhg6dckhu"]`.
+        dest: Archive root (local path or fsspec URL); empty: ARCHIVER_DEST.
+    """
+    return await _archive_ids(prediction_ids, dest, None, tasks=False)
+
+
+async def _archive_ids(
+    prediction_ids: list[str],
+    dest: str | None,
+    storage_options: dict[str, str] | None,
+    *,
+    tasks: bool,
+) -> ArchiveReport:
     settings = await flow_settings()
     await checked_store_urls(settings, dest)
     runtime = Runtime.build(
@@ -48,9 +77,10 @@ async def archive_existing(
     )
     use_previews(PreviewBudget())  # one gallery's worth of thumbnails, made from staged files
     try:
-        archiver = ExistingArchiver(runtime, task_steps(settings))
+        archiver = ExistingArchiver(runtime, task_steps(settings) if tasks else Steps())
+        step = archive_by_id if tasks else archive_by_id.fn  # a task run each, or plain calls
         unique = list(dict.fromkeys(prediction_ids))
-        results = await asyncio.gather(*(archive_by_id(archiver, i) for i in unique))
+        results = await asyncio.gather(*(step(archiver, i) for i in unique))
         report = ArchiveReport(dest=runtime.dest.url, predictions=list(results))
         await publish_report(report, runtime.dest, settings.presign_seconds)
     finally:

@@ -72,7 +72,7 @@ def test_run_webhook_puts_the_webhook_on_the_create(cli, emulator, archive_env):
 
 
 def test_receiver_archives_as_a_prefect_flow_run(prefect_harness, archive_env, emulator):
-    """With a Prefect server configured, each webhook archive is an archive-existing flow run."""
+    """With a Prefect server configured, webhook archives are archive-webhooks flow runs."""
     import os
 
     from tests.conftest import ROOT
@@ -85,7 +85,7 @@ def test_receiver_archives_as_a_prefect_flow_run(prefect_harness, archive_env, e
     def completed_runs() -> list[dict]:
         runs = httpx.post(
             f"{prefect_harness}/flow_runs/filter",
-            json={"flows": {"name": {"any_": ["archive-existing"]}}, "limit": 50},
+            json={"flows": {"name": {"any_": ["archive-webhooks"]}}, "limit": 50},
         ).json()
         return [
             r
@@ -98,7 +98,7 @@ def test_receiver_archives_as_a_prefect_flow_run(prefect_harness, archive_env, e
         answer = httpx.post(
             rx.url, content=body, headers=_signed(emulator.webhook_secret, body, msg_id="p1")
         )
-        _wait_until(completed_runs, "a completed archive-existing flow run", deadline=120)
+        _wait_until(completed_runs, "a completed archive-webhooks flow run", deadline=120)
     finally:
         rx.stop()
     assert answer.status_code == 202 and len(completed_runs()) == 1

@@ -1,18 +1,25 @@
-"""Run the receiver: resolve the signing secret, bind, print the URL, serve until stopped."""
+"""Run the receiver: resolve the signing secret, bind, answer in a thread of their own, archive
+apart, until stopped."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
+import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import uvicorn
 
 from ..errors import ArchiverError, register_secret
-from ..existing import ExistingArchiver
+from ..existing import ExistingArchiver, ExistingResult
 from ..runtime import Runtime
 from ..settings import Settings
-from .receiver import ArchiveJob
+from .dispatch import ArchiveJob, Dispatcher
+from .receiver import Receiver, build_app
 
 
 async def resolve_secret(settings: Settings, runtime: Runtime) -> str:
@@ -27,22 +34,28 @@ async def resolve_secret(settings: Settings, runtime: Runtime) -> str:
 
 
 def existing_job(runtime: Runtime) -> ArchiveJob:
-    """The archive job without an orchestrator: archive-by-id in this process.
+    """The archive job without an orchestrator: archive-by-id in this process, the group's
+    predictions at once (the receiver bounds how many).
 
-    A failed archive raises, so the delivery stays accepted and is retried (redelivery,
-    restart); a removed or skipped prediction is an outcome, reported and done.
+    A failed archive (an id the API does not know, a download that gave up) is that id's error,
+    so the receiver retries it; a removed or skipped prediction is an outcome, reported and done.
     """
     archiver = ExistingArchiver(runtime)
 
-    async def job(prediction_id: str) -> str:
-        result = await archiver.by_id(prediction_id)
-        if result.outcome == "failed":
-            raise ArchiverError(result.error or f"archiving {prediction_id} failed")
-        if result.outcome == "removed":
-            return f"removed: a paid result was lost ({result.error})"
-        return result.outcome
+    async def job(prediction_ids: list[str]) -> dict[str, str | BaseException]:
+        results = await asyncio.gather(*(archiver.by_id(i) for i in prediction_ids))
+        return {r.prediction_id: job_outcome(r) for r in results}
 
     return job
+
+
+def job_outcome(result: ExistingResult) -> str | BaseException:
+    """What the receiver records of one prediction's archive: its outcome, or the error to retry."""
+    if result.outcome == "failed":
+        return ArchiverError(result.error or f"archiving {result.prediction_id} failed")
+    if result.outcome == "removed":
+        return f"removed: a paid result was lost ({result.error})"
+    return str(result.outcome)
 
 
 def url_host(host: str) -> str:
@@ -61,11 +74,54 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(
-    app: Any, sock: socket.socket, *, log_level: str = "warning", on_ready: Callable[[], None]
-) -> None:
-    """Serve `app` on `sock` until SIGINT/SIGTERM (uvicorn's own handling)."""
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
+@contextlib.asynccontextmanager
+async def answering(
+    receiver: Receiver, dispatcher: Dispatcher | None, path: str, sock: socket.socket
+) -> AsyncIterator[None]:
+    """Answer deliveries on `sock` from a thread with an event loop of its own, and archive the
+    queue with `dispatcher` in this loop (None: another process does), until the block exits;
+    then stop both (running archives stay queued)."""
+    config = uvicorn.Config(
+        build_app(receiver, path), log_level="warning", access_log=False, lifespan="off"
+    )
     server = uvicorn.Server(config)
-    on_ready()
-    await server.serve(sockets=[sock])
+    if dispatcher is not None:
+        await dispatcher.start()
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run,
+        args=(asyncio.run, server.serve(sockets=[sock])),
+        name="webhook-answers",
+        daemon=True,
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join)
+        receiver.close()
+        if dispatcher is not None:
+            await dispatcher.stop()
+
+
+async def until_signal(*also: Awaitable[object]) -> signal.Signals | None:
+    """Wait for SIGINT or SIGTERM (which one), or for the first of `also` to finish (None)."""
+    loop = asyncio.get_running_loop()
+    caught: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def catch(sig: signal.Signals) -> None:
+        if not caught.done():
+            caught.set_result(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, catch, sig)
+    others: list[asyncio.Future[Any]] = [asyncio.ensure_future(a) for a in also]
+    try:
+        await asyncio.wait([caught, *others], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        for other in others:
+            other.cancel()
+    return caught.result() if caught.done() else None
