@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -16,6 +17,7 @@ from .archive import archive_staged, prediction_directory
 from .download import Staged, discard_staging, download_outputs
 from .errors import ArchiverError, OutputsRemoved
 from .generate import Cached, Generated, Ready, finalize, generate
+from .inputfiles import stage_logs
 from .iothreads import run_io
 from .manifest import MANIFEST_NAME, Manifest
 from .prediction import Prediction, PredictionRequest
@@ -100,7 +102,8 @@ async def download_step(runtime: Runtime, prediction: Prediction) -> Staged:
     final = await finalize(
         runtime.api, staged.prediction, timeout=runtime.settings.prediction_timeout
     )
-    return staged.model_copy(update={"prediction": final})
+    logs = await run_io(stage_logs, Path(staged.directory), final) if final.logs else None
+    return staged.model_copy(update={"prediction": final, "logs": logs})
 
 
 async def archive_step(runtime: Runtime, ready: Ready, staged: Staged) -> Manifest:

@@ -29,7 +29,8 @@ these counts:
 
 | step | policy (setting) | worst case, requests |
 | --- | --- | --- |
-| read a prediction, cancel | `api_get` (`API_ATTEMPTS` 4) | 4 GETs |
+| read a prediction, cancel, read a Files API file | `api_get` (`API_ATTEMPTS` 4) | 4 GETs |
+| upload an input file (`POST /v1/files`) | `upload` (`API_ATTEMPTS` 4) | 4 POSTs (a repeat costs a duplicate file, never a payment) |
 | find a lost create (per list page) | `api_get` | 4 GETs |
 | create | `create` (`CREATE_ATTEMPTS` 6) | 6 POSTs if none reaches the server; a 5xx or lost answer is looked up before paying again, and if the lookup gives up the create stops: 1 POST + 4 GETs |
 | wait for a prediction | `wait_poll` (`WAIT_FAILURES` 8) | 8 consecutive failed polls, then `ServiceUnavailable` (not an hour of swallowed errors) |
@@ -111,6 +112,7 @@ class RetryPolicies:
     create: RetryPolicy = RetryPolicy(6, 0.5, 30.0, jitter=0.1)
     wait_poll: RetryPolicy = RetryPolicy(8, 0.5, 30.0, jitter=0.1)
     download_file: RetryPolicy = RetryPolicy(5, 0.5, 30.0, jitter=0.1)
+    upload: RetryPolicy = RetryPolicy(4, 0.5, 30.0, jitter=0.1)
     step: RetryPolicy = RetryPolicy(4, 2.0, 60.0)
 
     @classmethod
@@ -127,6 +129,7 @@ class RetryPolicies:
             create=RetryPolicy(s.create_attempts, **common),
             wait_poll=RetryPolicy(s.wait_failures, **common),
             download_file=RetryPolicy(s.download_attempts, **common),
+            upload=RetryPolicy(s.api_attempts, **common),
             step=RetryPolicy(s.task_retries + 1, s.task_retry_delay, max_delay=600.0),
         )
 
