@@ -154,6 +154,10 @@ class FilesApi:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_FILE_BYTES + 64 * 1024:
             return problem_response(413, "Content Too Large", "Files must be less than 100MB")
+        if self.faults.take("fail_uploads"):
+            return problem_response(503, "Service Unavailable", "Emulated upload failure")
+        if self.faults.take("refuse_uploads"):
+            return problem_response(413, "Content Too Large", "Files must be less than 100MB")
         body = await request.body()
         try:
             name, kind, data, metadata = parse_upload(request.headers.get("content-type", ""), body)
