@@ -102,8 +102,7 @@ async def download_step(runtime: Runtime, prediction: Prediction) -> Staged:
     final = await finalize(
         runtime.api, staged.prediction, timeout=runtime.settings.prediction_timeout
     )
-    logs = await run_io(stage_logs, Path(staged.directory), final) if final.logs else None
-    return staged.model_copy(update={"prediction": final, "logs": logs})
+    return staged.model_copy(update={"prediction": final})
 
 
 async def archive_step(runtime: Runtime, ready: Ready, staged: Staged) -> Manifest:
@@ -118,6 +117,9 @@ async def archive_step(runtime: Runtime, ready: Ready, staged: Staged) -> Manife
 
 def _archive_record_discard(runtime: Runtime, ready: Ready, staged: Staged) -> Manifest:
     settings = runtime.settings
+    if staged.prediction.logs:  # the final logs, staged here: no extra trip to a thread
+        logs = stage_logs(Path(staged.directory), staged.prediction)
+        staged = staged.model_copy(update={"logs": logs})
     manifest = archive_staged(
         staged,
         runtime.dest,
