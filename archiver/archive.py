@@ -1,5 +1,8 @@
 """Write staged files and their manifest into the archive, atomically, manifest last.
 
+Staged files are the outputs, the input files (`inputs/<key>.<ext>`, see `inputfiles`) and
+`logs.txt`: all three go the same way below, and the manifest records each with its sha256.
+
 Storage only: the prediction handed in is already final (see `pipeline.download_step`), and the
 caller holds the prediction's lock, so nobody else writes this prediction's archive meanwhile.
 
@@ -151,6 +154,7 @@ def archive_staged(
         started_at=prediction.started_at,
         completed_at=prediction.completed_at,
         metrics=prediction.metrics,
+        web_url=prediction.urls.get("web"),
         output=replace_files(prediction.output, {f.pointer: f.path for f in files}),
         files=files,
         input_files=input_files,

@@ -91,6 +91,9 @@ class Manifest(BaseModel):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     metrics: dict[str, Any] | None = None
+    web_url: str | None = Field(
+        default=None, description="Version 2: the prediction's page (`urls.web`), if given."
+    )
     output: Any = Field(
         default=None, description="The output tree, each file URL replaced by {'file': path}."
     )

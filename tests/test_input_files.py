@@ -98,6 +98,7 @@ def test_every_kind_of_input_file_is_kept_and_the_logs_too(archive_env, emulator
     assert logs == final["logs"].encode() and manifest.logs.size == len(logs)
     assert manifest.logs.sha256 == hashlib.sha256(logs).hexdigest()
     assert manifest.logs.path == f"{manifest.directory}/logs.txt"
+    assert manifest.web_url == final["urls"]["web"] and manifest.metrics
     stats = emulator.stats()
     assert stats.file_downloads == 1 and stats.delivery_authorization_headers == []
     assert "example.com" not in str(stats.downloads)
