@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from .errors import (
     InvalidRequest,
     ServiceUnavailable,
     UrlExpired,
+    redact,
 )
 from .iothreads import run_io
 from .manifest import INPUTS_DIRECTORY, LOGS_NAME
@@ -122,8 +124,7 @@ class InputStager:
                 url, ext, sha256 = await self._files_api_download(ref.value)
             return await self._fetch(url, f"{stem}{ext}", base, sha256)
         except GONE as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return base.model_copy(update={"status": "unavailable", "reason": reason})
+            return base.model_copy(update={"status": "unavailable", "reason": _reason(exc)})
 
     def _inline(self, ref: InputRef, stem: str, base: StagedInput) -> StagedInput:
         what = f"input {ref.key}" + ("" if ref.index is None else f"[{ref.index}]")
@@ -186,6 +187,15 @@ class InputStager:
             )
 
         return await retry_call(self.policy, attempt, sleep=self.sleep)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for the manifest: redacted, every URL in it without its query (signatures)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return _QUERY.sub(r"\1", redact(text))
+
+
+_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?#]+)[?#]\S*", re.IGNORECASE)
 
 
 def _url_extension(url: str) -> str:
