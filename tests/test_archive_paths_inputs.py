@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from archiver.existing import ExistingArchiver
 from archiver.manifest import Manifest
@@ -84,6 +85,7 @@ def test_sweep_keeps_inputs_and_logs(archive_env, emulator):
     assert_inputs_and_logs_kept(archive_env, read_manifest(result.summary.manifest_url), emulator)
 
 
+@pytest.mark.slow  # a receiver process
 def test_the_webhook_receiver_keeps_inputs_and_logs(receiver_env, archive_env, emulator):
     """A `completed` delivery archives the prediction's input files and logs too."""
     input = file_input(emulator)
