@@ -117,7 +117,7 @@ async def archive_step(runtime: Runtime, ready: Ready, staged: Staged) -> Manife
 
 def _archive_record_discard(runtime: Runtime, ready: Ready, staged: Staged) -> Manifest:
     settings = runtime.settings
-    if staged.prediction.logs:  # the final logs, staged here: no extra trip to a thread
+    if staged.logs is None and staged.prediction.logs:  # not staged while downloading
         logs = stage_logs(Path(staged.directory), staged.prediction)
         staged = staged.model_copy(update={"logs": logs})
     manifest = archive_staged(
