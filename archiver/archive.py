@@ -1,5 +1,8 @@
 """Write staged files and their manifest into the archive, atomically, manifest last.
 
+Staged files are the outputs, the input files (`inputs/<key>.<ext>`, see `inputfiles`) and
+`logs.txt`: all three go the same way below, and the manifest records each with its sha256.
+
 Storage only: the prediction handed in is already final (see `pipeline.download_step`), and the
 caller holds the prediction's lock, so nobody else writes this prediction's archive meanwhile.
 
@@ -29,13 +32,26 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from .download import Staged
 from .errors import ConfigurationError
-from .manifest import MANIFEST_NAME, ArchivedFile, Manifest, Retention
+from .manifest import (
+    INPUTS_DIRECTORY,
+    LOGS_NAME,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    ArchivedFile,
+    InputFile,
+    LogsFile,
+    Manifest,
+    Retention,
+)
 from .outputs import replace_files
 from .prediction import Prediction
+from .staging import StagedInput
 from .storage import (
     Destination,
     put_file_atomic,
@@ -81,17 +97,20 @@ def archive_staged(
     directory = prediction_directory(template, prediction)
     files = []
     parents: set[str] = set()
-    for item in staged.files:
-        relative = f"{directory}/{item.name}"
+
+    def put(name: str, size: int, sha256: str, identity: tuple[int, int, int, int] | None) -> str:
+        """Put one staged file at `<directory>/<name>` and verify it; its path in dest.
+
+        A hard link when staging sits on the same local device (no copy; safe because staged
+        files are immutable, see the module docstring); staging stays whole until the manifest
+        is written, so a failed archive can always be retried from it. Staged bytes are fsynced
+        before they get their staged name: no second fsync. The new names are made durable
+        together, below, before the manifest."""
+        relative = f"{directory}/{name}"
         target = dest.path(relative)
-        # A hard link when staging sits on the same local device (no copy; safe because staged
-        # files are immutable, see the module docstring); staging stays whole until the
-        # manifest is written, so a failed archive can always be retried from it. Staged bytes
-        # are fsynced before they get their staged name: no second fsync. The new names are
-        # made durable together, below, before the manifest.
         put_file_atomic(
             dest,
-            staged.path_of(item),
+            Path(staged.directory) / name,
             target,
             part_size=part_size,
             link=True,
@@ -100,13 +119,12 @@ def archive_staged(
         )
         parents.add(posixpath.dirname(target))
         verify_stored(
-            dest,
-            target,
-            size=item.size,
-            sha256=item.sha256,
-            read_back=read_back,
-            identity=item.identity,
+            dest, target, size=size, sha256=sha256, read_back=read_back, identity=identity
         )
+        return relative
+
+    for item in staged.files:
+        relative = put(item.name, item.size, item.sha256, item.identity)
         files.append(
             ArchivedFile(
                 name=item.name,
@@ -118,9 +136,16 @@ def archive_staged(
                 pointer=item.pointer,
             )
         )
+    input_files = [_input_file(given, put) for given in staged.inputs]
+    logs = None
+    if staged.logs is not None:
+        staged_logs = staged.logs
+        path = put(LOGS_NAME, staged_logs.size, staged_logs.sha256, staged_logs.identity)
+        logs = LogsFile(path=path, size=staged_logs.size, sha256=staged_logs.sha256)
     summary = prediction.summary()
     archived_at = datetime.now(UTC)
     manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
         prediction_id=prediction.id,
         model=prediction.model,
         version=summary.get("version"),
@@ -131,8 +156,11 @@ def archive_staged(
         started_at=prediction.started_at,
         completed_at=prediction.completed_at,
         metrics=prediction.metrics,
+        web_url=prediction.urls.get("web"),
         output=replace_files(prediction.output, {f.pointer: f.path for f in files}),
         files=files,
+        input_files=input_files,
+        logs=logs,
         cache_key=cache_key,
         directory=directory,
         archived_at=archived_at,
@@ -141,8 +169,18 @@ def archive_staged(
     for parent in sorted(parents):
         sync_directory(dest, parent)
     remove_stray_temps(dest, directory, keep={f.name for f in files})
+    if staged.inputs:
+        remove_stray_temps(dest, f"{directory}/{INPUTS_DIRECTORY}", keep=set())
     write_bytes_atomic(dest, dest.path(f"{directory}/{MANIFEST_NAME}"), manifest.to_json())
     return manifest
+
+
+def _input_file(given: StagedInput, put: Callable[..., str]) -> InputFile:
+    """The manifest's record of one input, its file put in place first if it was staged."""
+    path = None
+    if given.status == "archived" and given.name is not None:
+        path = put(given.name, given.size, given.sha256, given.identity)
+    return InputFile(**given.model_dump(exclude={"name", "identity"}), path=path)
 
 
 def is_temp_name(name: str) -> bool:

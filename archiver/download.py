@@ -23,6 +23,7 @@ from pathlib import Path
 from .datauri import DataUri, decode, is_data_uri, write_atomic
 from .delivery import Delivery
 from .errors import DownloadInterrupted, OutputsRemoved, ServiceUnavailable, UrlExpired
+from .inputfiles import InputStager, find_input_files, stage_logs
 from .iothreads import run_io
 from .outputs import HostAllowList, OutputFile, file_outputs, public_url, url_at
 from .prediction import Prediction
@@ -113,15 +114,42 @@ async def download_outputs(
         async with limit:
             return await _download_file(item, directory, delivery, refresher, options)
 
-    staged_files = list(await asyncio.gather(*(one(item) for item in files)))
+    staged_files = asyncio.gather(*(one(item) for item in files))
+    # Final logs (a finished prediction's) are staged meanwhile: their fsync overlaps the
+    # downloads instead of lengthening the archive step, which stages them otherwise.
+    final = prediction.terminal and prediction.logs
+    logs = run_io(stage_logs, directory, prediction) if final else _no_logs()
+    refs = find_input_files(prediction.input, str(api.http.base_url), delivery)
+    if refs:  # none: no I/O, no task (the hot path of predictions without file inputs)
+        stager = InputStager(
+            api,
+            delivery,
+            directory,
+            max_data_uri_bytes=options.max_data_uri_bytes,
+            chunk_size=options.chunk_size,
+            policy=options.retry_policy(),
+            sleep=options.sleep,
+        )
+        staged_inputs, outputs, staged_logs = await asyncio.gather(
+            stager.stage(refs), staged_files, logs
+        )
+    else:
+        staged_inputs = []
+        outputs, staged_logs = await asyncio.gather(staged_files, logs)
     staged = Staged(
         prediction=refresher.current,
         directory=str(directory),
-        files=staged_files,
+        files=list(outputs),
         refetches=refresher.refetches,
+        inputs=staged_inputs,
+        logs=staged_logs,
     )
     await run_io(write_marker, directory, staged)
     return staged
+
+
+async def _no_logs() -> None:
+    return None
 
 
 def _staged_or_prepare(staging_root: Path, prediction: Prediction) -> Staged | None:

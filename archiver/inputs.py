@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import mimetypes
 import sys
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
 from .storage import StorageOptions
-
-MAX_INLINE_FILE = 100 * 2**20
+from .uploads import local_input
 
 
 def parse_value(text: str) -> Any:
@@ -23,28 +20,16 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def file_data_uri(path: Path) -> str:
-    """A local file as a data URI, the way Replicate accepts file inputs inline."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_INLINE_FILE:
-            raise ConfigurationError(f"{path}: {size} bytes is too large to send inline")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read input file {path}: {exc.strerror}") from exc
-    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
 def parse_pairs(pairs: list[str]) -> dict[str, Any]:
-    """`["steps=4", "prompt=a cat", "image=@cat.png"]` -> an input object."""
+    """`["steps=4", "prompt=a cat", "image=@cat.png"]` -> an input object: a file of at most
+    256 KB inline as a data URI, a larger one a `LocalFile` for `uploads.resolve_uploads`."""
     result: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigurationError(f"-i expects KEY=VALUE, got {pair!r}")
         if value.startswith("@"):
-            result[key.strip()] = file_data_uri(Path(value[1:]).expanduser())
+            result[key.strip()] = local_input(Path(value[1:]).expanduser())
         else:
             result[key.strip()] = parse_value(value)
     return result

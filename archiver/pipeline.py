@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -16,6 +17,7 @@ from .archive import archive_staged, prediction_directory
 from .download import Staged, discard_staging, download_outputs
 from .errors import ArchiverError, OutputsRemoved
 from .generate import Cached, Generated, Ready, finalize, generate
+from .inputfiles import stage_logs
 from .intact import damaged_files
 from .iothreads import run_io
 from .manifest import MANIFEST_NAME, Manifest, Retention
@@ -118,6 +120,9 @@ async def archive_step(runtime: Runtime, ready: Ready, staged: Staged) -> Manife
 
 def _archive_record_discard(runtime: Runtime, ready: Ready, staged: Staged) -> Manifest:
     settings = runtime.settings
+    if staged.logs is None and staged.prediction.logs:  # not staged while downloading
+        logs = stage_logs(Path(staged.directory), staged.prediction)
+        staged = staged.model_copy(update={"logs": logs})
     manifest = archive_staged(
         staged,
         runtime.dest,

@@ -59,6 +59,25 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def content_keyed(input: dict[str, Any], digests: dict[str, str]) -> dict[str, Any]:
+    """`input` with each value (or list item) that `digests` names replaced by its content's
+    `{"sha256": ...}`."""
+    if not digests:
+        return input
+
+    def keyed(value: Any) -> Any:
+        if isinstance(value, str) and value in digests:
+            return {"sha256": digests[value]}
+        return [keyed(item) for item in value] if isinstance(value, list) else value
+
+    return {key: keyed(value) for key, value in input.items()}
+
+
+def request_key(model: ModelRef, input: dict[str, Any]) -> str:
+    text = canonical_json({"model": str(model), "input": input})
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class PredictionRequest:
     """One prediction to pay for at most once: a model reference and its input."""
@@ -67,12 +86,16 @@ class PredictionRequest:
     input: dict[str, Any] = field(default_factory=dict)
     deadline: float | None = None  # seconds, sent as Cancel-After; not part of the cache key
     webhook: str | None = None  # receiver URL for the `completed` event; not part of the key
+    # {URL: sha256} of inputs uploaded with the Files API: the key hashes their content.
+    file_digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def cache_key(self) -> str:
-        """sha256 of the model reference and the input: equal requests share one prediction."""
-        text = canonical_json({"model": str(self.model), "input": self.input})
-        return hashlib.sha256(text.encode()).hexdigest()
+        """sha256 of the model reference and the input: equal requests share one prediction.
+
+        An uploaded file's URL counts as its content (`{"sha256": ...}`): the same local file
+        uploaded twice (two URLs) is one request."""
+        return request_key(self.model, content_keyed(self.input, self.file_digests))
 
     def matches(self, prediction: Prediction) -> bool:
         """True when `prediction` was created from this request (used after a lost response)."""

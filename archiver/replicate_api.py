@@ -10,9 +10,11 @@ here, once, into `archiver.errors`.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -91,6 +93,35 @@ class ReplicateAPI:
         return Prediction.model_validate(
             await self._read("GET", f"/v1/predictions/{prediction_id}")
         )
+
+    async def get_file(self, url: str) -> dict[str, Any]:
+        """A Files API file object by its `urls.get` (on this client's API host: the token
+        goes nowhere else; the caller checks the host)."""
+        return await self._read("GET", url)
+
+    async def upload_file(
+        self,
+        path: Path,
+        *,
+        content_type: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """`POST /v1/files` (multipart `content` with filename and type, and `metadata`): the
+        file object, whose `urls.get` a prediction input may name. Retried with the `upload`
+        policy (an upload that went through twice costs a duplicate file, never a payment);
+        the file is read again from disk for each attempt."""
+
+        async def attempt() -> dict[str, Any]:
+            with path.open("rb") as content:
+                return await self._call(
+                    "POST",
+                    "/v1/files",
+                    files={"content": (path.name, content, content_type)},
+                    data={"metadata": json.dumps(metadata or {})},
+                    timeout=httpx.Timeout(60.0, connect=10.0),
+                )
+
+        return await retry_call(self.policies.upload, attempt, sleep=self._sleep)
 
     async def cancel(self, prediction_id: str) -> Prediction:
         path = f"/v1/predictions/{prediction_id}/cancel"

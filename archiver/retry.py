@@ -30,7 +30,8 @@ logger: what is retried, why (the error, redacted) and how long it waits, so a s
 
 | step | policy (setting) | worst case, requests |
 | --- | --- | --- |
-| read a prediction, cancel | `api_get` (`API_ATTEMPTS` 4) | 4 GETs |
+| read a prediction, cancel, read a Files API file | `api_get` (`API_ATTEMPTS` 4) | 4 GETs |
+| upload an input file (`POST /v1/files`) | `upload` (`API_ATTEMPTS` 4) | 4 POSTs (a repeat costs a duplicate file, never a payment) |
 | find a lost create (per list page) | `api_get` | 4 GETs |
 | a sweep's list page | `list_page` (`API_ATTEMPTS` 4, `LIST_WAIT_BUDGET` 300 s) | 4 GETs; a 429 waits its `Retry-After` while all waits stay within the budget, else the sweep stops at once |
 | create | `create` (`CREATE_ATTEMPTS` 6) | 6 POSTs if none reaches the server; a 5xx or lost answer is looked up before paying again, and if the lookup gives up the create stops: 1 POST + 4 GETs |
@@ -120,6 +121,7 @@ class RetryPolicies:
     create: RetryPolicy = RetryPolicy(6, 0.5, 30.0, jitter=0.1)
     wait_poll: RetryPolicy = RetryPolicy(8, 0.5, 30.0, jitter=0.1)
     download_file: RetryPolicy = RetryPolicy(5, 0.5, 30.0, jitter=0.1)
+    upload: RetryPolicy = RetryPolicy(4, 0.5, 30.0, jitter=0.1)
     step: RetryPolicy = RetryPolicy(4, 2.0, 60.0)
     webhook_job: RetryPolicy = RetryPolicy(5, 0.5, 30.0, jitter=0.1)
 
@@ -138,6 +140,7 @@ class RetryPolicies:
             create=RetryPolicy(s.create_attempts, **common),
             wait_poll=RetryPolicy(s.wait_failures, **common),
             download_file=RetryPolicy(s.download_attempts, **common),
+            upload=RetryPolicy(s.api_attempts, **common),
             step=RetryPolicy(s.task_retries + 1, s.task_retry_delay, max_delay=600.0),
             webhook_job=RetryPolicy(s.webhook_attempts, **common),
         )

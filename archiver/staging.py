@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -39,15 +40,43 @@ class StagedFile(BaseModel):
     identity: tuple[int, int, int, int] | None = None
 
 
+class StagedInput(BaseModel):
+    """One file-valued input: staged (`archived`, with what was measured while receiving it),
+    `unavailable` (with the reason) or a `reference` (a URL on a host never fetched)."""
+
+    key: str
+    index: int | None = None
+    name: str | None = None  # relative to the staging directory: "inputs/<key>.<ext>"
+    size: int | None = None
+    sha256: str | None = None
+    content_type: str | None = None
+    source: str  # public URL, or "data URI"
+    status: Literal["archived", "unavailable", "reference"]
+    reason: str | None = None
+    identity: tuple[int, int, int, int] | None = None  # as `StagedFile.identity`
+
+
+class StagedLogs(BaseModel):
+    """The prediction's final logs, staged as `logs.txt` like an output file."""
+
+    size: int
+    sha256: str
+    identity: tuple[int, int, int, int] | None = None
+
+
 class Staged(BaseModel):
-    """All output files of one prediction, staged locally and ready to archive."""
+    """All output files of one prediction, staged locally and ready to archive, with its
+    input files and (once `pipeline.download_step` has the final state) its logs."""
 
     prediction: Prediction
     directory: str
     files: list[StagedFile]
     refetches: int = 0
+    inputs: list[StagedInput] = []
+    logs: StagedLogs | None = None
 
-    def path_of(self, staged: StagedFile) -> Path:
+    def path_of(self, staged: StagedFile | StagedInput) -> Path:
+        assert staged.name is not None
         return Path(self.directory) / staged.name
 
 
@@ -64,21 +93,30 @@ def load_staged(staging_root: Path, prediction: Prediction) -> Staged | None:
         staged = Staged.model_validate({**data, "prediction": prediction})
     except (OSError, ValueError):
         return None
-    files = []
+    files, inputs = [], []
     for item in staged.files:
-        identity = _intact(staged.path_of(item), item)
+        identity = _intact(staged.path_of(item), item.size, item.sha256)
         if identity is None:
             discard_staging(staging_root, prediction.id)
             return None
         files.append(item.model_copy(update={"identity": identity}))
-    return staged.model_copy(update={"files": files})
+    for given in staged.inputs:
+        if given.status == "archived":
+            assert given.size is not None and given.sha256 is not None
+            identity = _intact(staged.path_of(given), given.size, given.sha256)
+            if identity is None:
+                discard_staging(staging_root, prediction.id)
+                return None
+            given = given.model_copy(update={"identity": identity})
+        inputs.append(given)
+    return staged.model_copy(update={"files": files, "inputs": inputs, "logs": None})
 
 
-def _intact(path: Path, item: StagedFile) -> tuple[int, int, int, int] | None:
+def _intact(path: Path, size: int, sha256: str) -> tuple[int, int, int, int] | None:
     """The identity of the file at `path` if it has exactly the size and sha256 measured while
     it was received (hashed through one descriptor, unchanged while it was read); else None."""
     try:
-        if not path.is_file() or path.stat().st_size != item.size:
+        if not path.is_file() or path.stat().st_size != size:
             return None
         digest = hashlib.sha256()
         with path.open("rb") as source:
@@ -89,7 +127,7 @@ def _intact(path: Path, item: StagedFile) -> tuple[int, int, int, int] | None:
                 return None
     except OSError:
         return None
-    return before if digest.hexdigest() == item.sha256 else None
+    return before if digest.hexdigest() == sha256 else None
 
 
 def identity_of(stat: os.stat_result) -> tuple[int, int, int, int]:
@@ -101,7 +139,13 @@ def identity_of(stat: os.stat_result) -> tuple[int, int, int, int]:
 def write_marker(directory: Path, staged: Staged) -> None:
     """Write `staged.json` all or nothing: a temp file of our own, fsynced, renamed."""
     marker = staged.model_dump(
-        mode="json", exclude={"prediction": True, "files": {"__all__": {"identity"}}}
+        mode="json",
+        exclude={
+            "prediction": True,
+            "logs": True,  # staged after the marker, from the final state, every time
+            "files": {"__all__": {"identity"}},
+            "inputs": {"__all__": {"identity"}},
+        },
     )
     temp = temp_path(directory, STAGED_MARKER)
     try:

@@ -43,6 +43,33 @@ def _run_flow(
             return runs.run(archive_prediction(**flow_kwargs))
 
 
+def _upload_inputs(
+    model: Any, flow_input: dict[str, Any], **kwargs: Any
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Upload the `@file` inputs over 256 KB (Files API) before the flow run exists: its
+    parameters hold their URLs. Nothing to upload: nothing imported or opened."""
+    from archiver.uploads import has_uploads
+
+    if not has_uploads(flow_input):
+        return flow_input, {}
+    import asyncio
+
+    from archiver.runtime import Runtime
+    from archiver.settings import Settings
+    from archiver.uploads import resolve_uploads
+
+    async def upload() -> tuple[dict[str, Any], dict[str, str]]:
+        runtime = Runtime.build(
+            Settings(), dest=kwargs["dest"], storage_options=kwargs["storage_options"]
+        )
+        try:
+            return await resolve_uploads(runtime, model, flow_input, refresh=kwargs["refresh"])
+        finally:
+            await runtime.aclose()
+
+    return asyncio.run(upload())
+
+
 @app.command()
 def run(
     model: str = typer.Argument(None, help="owner/name or owner/name:version"),
@@ -97,10 +124,18 @@ def run(
         checks.token()
         checks.local_dest(dest)
         checks.hosts(dest)
+        flow_input, digests = _upload_inputs(
+            ModelRef.parse(model or deployment, deployment=bool(deployment)),
+            flow_input,
+            dest=dest,
+            storage_options=options,
+            refresh=refresh,
+        )
         summary = _run_flow(
             {
                 "model": model or deployment,
                 "input": flow_input,
+                "file_digests": digests or None,
                 "dest": dest,
                 "deployment": bool(deployment),
                 "refresh": refresh,

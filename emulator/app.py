@@ -17,62 +17,21 @@ from emulator.clock import Clock, SystemClock
 from emulator.delivery import Delivery
 from emulator.elsewhere import ForeignPrediction
 from emulator.faults import FaultBox
+from emulator.files_api import FilesApi
 from emulator.models import DEMO_MODEL, InputError, ModelRegistry, resolve_model, version_id
 from emulator.parsing import parse_duration, parse_iso_timestamp, parse_prefer_wait, split_version
+from emulator.responses import authorized as _authorized
+from emulator.responses import input_problem as _input_problem
+from emulator.responses import invalid_version as _invalid_version
+from emulator.responses import model_not_found as _model_not_found
+from emulator.responses import problem_response
+from emulator.responses import unauthenticated as _unauthenticated
 from emulator.signing import UrlSigner
 from emulator.state import Prediction, Store
 from emulator.stats import Stats, StatsRecorder
 from emulator.webhooks import WebhookSender, new_secret, parse_events
 
 TRANSPORT_KEY = "emulator.transport"
-
-
-def problem_response(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
-    """An ``application/problem+json`` error response."""
-    headers = extra.pop("headers", None)
-    return JSONResponse(
-        views.problem(status, title, detail, **extra),
-        status_code=status,
-        media_type="application/problem+json",
-        headers=headers,
-    )
-
-
-def _unauthenticated() -> JSONResponse:
-    return problem_response(
-        401,
-        "Unauthenticated",
-        "You did not pass a valid authentication token",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-
-
-def _authorized(request: Request) -> bool:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() in ("bearer", "token") and bool(token.strip())
-
-
-def _invalid_version() -> JSONResponse:
-    return problem_response(
-        422,
-        "Invalid version or not permitted",
-        "The specified version does not exist (or perhaps you don't have permission to use it?)",
-    )
-
-
-def _model_not_found(model: str) -> JSONResponse:
-    """Replicate's answer for a model that does not exist (or is not visible to the token)."""
-    return problem_response(404, "Not found", f"The requested model {model} could not be found.")
-
-
-def _input_problem(problems: list[tuple[str, str]]) -> JSONResponse:
-    """422 "Input validation failed" listing ``(field, message)`` problems like the real API."""
-    return problem_response(
-        422,
-        "Input validation failed",
-        "".join(f"- {field}: {message}\n" for field, message in problems),
-        invalid_fields=[{"field": field, "description": message} for field, message in problems],
-    )
 
 
 class Backend:
@@ -95,6 +54,7 @@ class Backend:
         self.signer = UrlSigner(clock=self.clock)
         self.render = views.Renderer(base_url, self.signer, faults, self.clock)
         self.stopping = asyncio.Event()
+        self.files = FilesApi(base_url, faults, self.clock, self.stats)
         self.delivery = Delivery(self.store, self.signer, faults, self.stats, self.stopping)
         self.webhooks = WebhookSender(
             webhook_secret or new_secret(), self.clock, faults, self.stats, self.render.prediction
@@ -401,6 +361,11 @@ def build_app(backend: Backend) -> Any:
         Route("/v1/models/{owner}/{name}/predictions", backend.create, methods=["POST"]),
         Route("/v1/deployments/{owner}/{name}/predictions", backend.create, methods=["POST"]),
         Route("/v1/account", backend.account, methods=["GET"]),
+        Route("/v1/files", backend.files.create, methods=["POST"]),
+        Route("/v1/files", backend.files.list, methods=["GET"]),
+        Route("/v1/files/{id}", backend.files.get, methods=["GET"]),
+        Route("/v1/files/{id}", backend.files.delete, methods=["DELETE"]),
+        Route("/v1/files/{id}/download", backend.files.download, methods=["GET"]),
         Route("/v1/webhooks/default/secret", backend.webhook_secret, methods=["GET"]),
         Route("/_emulator/predictions", backend.control_add_prediction, methods=["POST"]),
         Route("/p/{id}", backend.web, methods=["GET"]),

@@ -78,6 +78,8 @@ def emulator_command(
     webhook_retry_seconds: float = typer.Option(
         _D.webhook_retry_seconds, help="First wait before a failed webhook is retried (doubles)."
     ),
+    fail_uploads: int = typer.Option(_D.fail_uploads, help="Next N uploads answer 503."),
+    refuse_uploads: int = typer.Option(_D.refuse_uploads, help="Next N uploads answer 413."),
     webhook_secret: Optional[str] = typer.Option(  # noqa: UP045
         None, help="whsec_ key to sign webhooks with [default: a new random one]."
     ),
@@ -115,6 +117,8 @@ def emulator_command(
             delivery_bytes_per_second=delivery_bytes_per_second,
             webhook_retry_seconds=webhook_retry_seconds,
             throttle_lists=throttle_lists,
+            fail_uploads=fail_uploads,
+            refuse_uploads=refuse_uploads,
         )
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc

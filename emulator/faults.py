@@ -27,6 +27,8 @@ COUNTERS: tuple[str, ...] = (
     "fail_predictions",
     "remove_data_after_success",
     "throttle_lists",
+    "fail_uploads",
+    "refuse_uploads",
 )
 
 _FLOATS = (
@@ -76,6 +78,9 @@ class Faults:
     throttle_lists: int = 0
     #: First wait before a failed ``completed`` webhook delivery is retried (doubling after).
     webhook_retry_seconds: float = 1.0
+    #: Next N ``POST /v1/files`` answer 503 (transient), or 413 (refused: too large).
+    fail_uploads: int = 0
+    refuse_uploads: int = 0
 
     def __post_init__(self) -> None:
         for name in _FLOATS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -215,6 +216,35 @@ class Emulator:
     def register_models(self, *names: str) -> None:
         """Make models ``owner/name`` exist (they run the demo image model)."""
         self.models.register(*names)
+
+    def upload_file(
+        self,
+        data: bytes,
+        filename: str = "file.bin",
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Upload through ``POST /v1/files`` (as another client of the account would); the file
+        object, whose ``urls.get`` a prediction input may name."""
+        response = httpx.post(
+            f"{self.base_url}/v1/files",
+            files={"content": (filename, data, content_type)},
+            data={"metadata": json.dumps(metadata or {})},
+            headers={"Authorization": "Bearer emulator"},
+            timeout=30,
+        )
+        if response.status_code != 201:
+            raise ValueError(f"upload_file: {response.status_code} {response.text}")
+        result: dict[str, Any] = response.json()
+        return result
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file (``DELETE /v1/files/{id}``), as retention would."""
+        httpx.delete(
+            f"{self.base_url}/v1/files/{file_id}",
+            headers={"Authorization": "Bearer emulator"},
+            timeout=30,
+        )
 
     # -- faults and stats ----------------------------------------------------------------
     @property

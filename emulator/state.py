@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import heapq
+import json
 import secrets
 import time
 from bisect import bisect_left, bisect_right
@@ -205,6 +206,8 @@ class Store:
         pred = Prediction(pred_id, self._seq, model, version, input_, spec, params, deployment)
         pred.created_at = self.clock.now() if created_at is None else created_at
         pred.source = source
+        # What a model prints first: its own id and input, so each prediction's logs differ.
+        pred.log(f"Prediction {pred_id}: input {json.dumps(input_, sort_keys=True)[:200]}")
         self.predictions[pred_id] = pred
         if source == "api":
             heapq.heappush(self._retained, (pred.created_at, pred.seq, pred))

@@ -24,6 +24,9 @@ class Stats:
     read_ids: list[str] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
     list_calls: int = 0
+    #: ``POST /v1/files`` that stored a file, and file bytes served by its ``/download``.
+    uploads: int = 0
+    file_downloads: int = 0
     downloads: list[dict[str, Any]] = field(default_factory=list)
     delivery_authorization_headers: list[str] = field(default_factory=list)
     predictions: int = 0
@@ -82,6 +85,11 @@ class StatsRecorder:
         """A ``GET /v1/predictions`` arrived."""
         with self._lock:
             self._bump("list_calls")
+
+    def files_call(self, name: str) -> None:
+        """An upload stored (``uploads``) or a file served (``file_downloads``)."""
+        with self._lock:
+            self._bump(name)
 
     def download(
         self, path: str, host: str | None, status: int, authorization: str | None, bytes_sent: int

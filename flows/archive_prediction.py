@@ -63,6 +63,7 @@ async def archive_prediction(
     deadline: DeadlineParam = None,
     storage_options: dict[str, str] | None = None,
     webhook: WebhookParam = None,
+    file_digests: dict[str, str] | None = None,
 ) -> RunSummary:
     """Generate a Replicate prediction, download every output at once, archive it with a manifest.
 
@@ -80,6 +81,8 @@ async def archive_prediction(
             belong in the worker's environment, never in parameters.
         webhook: Receiver URL for the prediction's `completed` event (`python -m flows
             webhooks`), so the outputs are kept even if this run dies.
+        file_digests: `{URL: sha256}` of inputs uploaded with the Files API (`run -i
+            key=@file` fills it): the cache key hashes their content, not their URL.
     """
     settings = await flow_settings()
     await checked_store_urls(settings, dest)
@@ -89,7 +92,11 @@ async def archive_prediction(
     use_previews(PreviewBudget())  # the gallery's thumbnails, made while the files are staged
     try:
         request = PredictionRequest(
-            ModelRef.parse(model, deployment=deployment), dict(input or {}), deadline, webhook
+            ModelRef.parse(model, deployment=deployment),
+            dict(input or {}),
+            deadline,
+            webhook,
+            dict(file_digests or {}),
         )
         summary = await process(
             runtime,

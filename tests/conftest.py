@@ -77,6 +77,18 @@ TEST_MODELS = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _manifests_follow_the_schema(request: pytest.FixtureRequest):
+    """After each test with a `tmp_path` (every archive the tests write lives in one), every
+    manifest.json in it validates against the packaged JSON Schema (archiver/manifest.schema.json)."""
+    root = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if root is not None:
+        from tests.manifests import validate_manifests_under
+
+        validate_manifests_under(root)
+
+
 @pytest.fixture
 def emulator():
     """A fresh emulator with fast model times, served over real HTTP on 127.0.0.1."""

@@ -113,7 +113,7 @@ def _assert_archived_once(archive: Path, summaries: list[dict], emulator, seed: 
     manifest = json.loads(manifest_path.read_text())
     directory = manifest_path.parent
     names = sorted(p.name for p in directory.iterdir())
-    assert names == sorted(["manifest.json", *(f"blob-{i}.bin" for i in range(n))])
+    assert names == sorted(["manifest.json", "logs.txt", *(f"blob-{i}.bin" for i in range(n))])
     assert sorted(str(p.relative_to(archive)) for p in archive.rglob("*") if p.is_file()) == [
         str(p.relative_to(archive)) for p in sorted(directory.iterdir())
     ]
@@ -266,4 +266,8 @@ def test_stray_temp_files_are_removed_before_the_manifest(archive_env, emulator)
     summary = asyncio.run(run())
     assert planted and not planted[0].exists()
     directory = (archive_env / summary.files[0].path).parent
-    assert sorted(p.name for p in directory.iterdir()) == ["blob-0.bin", "manifest.json"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "blob-0.bin",
+        "logs.txt",
+        "manifest.json",
+    ]
