@@ -53,6 +53,8 @@ def prediction(
         "files": entries,
         "cache_key": hashlib.sha256(pid.encode()).hexdigest(),
         "directory": directory,
+        "tool": {"name": "replicate-archiver", "version": "0.1.0"},
+        "archived_at": created,
     }
     if schema >= 2:
         image = b"an input image" * 5

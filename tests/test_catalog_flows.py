@@ -88,4 +88,4 @@ def test_a_prediction_the_pipeline_just_archived_is_found_and_intact(run_flow, a
         report = verify(dest, manifest_paths(store, Filters()), workers=2)
     assert total == 1 and match["prediction_id"] == summary.prediction_id
     assert [f["sha256"] for f in match["files"]] == [f.sha256 for f in summary.files]
-    assert report.ok == 2 and report.clean
+    assert report.ok == 3 and report.clean  # two outputs and logs.txt

@@ -40,7 +40,8 @@ def flows(archive_env, emulator):
 
 
 def one_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    lines = result.stderr.strip().splitlines()
+    """The one error line (beside the `flow run: URL` line of a run that started)."""
+    lines = [x for x in result.stderr.strip().splitlines() if not x.startswith("flow run: ")]
     assert result.returncode == 1, result.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for needle in needles:

@@ -292,6 +292,8 @@ def test_with_prefect_groups_are_flow_runs_whose_artifacts_show_each_archive(
 
     job, runs, summaries = asyncio.run(scenario())
     assert job.most <= 4
+    # The session's server also holds other tests' runs of the flow: this test's name its ids.
+    runs = [run for run in runs if set(run.parameters["prediction_ids"]) & set(ids)]
     grouped = [i for run in runs for i in run.parameters["prediction_ids"]]
     assert sorted(grouped) == sorted(ids)  # every id in one run, none twice
     assert all(len(run.parameters["prediction_ids"]) <= 4 for run in runs)
