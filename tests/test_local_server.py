@@ -304,35 +304,3 @@ def test_two_homes_with_the_same_default_port_start_on_different_ports(
         for home in homes:
             local_server.stop(home)
     assert all(local_server.status(home) is None for home in homes)
-
-
-def test_make_demo_and_later_runs_share_the_users_local_server(
-    emulator, tmp_path, prefect_template
-):
-    """`make demo`, then `python -m flows run`, for a user with no PREFECT_HOME set: one local
-    server (in ~/.prefect) serves both; the run starts none of its own."""
-    user = tmp_path / "user"
-    prefect_home = user / ".prefect"
-    env = cli_env(prefect_home, emulator, tmp_path, **seed_home(prefect_home, prefect_template))
-    del env["PREFECT_HOME"]
-    env["HOME"] = str(user)
-    try:
-        demo = subprocess.run(
-            ["make", "-s", "demo", f"DEMO_DEST={tmp_path / 'demo-archive'}"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        assert demo.returncode == 0, demo.stderr[-2000:]
-        served = local_server.status(prefect_home)
-        assert served is not None, demo.stderr[-2000:]
-        later = flows(*run_args(tmp_path, "after the demo"), env=env)
-        assert later.returncode == 0, later.stderr
-        assert "started a local Prefect server" not in later.stderr
-        assert local_server.status(prefect_home) == served
-        assert len(flow_runs(served.api_url)) == 3  # the demo's two runs and this one
-    finally:
-        stopped_after(prefect_home)
