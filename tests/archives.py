@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def prediction(
@@ -109,3 +114,16 @@ def png(shade: int) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (64, 48), (40 * shade % 256, 120, 200)).save(out, "PNG")
     return out.getvalue()
+
+
+def flows_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m flows ARGS` with this environment plus `env` (no Prefect API needed)."""
+    return subprocess.run(
+        [sys.executable, "-m", "flows", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )

@@ -16,7 +16,7 @@ import pytest
 from archiver.catalog import Catalog, Filters, catalog_file, find, rebuild, sync
 from archiver.errors import ConfigurationError
 from archiver.storage import open_destination
-from tests.archives import manifest_path, prediction, write_local
+from tests.archives import flows_cli, manifest_path, prediction, write_local
 from tests.conftest import ROOT
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -144,20 +144,8 @@ def test_the_catalog_is_disposable(archive):
         assert store.db.execute("SELECT count(*) FROM manifests").fetchone()[0] == 3
 
 
-def _cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "flows", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
-
-
 def test_find_json_document_and_exit_codes(archive, tmp_path):
-    result = _cli(
+    result = flows_cli(
         "find",
         "lighthouse",
         "--model",
@@ -184,11 +172,11 @@ def test_find_json_document_and_exit_codes(archive, tmp_path):
     )
     assert [set(f) for f in match["files"]] == [{"path", "size", "sha256", "content_type"}] * 2
 
-    table = _cli("find", "--dest", str(archive))
+    table = flows_cli("find", "--dest", str(archive))
     assert table.returncode == 0 and len(table.stdout.splitlines()) == 3
     assert table.stdout.splitlines()[0].split("\t")[2:5] == ["p2", "lighthouse in a storm", "2"]
 
-    nothing = _cli("find", "unicorn", "--dest", str(archive))
+    nothing = flows_cli("find", "unicorn", "--dest", str(archive))
     assert (
         nothing.returncode == 0
         and nothing.stdout == ""
@@ -201,7 +189,7 @@ def test_find_json_document_and_exit_codes(archive, tmp_path):
         (["--limit", "0"], "'0'"),
         (["--model", "flux"], "'flux'"),
     ]:
-        bad = _cli(
+        bad = flows_cli(
             "find",
             *args,
             "--dest" if "--dest" not in args else "--json",
@@ -210,7 +198,7 @@ def test_find_json_document_and_exit_codes(archive, tmp_path):
         assert bad.returncode == 2, (args, bad.stderr)
         assert len(bad.stderr.strip().splitlines()) == 1 and value in bad.stderr, bad.stderr
 
-    missing = _cli("find", "--dest", str(tmp_path / "nowhere"))
+    missing = flows_cli("find", "--dest", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
     assert "nowhere" in missing.stderr
 
@@ -233,12 +221,12 @@ def test_find_imports_neither_prefect_nor_httpx(archive):
 
 
 def test_catalog_rebuild_command_and_an_unwritable_catalog(archive, tmp_path):
-    rebuilt = _cli("catalog", "rebuild", "--dest", str(archive))
+    rebuilt = flows_cli("catalog", "rebuild", "--dest", str(archive))
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert rebuilt.stdout.strip().endswith(": 3 manifest(s), 0 unreadable")
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("")
-    env = {**os.environ, "ARCHIVER_CATALOG_DIR": str(blocked)}
-    result = _cli("find", "--dest", str(archive), env=env)
+    env = {"ARCHIVER_CATALOG_DIR": str(blocked)}
+    result = flows_cli("find", "--dest", str(archive), env=env)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "cannot open the catalog" in result.stderr and "ARCHIVER_CATALOG_DIR" in result.stderr

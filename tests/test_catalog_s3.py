@@ -5,17 +5,13 @@ unreachable store is one line and exit 1."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from archiver.catalog import Catalog, Filters, catalog_file, find, manifest_paths, sync
 from archiver.catalog.verify import verify
 from archiver.storage import open_destination
-from tests.archives import manifest_path, prediction
-from tests.conftest import ROOT
+from tests.archives import flows_cli, manifest_path, prediction
 from tests.s3servers import unused_endpoint
 
 
@@ -67,18 +63,6 @@ def test_find_and_verify_on_s3(s3, tmp_path):
     }
 
 
-def _cli(*args, env):
-    return subprocess.run(
-        [sys.executable, "-m", "flows", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **env},
-    )
-
-
 def test_cli_on_moto_and_an_unreachable_store(moto_s3, moto_bucket, tmp_path):
     dest = open_destination(f"s3://{moto_bucket}/archive", moto_s3.storage_options())
     _put(dest, prediction("p1", "lighthouse at dusk"))
@@ -86,12 +70,12 @@ def test_cli_on_moto_and_an_unreachable_store(moto_s3, moto_bucket, tmp_path):
         "ARCHIVER_STORAGE_OPTIONS": json.dumps(moto_s3.storage_options()),
         "ARCHIVER_CATALOG_DIR": str(tmp_path / "catalogs"),
     }
-    found = _cli("find", "light", "--json", "--dest", f"s3://{moto_bucket}/archive", env=env)
+    found = flows_cli("find", "light", "--json", "--dest", f"s3://{moto_bucket}/archive", env=env)
     assert found.returncode == 0, found.stderr
     [match] = json.loads(found.stdout)["results"]
     assert match["manifest"].startswith(f"s3://{moto_bucket}/archive/") and len(match["files"]) == 2
     assert list((tmp_path / "catalogs").glob("*.sqlite3"))
-    checked = _cli("verify", "--dest", f"s3://{moto_bucket}/archive", env=env)
+    checked = flows_cli("verify", "--dest", f"s3://{moto_bucket}/archive", env=env)
     assert checked.returncode == 0 and "2 ok" in checked.stdout, checked.stderr
 
     down = {
@@ -101,7 +85,7 @@ def test_cli_on_moto_and_an_unreachable_store(moto_s3, moto_bucket, tmp_path):
         ),
     }
     for command in ("find", "verify", "usage"):
-        result = _cli(command, "--dest", f"s3://{moto_bucket}/archive", env=down)
+        result = flows_cli(command, "--dest", f"s3://{moto_bucket}/archive", env=down)
         assert result.returncode == 1, (command, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and "error:" in result.stderr
 
