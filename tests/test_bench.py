@@ -61,8 +61,11 @@ def test_the_batch_benchmark_runs_every_main_contender_and_reports(tmp_path, pre
         assert len(runs[name]["safety"]) == 3, name
     assert runs["pipeline"]["counts"] == {"archived": 3, "cached": 0, "failed": 0}
     for name in ("raw", "pipeline", "domain"):
-        assert runs[name]["emulator_cpu"] > 0, name
+        # Recorded for every run; in clock ticks (10 ms), so a tiny run's share may read 0.
+        assert isinstance(runs[name]["emulator_cpu"], float), name
+        assert runs[name]["emulator_cpu"] >= 0, name
         assert runs[name]["server_cpu"] >= 0, name
+    assert sum(runs[name]["emulator_cpu"] for name in ("serve", "raw", "pipeline", "domain")) > 0
     assert runs["pipeline"]["server_cpu"] > 0  # the flow run, its tasks and logs, recorded
     timed = re.findall(r"\] +(raw|pipeline|domain) 3: ", result.stderr)
     assert timed == ["raw", "pipeline", "domain", "pipeline", "raw", "domain"], result.stderr
