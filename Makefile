@@ -41,13 +41,13 @@ TEST_WORKERS ?= 4
 test:
 	$(MAKE) --no-print-directory -j3 install chromium azurite
 	$(MAKE) --no-print-directory lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The inner loop: everything that needs no server but the emulator (no Prefect API, S3, GCS,
 # Azure, browser)
 # and spawns no fleet of processes (marked slow).
 test-fast: install lint
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not prefect and not server and not s3 and not cloud and not ui and not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not prefect and not server and not s3 and not cloud and not ui and not slow"
 
 lint: install  ## ruff format, ruff check and mypy (also part of make test and test-fast)
 	$(VENV)/bin/ruff format --check -q $(LINTED)
