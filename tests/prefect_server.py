@@ -1,7 +1,7 @@
 """A real Prefect deployment stack for tests: `prefect server start`, the process work pool,
 the Secret block, `prefect deploy --all`, and `prefect worker start` processes, all on loopback.
 
-It runs the commands README's deployment section gives (which the Makefile's `server`, `pool`,
+It runs the commands docs/deployments.md gives (which the Makefile's `server`, `pool`,
 `secret`, `deploy` and `worker` targets shorten), with a private PREFECT_HOME per process, on
 free ports; workers run from directories outside the project. Workers
 get the Replicate emulator's address and a shared archive through their environment; the token
@@ -334,8 +334,8 @@ def seed_home(home: Path, template: Path) -> dict[str, str]:
 
 
 class Worker(Process):
-    """`prefect worker start --pool archiver --name NAME --limit N`, exactly as README's
-    deployment section starts one (not `make worker`): from a directory of its own outside the
+    """`prefect worker start --pool archiver --name NAME --limit N`, exactly as
+    docs/deployments.md starts one (not `make worker`): from a directory of its own outside the
     project, as if on its own machine, with its own PREFECT_HOME and staging directory, the
     shared archive and cache, and no project-specific variable but the archiver's settings."""
 

@@ -340,7 +340,7 @@ def _list(api: ReplicateAPI):
 
 
 def test_a_list_page_throttled_forever_makes_api_attempts_requests(emulator, caplog):
-    """Every list call 429: 4 requests (README's table), each wait its Retry-After, then the
+    """Every list call 429: 4 requests (docs/architecture.md's table), each wait its Retry-After, then the
     error, marked exhausted (no task retry asks again); each retry one INFO line."""
     emulator.set_faults(throttle_lists=FOREVER, retry_after_seconds=3)
     caplog.set_level(logging.INFO, logger="archiver.retry")
