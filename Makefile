@@ -62,7 +62,7 @@ bench: install
 	$(PY) -m benchmarks adhoc  # replicate client vs `python -m flows run`, ad hoc
 	$(PY) -m benchmarks webhooks $(BENCH_WEBHOOKS_ARGS)  # the receiver's soak (docs/webhooks.md)
 
-# --- Deployments, schedules and scale-out (README) ------------------------------------------
+# --- Deployments, schedules and scale-out (docs/deployments.md) --------------------------------
 # make server | pool | secret | deploy | worker (one per machine or terminal) | serve | test-ui
 PREFECT := $(VENV)/bin/prefect
 PREFECT_HOST ?= 127.0.0.1

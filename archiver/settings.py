@@ -1,8 +1,8 @@
 """Every setting of the archiver, described, bounded and read from the environment in one place.
 
 Replicate's own variables keep their names (`REPLICATE_API_TOKEN`, `REPLICATE_BASE_URL`,
-`REPLICATE_DELIVERY_HOSTS`); everything else is `ARCHIVER_<FIELD>`. The README's configuration
-table is generated from this class (`python -m flows settings`).
+`REPLICATE_DELIVERY_HOSTS`); everything else is `ARCHIVER_<FIELD>`. The configuration
+table (docs/configuration.md) is generated from this class (`python -m flows settings`).
 """
 
 from __future__ import annotations
@@ -320,7 +320,7 @@ class Settings(BaseSettings):
 
 
 def settings_table() -> str:
-    """The settings as a markdown table (for the README)."""
+    """The settings as a markdown table (docs/configuration.md)."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
         alias = field.validation_alias
