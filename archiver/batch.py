@@ -22,7 +22,7 @@ from pydantic_core import core_schema
 
 from .batchfile import BatchItem
 from .download import Staged
-from .errors import ArchiverError, redact
+from .errors import one_line
 from .generate import Generated, Ready
 from .iothreads import local_disk
 from .manifest import Manifest, Retention
@@ -170,18 +170,6 @@ class BatchSummary(BaseModel):
             f"{len(self.items)} items: {c['archived']} archived, {c['cached']} cached, "
             f"{c['failed']} failed; {self.predictions_created} new predictions"
         )
-
-
-def one_line(error: BaseException | str) -> str:
-    """An error as one redacted line."""
-    if isinstance(error, str):
-        text = error
-    elif isinstance(error, ArchiverError):
-        text = str(error)
-    else:
-        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    lines = text.strip().splitlines()
-    return redact(lines[0] if lines else "unknown error")
 
 
 def chunked(

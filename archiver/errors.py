@@ -183,6 +183,19 @@ def redact(text: str) -> str:
     return _SIGNED_QUERY.sub(r"\1", text)
 
 
+def one_line(error: BaseException | str) -> str:
+    """An error as one redacted line: an `ArchiverError`'s own message, else the type and the
+    first line of its text."""
+    if isinstance(error, str):
+        text = error
+    elif isinstance(error, ArchiverError):
+        text = str(error)
+    else:
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    lines = text.strip().splitlines()
+    return redact(lines[0] if lines else "unknown error")
+
+
 # -- translation at the boundary --------------------------------------------------------------
 
 # HTTP status from the Replicate API -> exception class. Anything 5xx not listed is transient.

@@ -28,7 +28,7 @@ from .errors import (
     PredictionAborted,
     PredictionCanceled,
     PredictionFailed,
-    redact,
+    one_line,
 )
 from .generate import Ready
 from .intact import Damage, damaged_error, damaged_files
@@ -250,13 +250,6 @@ class ExistingArchiver:
             error=one_line(error) if error is not None else None,
             summary=summary,
         )
-
-
-def one_line(error: BaseException) -> str:
-    """The error as one redacted line."""
-    text = str(error) if isinstance(error, ArchiverError) else f"{type(error).__name__}: {error}"
-    lines = text.splitlines()
-    return redact(lines[0] if lines else type(error).__name__)
 
 
 def _whole_run_error(exc: BaseException) -> bool:

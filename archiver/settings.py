@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from .errors import ConfigurationError
 
 MiB = 2**20
 
@@ -20,6 +22,19 @@ class Settings(BaseSettings):
     """Configuration for one process: a CLI run, a worker's flow run, a benchmark."""
 
     model_config = SettingsConfigDict(env_prefix="ARCHIVER_", extra="ignore", populate_by_name=True)
+
+    def __init__(self, **values: Any) -> None:
+        """Read the environment (and `values`); a bad setting raises `ConfigurationError`, one
+        line naming the variable and, unless it may hold a secret, its value."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(_invalid(exc)) from None
+        except SettingsError as exc:  # a dict setting that is not JSON
+            field = str(exc).rpartition("for field ")[2].partition(" ")[0].strip('"')
+            raise ConfigurationError(
+                f"invalid setting {env_name(field)}: not a JSON object"
+            ) from None
 
     api_token: SecretStr | None = Field(
         default=None,
@@ -319,12 +334,35 @@ class Settings(BaseSettings):
         return self.api_token.get_secret_value() if self.api_token else None
 
 
+#: Fields whose value is never repeated in an error message.
+_SECRET_FIELDS = frozenset({"api_token", "webhook_secret", "storage_options"})
+
+
+def env_name(field: str) -> str:
+    """The environment variable a field (or one of its aliases) is read from."""
+    info = Settings.model_fields.get(field)
+    if info is None:
+        return field.upper()
+    alias = info.validation_alias
+    return str(alias.choices[0]) if isinstance(alias, AliasChoices) else f"ARCHIVER_{field.upper()}"
+
+
+def _invalid(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        loc = str(error["loc"][0]) if error["loc"] else "?"
+        field = next((n for n, f in Settings.model_fields.items() if loc in (n, env_name(n))), loc)
+        value = "" if field in _SECRET_FIELDS else f"={error.get('input')!s}"
+        problems.append(f"{env_name(field)}{value}: {error['msg']}")
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"invalid setting {problems[0]}{more}"
+
+
 def settings_table() -> str:
     """The settings as a markdown table (docs/configuration.md)."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        env = alias.choices[0] if isinstance(alias, AliasChoices) else f"ARCHIVER_{name.upper()}"
+        env = env_name(name)
         default = field.get_default(call_default_factory=True)
         shown = "" if default is None else f"`{default}`"
         rows.append(f"| `{env}` | {shown} | {field.description} |")

@@ -19,7 +19,7 @@ def fail(exc: BaseException, debug: bool) -> NoReturn:
         traceback.print_exception(exc, file=sys.stderr)
     import asyncio
 
-    from archiver.errors import ArchiverError, redact
+    from archiver.errors import one_line
     from cli.checks import disk_full
 
     if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
@@ -29,10 +29,7 @@ def fail(exc: BaseException, debug: bool) -> NoReturn:
     if full is not None:
         typer.echo(f"error: no space left on device writing {full}", err=True)
         raise typer.Exit(1)
-    message = str(exc) if isinstance(exc, ArchiverError) else f"{type(exc).__name__}: {exc}"
-    typer.echo(
-        f"error: {redact(message.splitlines()[0] if message else type(exc).__name__)}", err=True
-    )
+    typer.echo(f"error: {one_line(exc)}", err=True)
     raise typer.Exit(1)
 
 
