@@ -25,9 +25,9 @@ from prefect.artifacts import (
 from archiver.batch import BatchProgress, BatchSummary
 from archiver.existing import ArchiveReport
 from archiver.pipeline import RunSummary
+from archiver.previews import PreviewBudget, local_previews
 from archiver.report import render
 from archiver.report.existing import report_gallery, report_summary
-from archiver.report.previews import PreviewBudget
 from archiver.storage import Destination
 
 
@@ -51,7 +51,7 @@ async def publish_run(
     """Summary and gallery artifacts of one archived prediction."""
     try:
         if summary.cached and not summary.previews:  # a local archive still has the files
-            previews = render.local_previews(summary, dest, PreviewBudget())
+            previews = local_previews(summary, dest, PreviewBudget())
             summary = summary.model_copy(update={"previews": previews})
         links = render.presigned_links(dest, summary.files, presign_seconds)
         await acreate_markdown_artifact(

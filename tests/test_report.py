@@ -14,11 +14,12 @@ from PIL import Image
 
 from archiver.batch import BatchSummary, ItemResult
 from archiver.pipeline import FileSummary, RunSummary
-from archiver.report.previews import (
+from archiver.previews import (
     MAX_BYTES,
     MAX_SIDE,
     MAX_THUMBNAILS,
     PreviewBudget,
+    local_previews,
     previews_of,
     thumbnail,
 )
@@ -210,8 +211,6 @@ def test_presigned_links_download_the_file_and_are_off_by_default(moto_s3, moto_
 
 def test_a_cached_run_on_a_local_archive_gets_thumbnails_from_the_archived_files(tmp_path):
     """Nothing staged (archived earlier): thumbnails are read from the local archive's files."""
-    from archiver.report.render import local_previews
-
     dest = open_destination(str(tmp_path))
     summary = _summary(dest.root, cached=True, names=("out-0.png", "notes.txt"))
     (tmp_path / "m/p").mkdir(parents=True)

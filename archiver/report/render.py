@@ -8,7 +8,8 @@
 * `presigned_links`: optional time-limited https links for files in object stores;
 * `artifact_key`: a stable key (lowercase letters, digits, dashes) so Prefect tracks the latest.
 
-Pure functions of the summaries; only `local_previews` and `presigned_links` touch storage.
+Pure functions of the summaries; only `presigned_links` touches storage (it asks the store to
+sign). Thumbnails are made in `archiver.previews`, while the files are at hand.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ import json
 import mimetypes
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from ..batch import BatchSummary
 from ..pipeline import FileSummary, RunSummary
+from ..previews import MAX_THUMBNAILS, OVER_LIMIT, Preview, is_image
 from ..storage import Destination
-from .previews import MAX_THUMBNAILS, OVER_LIMIT, Preview, PreviewBudget, is_image, previews_of
 
 COLUMNS = 4  # thumbnails per gallery row
 MAX_LISTED = 5000  # file rows of a markdown summary (the table artifact has them all)
@@ -276,17 +276,6 @@ def progress_text(s: Mapping[str, int]) -> str:
         f"{s['finished']}/{s['total']} items ({s['archived']} archived, {s['cached']} "
         f"cached, {s['failed']} failed); {s['files']} files, {s['bytes']:,} bytes downloaded"
     )
-
-
-def local_previews(
-    summary: RunSummary, dest: Destination, budget: PreviewBudget | None
-) -> list[Preview]:
-    """Previews of an already archived (cached) prediction, read from a local archive; none
-    from remote stores (nothing is downloaded for a gallery)."""
-    if not dest.is_local or summary.previews:
-        return list(summary.previews)
-    files = [(f.name, None, f.size, Path(f.url)) for f in summary.files]
-    return previews_of(files, budget)
 
 
 def presigned_links(
