@@ -27,7 +27,6 @@ from archiver.report.render import (
     artifact_key,
     batch_gallery,
     gallery,
-    presigned_links,
     run_gallery,
     run_summary,
 )
@@ -196,13 +195,14 @@ def test_artifact_keys_are_lowercase_letters_digits_and_dashes(parts, key):
     assert artifact_key(*parts) == key
 
 
-def test_presigned_links_download_the_file_and_are_off_by_default(moto_s3, moto_bucket):
+def test_signed_links_download_the_file_and_are_off_by_default(moto_s3, moto_bucket):
     """With a lifetime set, each S3 file gets a presigned https link that serves its bytes."""
     dest = open_destination(f"s3://{moto_bucket}/archive", moto_s3.storage_options())
     write_bytes_atomic(dest, dest.path("m/p/out-0.png"), b"png bytes")
     summary = _summary(f"s3://{moto_bucket}/archive")
-    assert presigned_links(dest, summary.files, 0) == {}
-    [(url, link)] = presigned_links(dest, summary.files, 600).items()
+    urls = [f.url for f in summary.files]
+    assert dest.signed_links(urls, 0) == {}
+    [(url, link)] = dest.signed_links(urls, 600).items()
     assert url == f"s3://{moto_bucket}/archive/m/p/out-0.png"
     assert "Signature=" in link or "X-Amz-Signature=" in link
     assert httpx.get(link).content == b"png bytes"
