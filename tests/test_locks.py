@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import time
 import uuid
 
 import pytest
@@ -41,13 +40,6 @@ def redis_url() -> str:
     except Exception as exc:  # noqa: BLE001 - any failure means: no Redis for this test
         pytest.skip(f"Redis at {url} is not reachable: {exc}")
     return url
-
-
-async def _until(condition, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def test_redis_lock_stays_held_past_its_ttl_while_its_holder_works(redis_url):
@@ -131,11 +123,11 @@ def test_create_held_past_the_lock_ttl_is_paid_once(redis_url, archive_env, emul
         try:
             first = asyncio.create_task(process(workers[0], request))
 
-            async def creating() -> bool:
-                record = await asyncio.to_thread(workers[0].cache.get, request.cache_key)
-                return record is not None
-
-            await _until(creating, "the first worker's create to begin")
+            await await_until(  # the first worker's intent record: its create has begun
+                lambda: workers[0].cache.get(request.cache_key) is not None,
+                DEADLINE,
+                "the first worker's create to begin",
+            )
             second = asyncio.create_task(process(workers[1], request))
             return await asyncio.wait_for(asyncio.gather(first, second), DEADLINE)
         finally:
