@@ -37,8 +37,8 @@ from .pipeline import (
     process,
 )
 from .prediction import Prediction, PredictionRequest
+from .previews import Preview
 from .progress import NullProgress, ProgressSink
-from .report.previews import Preview
 from .retry import RetryPolicies, RetryPolicy, Sleep, retry_call
 from .runtime import Runtime
 

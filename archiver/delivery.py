@@ -46,7 +46,6 @@ from .staging import identity_of
 _T = TypeVar("_T")
 
 EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 
 Report = Callable[..., None]  # a progress method, called on the event loop's thread

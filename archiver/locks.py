@@ -23,7 +23,7 @@ import os
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,10 +40,6 @@ class Lease(Protocol):
     key: str
 
     async def ensure_held(self) -> None: ...
-
-
-class KeyLock(Protocol):
-    def hold(self, key: str) -> AbstractAsyncContextManager[Lease]: ...
 
 
 class FileLease:

@@ -22,7 +22,7 @@ from .intact import damaged_files
 from .iothreads import run_io
 from .manifest import MANIFEST_NAME, Manifest, Retention
 from .prediction import Prediction, PredictionRequest
-from .report.previews import Preview, current_budget, previews_of
+from .previews import Preview, current_budget, previews_of
 from .runtime import Runtime
 from .storage import read_bytes
 

@@ -195,6 +195,11 @@ class CoalescingLimiter:
                 pass
         await self.fallback()
 
+    @property
+    def waiting(self) -> int:
+        """How many calls wait for a slot of the shared limit now (creates held back)."""
+        return sum(1 for waiter in self._waiters if not waiter.done())
+
     async def aclose(self) -> None:
         """Wait until the slots of calls that passed ahead are asked for (they were used)."""
         if self._pump is not None:

@@ -26,7 +26,7 @@ Worst case per step against a host that fails every request, with the default se
 `ARCHIVER_RETRY_MAX_DELAY` 30 s, +-10 % jitter; a 429 waits its `Retry-After`, at most
 `ARCHIVER_MAX_RATE_LIMIT_WAIT`). Every retry logs one INFO line on the `archiver.retry`
 logger: what is retried, why (the error, redacted) and how long it waits, so a storm shows.
-`tests/test_retry_bounds.py` drives such a host and asserts these counts:
+`tests/test_retry_bounds*.py` drive such a host and assert these counts:
 
 | step | policy (setting) | worst case, requests |
 | --- | --- | --- |

@@ -36,7 +36,6 @@ from benchmarks.servers import emulator, prefect_server, run_env, tree_cpu_secon
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "r8_benchmark_token_not_secret_0000"
-PATH = "/webhooks/replicate"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -25,11 +25,6 @@ _running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
 _interrupted = threading.Event()
 
 
-def interrupted() -> bool:
-    """True once SIGINT arrived."""
-    return _interrupted.is_set()
-
-
 def _give_up() -> None:
     sys.stderr.write("error: interrupted; clean-up did not finish in time\n")
     sys.stderr.flush()

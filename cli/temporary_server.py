@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 
-from cli.local_server import (
+from cli.server_process import (
     HOST,
     Echo,
     kill_group,

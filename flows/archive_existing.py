@@ -13,8 +13,8 @@ from pydantic import Field
 
 from archiver.existing import ArchiveReport, ExistingArchiver, IncompleteArchive
 from archiver.pipeline import Steps
+from archiver.previews import PreviewBudget, use_previews
 from archiver.progress import current_progress
-from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from flows.archive_prediction import task_steps
 from flows.hooks import announce

@@ -9,8 +9,8 @@ from pydantic import Field
 
 from archiver.pipeline import OnDataRemoved, RunSummary, Steps, process
 from archiver.prediction import ModelRef, PredictionRequest
+from archiver.previews import PreviewBudget, use_previews
 from archiver.progress import current_progress
-from archiver.report.previews import PreviewBudget, use_previews
 from archiver.retry import RetryPolicies
 from archiver.runtime import Runtime
 from archiver.settings import Settings

@@ -9,8 +9,8 @@ from prefect.states import Failed
 from pydantic import Field
 
 from archiver.existing import IncompleteArchive
+from archiver.previews import PreviewBudget, use_previews
 from archiver.progress import current_progress
-from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from archiver.sweep import SweepReport, parse_duration
 from flows.hooks import announce

@@ -30,8 +30,8 @@ from archiver.batch import (
 )
 from archiver.batchfile import BatchItem, read_batch
 from archiver.pipeline import OnDataRemoved
+from archiver.previews import PreviewBudget, use_previews
 from archiver.progress import current_progress
-from archiver.report.previews import PreviewBudget, use_previews
 from archiver.runtime import Runtime
 from flows.archive_prediction import WebhookParam
 from flows.hooks import announce

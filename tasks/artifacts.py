@@ -25,9 +25,9 @@ from prefect.artifacts import (
 from archiver.batch import BatchProgress, BatchSummary
 from archiver.existing import ArchiveReport
 from archiver.pipeline import RunSummary
+from archiver.previews import PreviewBudget, local_previews
 from archiver.report import render
 from archiver.report.existing import report_gallery, report_summary
-from archiver.report.previews import PreviewBudget
 from archiver.storage import Destination
 
 
@@ -51,9 +51,9 @@ async def publish_run(
     """Summary and gallery artifacts of one archived prediction."""
     try:
         if summary.cached and not summary.previews:  # a local archive still has the files
-            previews = render.local_previews(summary, dest, PreviewBudget())
+            previews = local_previews(summary, dest, PreviewBudget())
             summary = summary.model_copy(update={"previews": previews})
-        links = render.presigned_links(dest, summary.files, presign_seconds)
+        links = dest.signed_links((f.url for f in summary.files), presign_seconds)
         await acreate_markdown_artifact(
             key=key("summary"),
             markdown=render.run_summary(summary, input, links=links),
@@ -73,7 +73,7 @@ async def publish_batch(summary: BatchSummary, dest: Destination, presign_second
     else contends for a SQLite-backed server's lock now)."""
     try:
         files = [f for item in summary.items for f in item.files]
-        links = render.presigned_links(dest, files, presign_seconds)
+        links = dest.signed_links((f.url for f in files), presign_seconds)
         await asyncio.gather(
             acreate_table_artifact(
                 key=key("files"), table=render.batch_table(summary), description=summary.headline()
@@ -97,7 +97,7 @@ async def publish_report(
     """Summary and gallery artifacts of a run that archived existing predictions."""
     try:
         files = [f for item in report.predictions if item.summary for f in item.summary.files]
-        links = render.presigned_links(dest, files, presign_seconds)
+        links = dest.signed_links((f.url for f in files), presign_seconds)
         await acreate_markdown_artifact(
             key=key("summary"),
             markdown=report_summary(report, links=links),

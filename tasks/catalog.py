@@ -10,6 +10,7 @@ from prefect import get_run_logger
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
 from archiver.catalog.verify import VerifyReport
+from archiver.previews import PreviewBudget, archived_previews
 from archiver.report import catalog as render
 from archiver.storage import Destination
 from tasks.artifacts import key
@@ -18,7 +19,9 @@ from tasks.artifacts import key
 async def publish_find(document: Mapping[str, Any], dest: Destination, query: str) -> None:
     """The matches as a table, and a gallery of their images."""
     results, total = document["results"], document["total"]
+    files = [(f["path"], f.get("content_type"), f["size"]) for r in results for f in r["files"]]
     try:
+        previews = archived_previews(files, dest, PreviewBudget())
         await acreate_table_artifact(
             key=key("results"),
             table=render.find_table(results),
@@ -26,7 +29,7 @@ async def publish_find(document: Mapping[str, Any], dest: Destination, query: st
         )
         await acreate_markdown_artifact(
             key=key("gallery"),
-            markdown=render.find_gallery(results, dest, query, total),
+            markdown=render.find_gallery(results, previews, query, total),
             description=f"images of the matches for {query!r}",
         )
     except Exception as exc:  # noqa: BLE001 - the search result is the run's return value

@@ -252,3 +252,12 @@ def api(emulator):
 
     with httpx.Client(base_url=emulator.base_url, headers=AUTH, timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+def down_host():
+    """An HTTP server on a free loopback port that answers 503 to everything, counting requests."""
+    from tests.failing_hosts import down_for_good
+
+    with down_for_good() as server:
+        yield server

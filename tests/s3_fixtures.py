@@ -6,6 +6,7 @@
 * `moto_bucket` / `seaweedfs_bucket`: a fresh bucket per test.
 * `aws_env`: a clean AWS environment (no developer profile, no instance metadata lookups).
 * `fail_source_after`: make the source file of a put fail (or do something) mid-read.
+* `s3_dest`: an s3:// destination on SeaweedFS, the cache in it, credentials in the environment.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, BinaryIO, Self
 
 import pytest
 
+from tests.s3_runs import secret_options
 from tests.s3servers import MotoS3, S3ServerUnavailable, SeaweedS3, weed_binary
 
 # botocore must never look for credentials on a cloud metadata address from a test run.
@@ -135,3 +137,11 @@ def fail_source_after(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[Fai
         return opened
 
     return arm
+
+
+@pytest.fixture
+def s3_dest(seaweedfs_s3, seaweedfs_bucket, archive_env, monkeypatch) -> str:
+    """An s3:// destination on SeaweedFS with the cache in it (the default), credentials in env."""
+    monkeypatch.delenv("ARCHIVER_CACHE_URL")
+    secret_options(monkeypatch, seaweedfs_s3, endpoint_url=seaweedfs_s3.endpoint_url)
+    return f"s3://{seaweedfs_bucket}/archive"

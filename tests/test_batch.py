@@ -166,23 +166,34 @@ def test_progress_follower_cancelled_mid_creation_leaves_the_artifact_to_its_fin
     async def update(artifact_id, progress, description):
         updates.append((artifact_id, progress))
 
+    class Watched(BatchProgress):
+        """Tells when the follower has read a snapshot: it then waits for the artifact's id."""
+
+        def __init__(self, total: int) -> None:
+            super().__init__(total)
+            self.read = asyncio.Event()
+
+        def snapshot(self) -> dict[str, int]:
+            self.read.set()
+            return super().snapshot()
+
     monkeypatch.setattr(artifacts, "aupdate_progress_artifact", update)
-    monkeypatch.setattr(artifacts, "PROGRESS_EVERY", 0.01)
+    monkeypatch.setattr(artifacts, "PROGRESS_EVERY", 0)
 
     async def main() -> None:
         created: asyncio.Future = asyncio.get_running_loop().create_future()
-        progress = BatchProgress(1)
+        progress = Watched(1)
         async with artifacts.progress_artifact(created, progress):
-            await asyncio.sleep(0.05)  # the follower now waits for the artifact's id
+            await asyncio.wait_for(progress.read.wait(), 10)  # the follower awaits the id now
             progress.prediction_done("p1", "archived")
-            asyncio.get_running_loop().call_later(0.05, created.set_result, "artifact-1")
         assert not created.cancelled() and updates == []
+        created.set_result("artifact-1")  # the creation ends after its follower stopped
         await artifacts.final_progress(created, progress)
         failing: asyncio.Future = asyncio.get_running_loop().create_future()
         with contextlib.suppress(RuntimeError):
             async with artifacts.progress_artifact(failing, BatchProgress(2)):
-                asyncio.get_running_loop().call_later(0.05, failing.set_result, "artifact-2")
-                raise RuntimeError("the batch broke")
+                asyncio.get_running_loop().call_soon(failing.set_result, "artifact-2")
+                raise RuntimeError("the batch broke")  # while the artifact is still created
 
     asyncio.run(main())
     assert updates == [("artifact-1", 100.0), ("artifact-2", 0.0)]

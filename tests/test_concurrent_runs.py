@@ -15,8 +15,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +25,7 @@ from archiver.prediction import ModelRef, PredictionRequest
 from archiver.runtime import Runtime
 from archiver.settings import Settings
 from emulator.files import large_file_chunks
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow  # several processes per test
 
@@ -88,13 +87,6 @@ def _finish(procs: list[subprocess.Popen[str]]) -> list[dict]:
     return summaries
 
 
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def _download_began(staging: Path) -> bool:
     """Some bytes of some output have reached staging."""
     return staging.is_dir() and any(
@@ -144,7 +136,7 @@ def test_identical_runs_staggered_into_the_download_archive_once(
     emulator.set_faults(delivery_bytes_per_second=SLOW_RATE)
     seed = 200 + runs
     first = _start_script(archive_env, _input(seed))
-    _wait_for(lambda: _download_began(tmp_path / "staging"), "the first download to begin")
+    wait_until(lambda: _download_began(tmp_path / "staging"), DEADLINE, "the first download")
     others = [_start_script(archive_env, _input(seed)) for _ in range(runs - 1)]
     summaries = _finish([first, *others])
     _assert_archived_once(archive_env, summaries, emulator, seed, 2)
@@ -181,7 +173,7 @@ def test_identical_cli_runs_staggered_into_the_download_archive_once(
         )
 
     first = start()
-    _wait_for(lambda: _download_began(tmp_path / "staging"), "the first download to begin")
+    wait_until(lambda: _download_began(tmp_path / "staging"), DEADLINE, "the first download")
     second = start()
     summaries = _finish([first, second])
     _assert_archived_once(archive_env, summaries, emulator, seed, 2)

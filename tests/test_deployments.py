@@ -1,6 +1,6 @@
 """Deployments end to end on a real `prefect server start` (SQLite) with two process workers.
 
-The stack (tests/prefect_server.py) runs docs/deployments.md's commands, not the Makefile:
+The stack (tests/prefect_stack.py) runs docs/deployments.md's commands, not the Makefile:
 `prefect work-pool create`, `python -m deployments secret`, `prefect --no-prompt deploy --all`,
 and plain `prefect worker start --pool archiver` from directories outside the project, without
 ARCHIVER_PROJECT_DIR. Runs are created the way the UI creates them: parameters through the API.
@@ -18,7 +18,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.prefect_server import TOKEN, manifests, prefect_stack, redis_unavailable, wait_for
+from tests.prefect_server import wait_for
+from tests.prefect_stack import TOKEN, manifests, prefect_stack, redis_unavailable
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
 

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.prefect_server import (
+from tests.prefect_stack import (
     fresh_postgres_database,
     manifests,
     postgres_unavailable,

@@ -7,16 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
-import pytest
 import typer
 from typer.testing import CliRunner
 
 from emulator import Faults
 from emulator.cli import emulator_command
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,13 +69,14 @@ def start_cli(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
 
 
 def wait_until_serving(base_url: str) -> None:
-    for _ in range(200):
+    def serving() -> bool:
         try:
             httpx.get(f"{base_url}/_emulator/faults", timeout=1)
-            return
         except httpx.TransportError:
-            time.sleep(0.05)
-    pytest.fail("CLI emulator did not come up")
+            return False
+        return True
+
+    wait_until(serving, what="the CLI emulator to serve")
 
 
 def test_module_runs_prints_exports_and_stops_on_ctrl_c():

@@ -39,12 +39,13 @@ def create(
 
 
 def poll(api: httpx.Client, pred_id: str, timeout: float = 5) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The prediction once it is in a terminal state."""
+
+    def finished() -> dict | None:
         body = api.get(f"/v1/predictions/{pred_id}").json()
-        if body["status"] in TERMINAL or time.monotonic() > deadline:
-            return body
-        time.sleep(0.01)
+        return body if body["status"] in TERMINAL else None
+
+    return wait_until(finished, timeout, f"prediction {pred_id} to finish")
 
 
 def test_create_returns_starting_then_get_shows_success(api):

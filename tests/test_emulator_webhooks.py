@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +14,7 @@ from standardwebhooks import Webhook
 
 from emulator import Emulator
 from emulator.clock import ManualClock
+from tests.waiting import wait_until
 
 AUTH = {"Authorization": "Bearer test-token"}
 MODEL_PATH = "/v1/models/emulator/image/predictions"
@@ -28,14 +28,12 @@ class Inbox:
         self.statuses = list(statuses or [])
         self.lock = threading.Lock()
 
-    def wait_for(self, count: int, deadline: float = 10.0) -> list[tuple[dict[str, str], bytes]]:
-        give_up = time.monotonic() + deadline
-        while time.monotonic() < give_up:
+    def wait_for(self, count: int) -> list[tuple[dict[str, str], bytes]]:
+        def arrived() -> list[tuple[dict[str, str], bytes]] | None:
             with self.lock:
-                if len(self.received) >= count:
-                    return list(self.received)
-            time.sleep(0.01)
-        raise AssertionError(f"expected {count} deliveries, got {len(self.received)}")
+                return list(self.received) if len(self.received) >= count else None
+
+        return wait_until(arrived, what=f"{count} deliveries")
 
 
 @contextmanager
@@ -61,14 +59,6 @@ def inbox_server(inbox: Inbox) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def _wait_until(condition, deadline: float = 10.0) -> None:
-    give_up = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > give_up:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def test_completed_delivery_is_signed_with_the_account_secret():
@@ -106,7 +96,7 @@ def test_events_filter_selects_what_is_sent():
 
 
 def _deliveries(emu: Emulator, count: int) -> list[dict]:
-    _wait_until(lambda: len(emu.stats().webhooks) >= count)
+    wait_until(lambda: len(emu.stats().webhooks) >= count, what=f"{count} webhook attempts")
     return emu.stats().webhooks
 
 
@@ -121,14 +111,14 @@ def test_failed_completed_delivery_is_retried_with_the_same_id():
                 json={"input": {}, "webhook": url, "webhook_events_filter": ["completed"]},
             )
         inbox.wait_for(1)
-        _wait_until(lambda: clock.sleepers >= 1)  # the retry waits for the clock
+        wait_until(lambda: clock.sleepers >= 1, what="the retry to wait for the clock")
         assert len(inbox.received) == 1
         clock.advance(emu.faults.webhook_retry_seconds)
         inbox.wait_for(2)
-        _wait_until(lambda: clock.sleepers >= 1)
+        wait_until(lambda: clock.sleepers >= 1, what="the next retry to wait for the clock")
         clock.advance(2 * emu.faults.webhook_retry_seconds)
         received = inbox.wait_for(3)
-        _wait_until(lambda: emu.pending_webhooks == 0)
+        wait_until(lambda: emu.pending_webhooks == 0, what="no webhook pending")
     ids = {headers["webhook-id"] for headers, _ in received}
     assert len(ids) == 1 and [e["status"] for e in emu.stats().webhooks] == [500, 503, 200]
     assert [e["attempt"] for e in emu.stats().webhooks] == [1, 2, 3]

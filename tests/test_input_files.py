@@ -18,6 +18,7 @@ from archiver.prediction import ModelRef, PredictionRequest
 from archiver.runtime import Runtime
 from archiver.settings import Settings
 from tests.conftest import AUTH
+from tests.waiting import await_until
 
 MODEL = "black-forest-labs/flux-schnell"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64
@@ -117,7 +118,9 @@ def test_an_input_already_gone_is_recorded_and_the_outputs_still_archived(archiv
                 ModelRef.parse(MODEL), {"image": uploaded["urls"]["get"], "style": expired}
             )
             task = asyncio.create_task(process(runtime, request))
-            await asyncio.sleep(0.05)  # created: the model already has its input
+            await await_until(  # created: the model already has its input
+                lambda: emulator.stats().creates_accepted == 1, what="the create"
+            )
             emulator.delete_file(uploaded["id"])
             return await task
         finally:

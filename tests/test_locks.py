@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import time
 import uuid
 
 import pytest
@@ -20,6 +19,7 @@ from archiver.pipeline import process
 from archiver.prediction import ModelRef, PredictionRequest
 from archiver.runtime import Runtime
 from archiver.settings import Settings
+from tests.waiting import await_until, settle
 
 pytestmark = pytest.mark.slow  # real Redis TTLs outlived on purpose
 
@@ -40,13 +40,6 @@ def redis_url() -> str:
     except Exception as exc:  # noqa: BLE001 - any failure means: no Redis for this test
         pytest.skip(f"Redis at {url} is not reachable: {exc}")
     return url
-
-
-async def _until(condition, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def test_redis_lock_stays_held_past_its_ttl_while_its_holder_works(redis_url):
@@ -130,11 +123,11 @@ def test_create_held_past_the_lock_ttl_is_paid_once(redis_url, archive_env, emul
         try:
             first = asyncio.create_task(process(workers[0], request))
 
-            async def creating() -> bool:
-                record = await asyncio.to_thread(workers[0].cache.get, request.cache_key)
-                return record is not None
-
-            await _until(creating, "the first worker's create to begin")
+            await await_until(  # the first worker's intent record: its create has begun
+                lambda: workers[0].cache.get(request.cache_key) is not None,
+                DEADLINE,
+                "the first worker's create to begin",
+            )
             second = asyncio.create_task(process(workers[1], request))
             return await asyncio.wait_for(asyncio.gather(first, second), DEADLINE)
         finally:
@@ -156,26 +149,40 @@ def test_file_lock_serialises_holders_and_never_expires(tmp_path):
         events: list[str] = []
 
         async def waiter() -> None:
+            events.append("second tries")
             async with lock.hold("k"):
                 events.append("second acquired")
 
         async with lock.hold("k") as lease:
             task = asyncio.create_task(waiter())
-            await asyncio.sleep(0.3)  # the holder's work (meanwhile the waiter tries to take it)
+            await await_until(lambda: "second tries" in events, what="the second holder")
+            await settle()  # it would hold the key now if nothing kept it out
             await lease.ensure_held()
             events.append("first releases")
         await asyncio.wait_for(task, DEADLINE)
         return events
 
-    assert asyncio.run(go()) == ["first releases", "second acquired"]
+    assert asyncio.run(go()) == ["second tries", "first releases", "second acquired"]
 
 
-def test_file_locks_share_a_few_files_and_exclude_across_processes(tmp_path):
+def test_file_locks_share_a_few_files_and_exclude_across_processes(tmp_path, monkeypatch):
     """Every key locks a byte of one of a few fixed files (no file per key), distinct keys do
     not block each other, and a holder in another process excludes this one until released."""
     import subprocess
     import sys
 
+    from archiver import locks
+
+    refused: list[tuple] = []  # every attempt that found the byte locked elsewhere
+    attempt = locks._try
+
+    def watched(take, *args):
+        if attempt(take, *args):
+            return True
+        refused.append(args)
+        return False
+
+    monkeypatch.setattr(locks, "_try", watched)
     lock = FileKeyLock(tmp_path / "locks")
     holder = subprocess.Popen(
         [
@@ -202,7 +209,7 @@ def test_file_locks_share_a_few_files_and_exclude_across_processes(tmp_path):
             async with lock.hold("a"), lock.hold("b"), lock.hold("c"):
                 pass  # distinct keys: all held at once
             blocked = asyncio.ensure_future(_enter(lock, "shared"))
-            await asyncio.sleep(0.3)
+            await await_until(lambda: len(refused) >= 2 or blocked.done(), what="two attempts")
             was_blocked = not blocked.done()
             assert holder.stdin is not None
             holder.stdin.write("\n")

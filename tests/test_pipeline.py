@@ -2,7 +2,6 @@
 
 import hashlib
 import shutil
-import time
 
 import httpx
 
@@ -131,16 +130,16 @@ def test_download_starts_while_processing_once_all_files_are_out(run_flow, emula
         )
     )
     thread.start()
-    seen = None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and seen is None:
-        if len([d for d in emulator.stats().downloads if d["status"] == 200]) == 2:
-            prediction_id = emulator.stats().created_ids[0]
-            seen = httpx.get(
-                f"{emulator.base_url}/v1/predictions/{prediction_id}",
-                headers={"Authorization": "Bearer t"},
-            ).json()["status"]
-        time.sleep(0.02)
+    wait_until(
+        lambda: len([d for d in emulator.stats().downloads if d["status"] == 200]) == 2,
+        30,
+        "both files downloaded",
+    )
+    prediction_id = emulator.stats().created_ids[0]
+    seen = httpx.get(
+        f"{emulator.base_url}/v1/predictions/{prediction_id}",
+        headers={"Authorization": "Bearer t"},
+    ).json()["status"]
     thread.join(60)
     assert seen == "processing", "both files were downloaded before the prediction finished"
     manifest = _manifest(result["summary"])

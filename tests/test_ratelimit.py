@@ -11,9 +11,10 @@ import pytest
 
 from archiver.batch import run_batch
 from archiver.batchfile import BatchItem
-from archiver.ratelimit import LimitedTransport, TokenBucket
+from archiver.ratelimit import CoalescingLimiter, LimitedTransport, TokenBucket
 from archiver.runtime import Runtime
 from archiver.settings import Settings
+from tests.waiting import await_until, settle
 
 MODEL = "black-forest-labs/flux-schnell"
 
@@ -80,19 +81,25 @@ def test_limited_transport_keeps_at_most_limit_requests_open():
     """Requests past the limit wait until an earlier response is closed."""
     open_now = 0
     peak = 0
+    answer = asyncio.Event()
 
     async def handler(request: httpx.Request) -> httpx.Response:
         nonlocal open_now, peak
         open_now += 1
         peak = max(peak, open_now)
-        await asyncio.sleep(0.01)  # the server's time on the request: requests overlap
+        await answer.wait()  # the server holds every request until the test lets it answer
         open_now -= 1
         return httpx.Response(200, content=b"x")
 
     async def main() -> None:
         transport = LimitedTransport(lambda n: httpx.MockTransport(handler), 3, shards=2)
         async with httpx.AsyncClient(transport=transport) as client:
-            responses = await asyncio.gather(*(client.get("http://t/") for _ in range(12)))
+            calls = [asyncio.ensure_future(client.get("http://t/")) for _ in range(12)]
+            await await_until(lambda: open_now >= 3, what="three requests at the server")
+            await settle()  # a fourth would reach the server now if nothing held it back
+            assert open_now == 3
+            answer.set()
+            responses = await asyncio.gather(*calls)
         assert all(r.status_code == 200 for r in responses)
 
     asyncio.run(main())
@@ -105,7 +112,8 @@ def _created_at(manifest_url: str) -> float:
 
 
 def test_in_process_limit_spaces_creates_over_real_http(archive_env, emulator):
-    """At 60/min with a burst of 1, four creates span at least ~3 s on the emulator's clock."""
+    """At 60/min with a burst of 1 the runtime's bucket lets one create through a second: four
+    creates over real HTTP pass it at 0, 1, 2 and 3 s of its (injected) clock."""
     os.environ["ARCHIVER_CREATE_RATE_PER_MINUTE"] = "60"
     os.environ["ARCHIVER_CREATE_BURST"] = "1"
     try:
@@ -113,9 +121,20 @@ def test_in_process_limit_spaces_creates_over_real_http(archive_env, emulator):
     finally:
         del os.environ["ARCHIVER_CREATE_RATE_PER_MINUTE"], os.environ["ARCHIVER_CREATE_BURST"]
     items = [BatchItem(i, i + 1, MODEL, {"prompt": f"limited {i}"}) for i in range(4)]
+    clock = FakeClock()
+    passed: list[float] = []
 
     async def main():
         runtime = Runtime.build(settings, dest=str(archive_env))
+        built = runtime.api.before_create
+        assert isinstance(built, TokenBucket) and (built.rate, built.burst) == (1.0, 1)
+        bucket = TokenBucket(built.rate, built.burst, clock=clock, sleep=clock.sleep)
+
+        async def before_create() -> None:
+            await bucket()
+            passed.append(clock.now - 100.0)
+
+        runtime.api.before_create = before_create
         try:
             return await run_batch(runtime, items, concurrency=4)
         finally:
@@ -123,10 +142,7 @@ def test_in_process_limit_spaces_creates_over_real_http(archive_env, emulator):
 
     summary = asyncio.run(main())
     assert summary.counts == {"archived": 4, "cached": 0, "failed": 0}
-    created = sorted(_created_at(item.manifest_url) for item in summary.items)
-    # The bucket lets one create through per second: 4 creates need 3 s (minus the latency of
-    # the first request, allowed generously here); without the limit they take milliseconds.
-    assert created[-1] - created[0] >= 2.0
+    assert passed == [0.0, 1.0, 2.0, 3.0]
     assert emulator.stats().create_attempts == 4
 
 
@@ -163,8 +179,6 @@ def test_flow_creates_a_decaying_global_limit_and_creates_through_it(
 def test_coalescing_limiter_takes_queued_slots_together_and_falls_back_when_broken():
     """Sixty waiters queued together cost one `take(60)` (up to the burst); once `take` fails,
     every waiter (then and later) goes through the in-process bucket, with one warning."""
-    from archiver.ratelimit import CoalescingLimiter
-
     clock = FakeClock()
     takes: list[int] = []
     warnings: list[str] = []
@@ -193,18 +207,12 @@ def test_coalescing_limiter_takes_queued_slots_together_and_falls_back_when_brok
 def test_coalescing_limiter_lets_its_advance_through_and_counts_it_in_the_first_take():
     """With advance 3, five creates at once: three pass before the shared limit answers and the
     first take asks for all five; once it has answered, a later create waits for its take."""
-    from archiver.ratelimit import CoalescingLimiter
-
     takes: list[int] = []
     answer = asyncio.Event()
 
     async def take(count: int) -> None:
         takes.append(count)
         await answer.wait()
-
-    async def settle() -> None:
-        for _ in range(10):
-            await asyncio.sleep(0)
 
     async def main() -> None:
         fallback = TokenBucket(10.0, 100)
@@ -230,12 +238,11 @@ def test_coalescing_limiter_asks_for_owed_slots_before_closing_or_charges_its_fa
     """A create sent ahead is asked for by `aclose` at the latest (a cancelled waiter is not);
     when the shared limit fails instead, the creates sent ahead are charged to the in-process
     bucket with the ones after."""
-    from archiver.ratelimit import CoalescingLimiter
-
     takes: list[int] = []
+    answer = asyncio.Event()
 
     async def take(count: int) -> None:
-        await asyncio.sleep(0.01)
+        await answer.wait()  # the shared limit answers when the test says so
         takes.append(count)
 
     async def broken(count: int) -> None:
@@ -245,9 +252,10 @@ def test_coalescing_limiter_asks_for_owed_slots_before_closing_or_charges_its_fa
         limiter = CoalescingLimiter(take, TokenBucket(10.0, 100), print, advance=1)
         await limiter()
         waiting = asyncio.ensure_future(limiter())  # past the advance: waits for a take
-        await asyncio.sleep(0)
+        await settle()
         waiting.cancel()  # its run was cancelled: no slot is asked for it
         assert takes == []
+        answer.set()
         await limiter.aclose()
         assert takes == [1]
 
@@ -282,15 +290,27 @@ def test_batch_sends_only_its_advance_of_creates_before_the_global_limit_answers
     monkeypatch.setattr(PredictionCache, "put", recording_put)
     seen: dict[str, object] = {}
     granted: list[int] = []
-    increment = PrefectCreateLimit._increment
+    limiters: list[CoalescingLimiter] = []
+    increment, setup = PrefectCreateLimit._increment, PrefectCreateLimit.setup
+
+    async def recording_setup(self):
+        limiter = await setup(self)
+        limiters.append(limiter)
+        return limiter
 
     async def slow_first_increment(self, count):
-        if not seen:
-            for _ in range(200):  # until every item wrote its intent (or 10 s)
-                if intents.count("creating") == 4:
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)  # time enough for a create not held back to go out
+        if not seen:  # the first take waits until the creates sent ahead are out, the rest held
+            try:
+                await await_until(
+                    lambda: (
+                        intents.count("creating") == 4
+                        and intents.count("pending") == advance
+                        and limiters[0].waiting == 4 - advance
+                    ),
+                    what=f"{advance} create(s) out and {4 - advance} held back by the limiter",
+                )
+            except AssertionError as exc:  # the limiter would take it for a broken limit
+                seen["timeout"] = str(exc)
             seen.update(
                 intents=intents.count("creating"),
                 created=intents.count("pending"),
@@ -301,6 +321,7 @@ def test_batch_sends_only_its_advance_of_creates_before_the_global_limit_answers
             granted.append(count)
         return locked_for
 
+    monkeypatch.setattr(PrefectCreateLimit, "setup", recording_setup)
     monkeypatch.setattr(PrefectCreateLimit, "_increment", slow_first_increment)
     batch = tmp_path / "four.jsonl"
     batch.write_text("".join(json.dumps({"prompt": f"ahead {i}"}) + "\n" for i in range(4)))

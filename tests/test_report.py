@@ -14,11 +14,12 @@ from PIL import Image
 
 from archiver.batch import BatchSummary, ItemResult
 from archiver.pipeline import FileSummary, RunSummary
-from archiver.report.previews import (
+from archiver.previews import (
     MAX_BYTES,
     MAX_SIDE,
     MAX_THUMBNAILS,
     PreviewBudget,
+    local_previews,
     previews_of,
     thumbnail,
 )
@@ -26,7 +27,6 @@ from archiver.report.render import (
     artifact_key,
     batch_gallery,
     gallery,
-    presigned_links,
     run_gallery,
     run_summary,
 )
@@ -195,13 +195,14 @@ def test_artifact_keys_are_lowercase_letters_digits_and_dashes(parts, key):
     assert artifact_key(*parts) == key
 
 
-def test_presigned_links_download_the_file_and_are_off_by_default(moto_s3, moto_bucket):
+def test_signed_links_download_the_file_and_are_off_by_default(moto_s3, moto_bucket):
     """With a lifetime set, each S3 file gets a presigned https link that serves its bytes."""
     dest = open_destination(f"s3://{moto_bucket}/archive", moto_s3.storage_options())
     write_bytes_atomic(dest, dest.path("m/p/out-0.png"), b"png bytes")
     summary = _summary(f"s3://{moto_bucket}/archive")
-    assert presigned_links(dest, summary.files, 0) == {}
-    [(url, link)] = presigned_links(dest, summary.files, 600).items()
+    urls = [f.url for f in summary.files]
+    assert dest.signed_links(urls, 0) == {}
+    [(url, link)] = dest.signed_links(urls, 600).items()
     assert url == f"s3://{moto_bucket}/archive/m/p/out-0.png"
     assert "Signature=" in link or "X-Amz-Signature=" in link
     assert httpx.get(link).content == b"png bytes"
@@ -210,8 +211,6 @@ def test_presigned_links_download_the_file_and_are_off_by_default(moto_s3, moto_
 
 def test_a_cached_run_on_a_local_archive_gets_thumbnails_from_the_archived_files(tmp_path):
     """Nothing staged (archived earlier): thumbnails are read from the local archive's files."""
-    from archiver.report.render import local_previews
-
     dest = open_destination(str(tmp_path))
     summary = _summary(dest.root, cached=True, names=("out-0.png", "notes.txt"))
     (tmp_path / "m/p").mkdir(parents=True)

@@ -1,7 +1,8 @@
-"""Hosts that fail every request: each step makes exactly its documented worst-case requests.
+"""Hosts that fail every request: each API step makes exactly its documented worst-case requests.
 
-The counts asserted here are the table in `archiver/retry.py`'s docstring (default settings).
-Sleeps are injected: no test waits for a backoff.
+The counts asserted here are the table in `archiver/retry.py`'s docstring (default settings);
+downloads and the store are in test_retry_bounds_downloads.py, a sweep's list pages in
+test_retry_bounds_sweep.py. Sleeps are injected: no test waits for a backoff.
 """
 
 from __future__ import annotations
@@ -9,105 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
-from collections import Counter
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
-from archiver.batch import run_batch
-from archiver.batchfile import BatchItem
-from archiver.delivery import Delivery
-from archiver.download import DownloadOptions, download_outputs
-from archiver.errors import (
-    DownloadInterrupted,
-    RateLimited,
-    ServiceUnavailable,
-    StorageUnavailable,
-    register_secret,
-)
-from archiver.outputs import HostAllowList
-from archiver.prediction import ModelRef, PredictionRequest
-from archiver.replicate_api import ReplicateAPI
-from archiver.retry import (
-    STORE_REQUEST_ATTEMPTS,
-    RetryPolicies,
-    RetryPolicy,
-    retry_call,
-    should_retry,
-)
-from archiver.runtime import Runtime, api_client
-from archiver.settings import Settings
-from archiver.storage import open_destination, write_bytes_atomic
-from archiver.sweep import list_recent
-from tests.loopback import serving
-
-MODEL = "black-forest-labs/flux-schnell"
-DEFAULTS = Settings(api_token=None)  # the documented worst cases are for the defaults
-POLICIES = RetryPolicies.from_settings(DEFAULTS)
-FOREVER = 1_000_000
-
-
-class Sleeps:
-    """An injected sleep: records every wait, waits for nothing."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
-class _Always503(BaseHTTPRequestHandler):
-    def _answer(self) -> None:
-        # The body is never read (a PUT may wait for `100 Continue`): answer, then hang up.
-        self.close_connection = True
-        with self.server.lock:  # type: ignore[attr-defined]
-            self.server.requests[(self.command, self.path.split("?")[0])] += 1  # type: ignore[attr-defined]
-        body = b'{"detail": "down for good (test)"}'
-        self.send_response(503)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _answer
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def down_host():
-    """An HTTP server on a free loopback port that answers 503 to everything, counting requests."""
-    with serving(_Always503) as server:
-        server.requests = Counter()  # type: ignore[attr-defined]
-        server.lock = threading.Lock()  # type: ignore[attr-defined]
-        yield server
-
-
-def _url(server: ThreadingHTTPServer) -> str:
-    port = server.server_address[1]
-    return f"http://127.0.0.1:{port}"
-
-
-def _api(base_url: str, sleep: Sleeps, **kwargs) -> ReplicateAPI:
-    settings = Settings(api_token=SecretStr("r8_test_token"), base_url=base_url)
-    return ReplicateAPI(
-        api_client(settings, settings.token()),
-        wait_seconds=1,
-        poll_interval=0.01,
-        policies=POLICIES,
-        sleep=sleep,
-        **kwargs,
-    )
-
-
-def _request(prompt: str, **extra) -> PredictionRequest:
-    return PredictionRequest(ModelRef.parse(MODEL), {"prompt": prompt, **extra})
+from archiver.errors import RateLimited, ServiceUnavailable, register_secret
+from archiver.retry import RetryPolicy, retry_call, should_retry
+from tests.failing_hosts import FOREVER, MODEL, POLICIES, Sleeps, api_at, request_for, url_of
 
 
 def test_a_read_makes_api_attempts_requests(emulator):
@@ -116,7 +24,7 @@ def test_a_read_makes_api_attempts_requests(emulator):
     sleep = Sleeps()
 
     async def go() -> None:
-        api = _api(emulator.base_url, sleep)
+        api = api_at(emulator.base_url, sleep)
         try:
             with pytest.raises(ServiceUnavailable) as caught:
                 await api.get("p-unknown")
@@ -135,9 +43,9 @@ def test_wait_gives_up_after_consecutive_failed_polls(emulator):
     sleep = Sleeps()
 
     async def go() -> None:
-        api = _api(emulator.base_url, sleep)
+        api = api_at(emulator.base_url, sleep)
         try:
-            prediction = await api.create(_request("wait forever"))
+            prediction = await api.create(request_for("wait forever"))
             assert not prediction.terminal
             emulator.set_faults(fail_reads=FOREVER)
             with pytest.raises(ServiceUnavailable):
@@ -159,10 +67,10 @@ def test_create_against_a_host_that_always_fails(down_host):
         fences.append(1)
 
     async def go() -> None:
-        api = _api(_url(down_host), sleep)
+        api = api_at(url_of(down_host), sleep)
         try:
             with pytest.raises(ServiceUnavailable) as caught:
-                await api.create(_request("never"), fence=fence)
+                await api.create(request_for("never"), fence=fence)
         finally:
             await api.aclose()
         assert caught.value.exhausted
@@ -187,121 +95,16 @@ def test_create_against_a_host_that_refuses_connections():
         tries.append(1)
 
     async def go() -> None:
-        api = _api(f"http://127.0.0.1:{port}", sleep, before_create=before_create)
+        api = api_at(f"http://127.0.0.1:{port}", sleep, before_create=before_create)
         try:
             with pytest.raises(ServiceUnavailable):
-                await api.create(_request("refused"), fence=before_create)
+                await api.create(request_for("refused"), fence=before_create)
         finally:
             await api.aclose()
 
     asyncio.run(go())
     assert len(tries) == 2 * POLICIES.create.attempts == 12
     assert len(sleep.waits) == POLICIES.create.attempts - 1
-
-
-def _download(
-    emulator, tmp_path: Path, prompt: str, *, before: dict | None = None, after: dict | None = None
-) -> tuple[Sleeps, BaseException]:
-    sleep = Sleeps()
-    emulator.set_faults(**(before or {}))
-
-    async def go() -> BaseException:
-        api = _api(emulator.base_url, sleep)
-        delivery = Delivery(
-            streams=4,
-            timeout=30,
-            user_agent="test",
-            allow=HostAllowList(emulator.delivery_host),
-        )
-        try:
-            prediction = await api.create(_request(prompt))
-            prediction = await api.wait(prediction, timeout=60)
-            emulator.set_faults(**(after or {}))
-            options = DownloadOptions(policy=POLICIES.download_file, sleep=sleep)
-            with pytest.raises(DownloadInterrupted) as caught:
-                await download_outputs(
-                    prediction,
-                    api=api,
-                    delivery=delivery,
-                    staging_root=tmp_path,
-                    options=options,
-                )
-            return caught.value
-        finally:
-            delivery.close()
-            await api.aclose()
-
-    return sleep, asyncio.run(go())
-
-
-def test_download_against_a_delivery_host_that_always_fails(emulator, tmp_path):
-    """Delivery answers 503 forever: 5 requests per file, no re-fetch, then DownloadInterrupted."""
-    sleep, error = _download(emulator, tmp_path, "cdn down", after={"fail_downloads": FOREVER})
-    stats = emulator.stats()
-    assert [d["status"] for d in stats.downloads] == [503] * POLICIES.download_file.attempts
-    assert stats.reads == 0 and error.exhausted
-    assert len(sleep.waits) == POLICIES.download_file.attempts - 1 == 4
-
-
-def test_download_of_urls_that_always_expire(emulator, tmp_path):
-    """Every URL is dead on arrival: 5 delivery requests and 4 re-fetches, then it gives up."""
-    sleep, error = _download(emulator, tmp_path, "always expired", before={"url_ttl_seconds": 0})
-    stats = emulator.stats()
-    assert [d["status"] for d in stats.downloads] == [403] * POLICIES.download_file.attempts
-    assert stats.reads == POLICIES.download_file.attempts - 1 == 4
-    assert error.exhausted and sleep.waits == [0.0] * 4, "fresh URLs, not time, are the cure"
-
-
-def test_s3_store_that_always_fails_takes_one_request_per_try(down_host):
-    """botocore and s3fs make one attempt each: one store request per step try, no multiplying."""
-    options = {"endpoint_url": _url(down_host), "key": "k", "secret": "s", "region": "us-east-1"}
-    dest = open_destination("s3://bucket/archive", options)
-    with pytest.raises(StorageUnavailable):
-        write_bytes_atomic(dest, dest.path("manifest.json"), b"{}")
-    per_try = sum(down_host.requests.values())
-    assert per_try == STORE_REQUEST_ATTEMPTS == 1
-
-    sleep = Sleeps()
-    step = POLICIES.step
-
-    async def archive() -> None:
-        await asyncio.to_thread(write_bytes_atomic, dest, dest.path("manifest.json"), b"{}")
-
-    with pytest.raises(StorageUnavailable):
-        asyncio.run(retry_call(step, archive, sleep=sleep))
-    assert sum(down_host.requests.values()) == per_try + step.attempts * per_try
-    assert sleep.waits == step.delays() == [2.0, 4.0, 8.0]
-
-
-def test_batch_item_does_not_multiply_download_retries(archive_env, emulator, monkeypatch):
-    """A batch item whose files never download: 5 delivery requests, not 5 x the step retries."""
-    monkeypatch.setenv("ARCHIVER_RETRY_DELAY", "0")
-    emulator.set_faults(fail_downloads=FOREVER)
-    item = BatchItem(index=0, line=1, model=MODEL, input={"prompt": "batch cdn down"})
-
-    async def go():
-        runtime = Runtime.build(Settings(), dest=str(archive_env))
-        try:
-            return await run_batch(runtime, [item])
-        finally:
-            await runtime.aclose()
-
-    summary = asyncio.run(go())
-    assert summary.counts["failed"] == 1 and "gave up after 5 attempts" in summary.items[0].error
-    stats = emulator.stats()
-    assert len(stats.downloads) == POLICIES.download_file.attempts
-    assert stats.creates_accepted == 1
-
-
-def test_flow_does_not_multiply_download_retries(run_flow, emulator, monkeypatch):
-    """Through Prefect: the download task is not retried after its requests gave up: 5 requests."""
-    monkeypatch.setenv("ARCHIVER_RETRY_DELAY", "0")
-    emulator.set_faults(fail_downloads=FOREVER)
-    with pytest.raises(DownloadInterrupted, match="gave up after 5 attempts"):
-        run_flow(MODEL, {"prompt": "flow cdn down"})
-    stats = emulator.stats()
-    assert len(stats.downloads) == POLICIES.download_file.attempts
-    assert stats.creates_accepted == 1
 
 
 def test_retry_after_is_honoured_up_to_its_cap():
@@ -329,87 +132,6 @@ def test_an_error_a_loop_gave_up_on_is_not_retried_outside():
     with pytest.raises(ServiceUnavailable):
         asyncio.run(retry_call(RetryPolicy(4, 0, 0), inner, sleep=sleep))
     assert len(calls) == 3
-
-
-# -- a sweep's list pages -------------------------------------------------------------------------
-
-
-def _list(api: ReplicateAPI):
-    now = datetime.now(UTC)
-    return list_recent(api, created_after=now - timedelta(hours=1), created_before=now)
-
-
-def test_a_list_page_throttled_forever_makes_api_attempts_requests(emulator, caplog):
-    """Every list call 429: 4 requests (docs/architecture.md's table), each wait its Retry-After, then the
-    error, marked exhausted (no task retry asks again); each retry one INFO line."""
-    emulator.set_faults(throttle_lists=FOREVER, retry_after_seconds=3)
-    caplog.set_level(logging.INFO, logger="archiver.retry")
-    sleep = Sleeps()
-
-    async def go() -> RateLimited:
-        api = _api(emulator.base_url, sleep)
-        try:
-            with pytest.raises(RateLimited) as caught:
-                await _list(api)
-        finally:
-            await api.aclose()
-        return caught.value
-
-    error = asyncio.run(go())
-    assert emulator.stats().list_calls == POLICIES.list_page.attempts == 4
-    assert sleep.waits == [3.0, 3.0, 3.0] and error.exhausted
-    lines = [r.getMessage() for r in caplog.records if r.name == "archiver.retry"]
-    assert len(lines) == 3 and all(
-        line.startswith("retrying GET /v1/predictions?") for line in lines
-    )
-    assert all(" in 3.0s " in line and "RateLimited" in line for line in lines)
-    assert all("r8_test_token" not in line for line in lines)
-
-
-def test_a_list_page_waits_within_its_budget(emulator):
-    """Retry-After honoured within the budget: 120 s asked each time, 300 s in all: two waits,
-    then it stops rather than wait past the budget."""
-    emulator.set_faults(throttle_lists=FOREVER, retry_after_seconds=120)
-    sleep = Sleeps()
-
-    async def go() -> None:
-        api = _api(emulator.base_url, sleep)
-        try:
-            with pytest.raises(RateLimited):
-                await _list(api)
-        finally:
-            await api.aclose()
-
-    asyncio.run(go())
-    assert POLICIES.list_page.budget == DEFAULTS.list_wait_budget == 300
-    assert sleep.waits == [120.0, 120.0] and emulator.stats().list_calls == 3
-
-
-def test_a_list_page_against_a_host_that_always_fails(down_host):
-    """503 forever: 4 GETs of the page, 3 backoffs."""
-    sleep = Sleeps()
-
-    async def go() -> None:
-        api = _api(_url(down_host), sleep)
-        try:
-            with pytest.raises(ServiceUnavailable):
-                await _list(api)
-        finally:
-            await api.aclose()
-
-    asyncio.run(go())
-    assert down_host.requests == {("GET", "/v1/predictions"): POLICIES.list_page.attempts}
-    assert len(sleep.waits) == 3
-
-
-def test_sweep_cli_throttled_forever_exits_1_with_one_line(cli, emulator, archive_env):
-    """`sweep` against a list that answers 429 forever: exit 1, one line, bounded."""
-    emulator.set_faults(throttle_lists=FOREVER, retry_after_seconds=0)
-    result = cli("sweep", "--since", "1h", "--dest", str(archive_env))
-    assert result.returncode == 1
-    lines = [x for x in result.stderr.splitlines() if x.strip() and not x.startswith("flow run: ")]
-    assert len(lines) == 1 and "throttled" in lines[0], result.stderr
-    assert emulator.stats().list_calls == POLICIES.list_page.attempts
 
 
 def test_every_retry_logs_one_redacted_line(caplog):

@@ -66,7 +66,6 @@ def test_run_archives_byte_exact_blobs_signed_links_and_a_cached_rerun(
     """A flow run to az:// lands every file and the manifest byte-exact and the cache in the
     container; ARCHIVER_PRESIGN_SECONDS gives SAS links Azurite serves; the rerun is cached;
     the account key reaches no manifest or cache record."""
-    from archiver.report import render
 
     dest = f"az://{container}/runs"
     input = {"prompt": "a lighthouse", "num_outputs": 2, "seed": 3}
@@ -80,7 +79,7 @@ def test_run_archives_byte_exact_blobs_signed_links_and_a_cached_rerun(
     for name in names:
         assert "AccountKey" not in azurite.read(container, name).decode("latin-1")
 
-    links = render.presigned_links(storage.open_destination(dest), first.files, 60)
+    links = storage.open_destination(dest).signed_links((f.url for f in first.files), 60)
     assert set(links) == {f.url for f in first.files}
     for f in first.files:
         assert hashlib.sha256(httpx.get(links[f.url]).content).hexdigest() == f.sha256

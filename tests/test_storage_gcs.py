@@ -142,12 +142,9 @@ def test_signed_links_with_a_service_account_key_and_none_without(bucket, gcs):
     """ARCHIVER_PRESIGN_SECONDS on gs://: a service-account key (generated here, never used to
     ask for a token) signs V4 links the emulator serves; anonymous access gives no link and no
     error."""
-    from types import SimpleNamespace
 
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-
-    from archiver.report import render
 
     anon = storage.open_destination(f"gs://{bucket}/p")
     storage.write_bytes_atomic(anon, anon.path("x.bin"), b"signed bytes")
@@ -165,8 +162,8 @@ def test_signed_links_with_a_service_account_key_and_none_without(bucket, gcs):
         "token_uri": f"{unused_endpoint()}/token",  # loopback: nothing may leave the machine
     }
     signer = storage.open_destination(f"gs://{bucket}/p", {"token": account})
-    files = [SimpleNamespace(url=f"gs://{bucket}/p/x.bin")]
-    [link] = render.presigned_links(signer, files, 60).values()
+    urls = [f"gs://{bucket}/p/x.bin"]
+    [link] = signer.signed_links(urls, 60).values()
     assert link.startswith(f"{gcs.host}/{bucket}/p/x.bin?") and "X-Goog-Signature=" in link
     assert httpx.get(link).content == b"signed bytes"
-    assert render.presigned_links(anon, files, 60) == {}
+    assert anon.signed_links(urls, 60) == {}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.prefect_server import manifests, prefect_stack
+from tests.prefect_stack import manifests, prefect_stack
 
 pytestmark = [pytest.mark.ui, pytest.mark.server, pytest.mark.timeout(300)]
 

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from archiver.batch import BatchRunner
 from archiver.batchfile import BatchItem
 from archiver.runtime import Runtime
 from archiver.settings import Settings
+from tests.waiting import wait_until
 
 URL = "http://127.0.0.1:9/webhooks/replicate"  # nobody listens: the attempts are recorded
 
 
 def _attempts(emulator, count: int) -> list[dict]:
-    give_up = time.monotonic() + 30
-    while len(emulator.stats().webhooks) < count:
-        assert time.monotonic() < give_up, "no webhook attempt"
-        time.sleep(0.02)
+    """The emulator's webhook attempts, once there are `count`."""
+    wait_until(lambda: len(emulator.stats().webhooks) >= count, 30, f"{count} webhook attempts")
     return emulator.stats().webhooks
 
 

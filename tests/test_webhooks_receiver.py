@@ -20,6 +20,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from tests.conftest import ROOT
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow  # receiver processes, killed and restarted
 
@@ -91,12 +92,8 @@ def receiver(env: dict[str, str], dest: Path) -> Iterator[ReceiverProcess]:
         process.stop()
 
 
-def _wait_until(condition, what: str, deadline: float = 60.0) -> None:
-    give_up = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+def _wait_until(condition, what: str) -> None:
+    wait_until(condition, 60.0, what)
 
 
 def _manifests(dest: Path) -> list[Path]:

@@ -1,6 +1,5 @@
-"""What a run archived, for people: thumbnails of image outputs (`previews`) and the markdown
-and tables that show them (`render`). Prefect-free: `tasks/artifacts.py` publishes the result.
-
-`previews` depends on nothing else of the domain (the pipeline imports it while the staged
-files exist); `render` reads the run summaries. Import the submodules, not this package.
+"""What a run archived, for people: the markdown and tables that show it (`render`, `existing`,
+`catalog`). Prefect-free and rendering only: the thumbnails they embed are made by
+`archiver.previews` (the pipeline makes them while the staged files exist), and
+`tasks/artifacts.py` publishes the result. Import the submodules, not this package.
 """

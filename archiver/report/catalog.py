@@ -1,22 +1,17 @@
 """What find-in-archive and verify-archive show in the Prefect UI: the matches as a table and a
 thumbnail gallery (the run gallery's renderer), and verify's problems as markdown.
 
-Thumbnails are made from the archived files: read from local disk, or fetched from other stores
-up to `MAX_FETCH` bytes each, within the gallery's budget (`PreviewBudget`)."""
+Rendering only: the thumbnails come made (`archiver.previews.archived_previews`)."""
 
 from __future__ import annotations
 
-import mimetypes
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from ..catalog.verify import VerifyReport
-from ..storage import Destination
-from .previews import MAX_THUMBNAILS, Preview, PreviewBudget, is_image, thumbnail
+from ..previews import Preview
 from .render import MAX_LISTED, _code, _md, gallery
 
-MAX_FETCH = 16 * 2**20  # largest remote image fetched for a thumbnail
 PROMPT_CHARS = 80
 
 
@@ -43,42 +38,22 @@ def _prompt(value: Mapping[str, Any]) -> str:
 
 
 def find_gallery(
-    results: Sequence[Mapping[str, Any]], dest: Destination, query: str, total: int
+    results: Sequence[Mapping[str, Any]], previews: Mapping[str, Preview], query: str, total: int
 ) -> str:
-    """Thumbnails of the matches' images (at most MAX_THUMBNAILS), captioned by prediction."""
-    budget = PreviewBudget(MAX_THUMBNAILS)
+    """The matches' files captioned by prediction, with the thumbnails of `previews` (`{path:
+    Preview}`, made by `archiver.previews.archived_previews`); at most MAX_THUMBNAILS shown."""
     entries: list[tuple[str, Preview]] = []
     for result in results:
         for f in result["files"]:
             name = f["path"].rsplit("/", 1)[-1]
-            preview = Preview(
-                name=name,
-                size=f["size"],
-                content_type=f.get("content_type") or mimetypes.guess_type(name)[0],
+            preview = previews.get(f["path"]) or Preview(
+                name=name, size=f["size"], content_type=f.get("content_type")
             )
-            if is_image(name, preview.content_type) and budget.take():
-                made = _thumbnail(dest, f["path"], f["size"])
-                if isinstance(made, str):
-                    preview.note = made
-                else:
-                    preview.thumbnail, preview.width, preview.height = made
             entries.append((f"{result['prediction_id']}/{name}", preview))
     note = f"{total} match(es) for {_code(query) if query else 'the filters'}"
     if total > len(results):
         note += f"; the newest {len(results)} shown"
     return gallery(entries, title="Matches", note=note + ".")
-
-
-def _thumbnail(dest: Destination, path: str, size: int) -> tuple[str, int, int] | str:
-    full = dest.path(path)
-    if dest.is_local:
-        return thumbnail(Path(full))
-    if size > MAX_FETCH:
-        return "too large to fetch for a thumbnail"
-    try:
-        return thumbnail(bytes(dest.fs.cat_file(full)))
-    except Exception as exc:  # noqa: BLE001 - a gallery never fails the search
-        return f"not fetched ({type(exc).__name__})"
 
 
 def verify_markdown(report: VerifyReport) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..existing import ArchiveReport
-from .previews import Preview, is_image
+from ..previews import Preview, is_image
 from .render import MAX_LISTED, _code, _location, _md, _size, gallery
 
 

@@ -5,10 +5,10 @@
 * `gallery`: thumbnails embedded as `data:` URIs (at most `MAX_THUMBNAILS`, the rest counted),
   each with its file name; other outputs listed by name, type and size;
 * `batch_summary` / `batch_table`: the same for every item of a batch;
-* `presigned_links`: optional time-limited https links for files in object stores;
 * `artifact_key`: a stable key (lowercase letters, digits, dashes) so Prefect tracks the latest.
 
-Pure functions of the summaries; only `local_previews` and `presigned_links` touch storage.
+Pure functions of the summaries (and of the signed links a caller got from
+`Destination.signed_links`); the thumbnails they embed are made by `archiver.previews`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from __future__ import annotations
 import json
 import mimetypes
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..batch import BatchSummary
 from ..pipeline import FileSummary, RunSummary
-from ..storage import Destination
-from .previews import MAX_THUMBNAILS, OVER_LIMIT, Preview, PreviewBudget, is_image, previews_of
+from ..previews import MAX_THUMBNAILS, OVER_LIMIT, Preview, is_image
 
 COLUMNS = 4  # thumbnails per gallery row
 MAX_LISTED = 5000  # file rows of a markdown summary (the table artifact has them all)
@@ -276,40 +274,3 @@ def progress_text(s: Mapping[str, int]) -> str:
         f"{s['finished']}/{s['total']} items ({s['archived']} archived, {s['cached']} "
         f"cached, {s['failed']} failed); {s['files']} files, {s['bytes']:,} bytes downloaded"
     )
-
-
-def local_previews(
-    summary: RunSummary, dest: Destination, budget: PreviewBudget | None
-) -> list[Preview]:
-    """Previews of an already archived (cached) prediction, read from a local archive; none
-    from remote stores (nothing is downloaded for a gallery)."""
-    if not dest.is_local or summary.previews:
-        return list(summary.previews)
-    files = [(f.name, None, f.size, Path(f.url)) for f in summary.files]
-    return previews_of(files, budget)
-
-
-def presigned_links(
-    dest: Destination, files: Iterable[FileSummary], seconds: int
-) -> dict[str, str]:
-    """`{file url: signed https url}` valid for `seconds`; {} when off or the store cannot sign
-    (S3 presigned URLs, GCS signed URLs, Azure SAS: the destination's backend decides).
-
-    Best effort: a file that cannot be signed gets no link (the summary still shows its
-    location).
-    """
-    if seconds <= 0:
-        return {}
-    links = {}
-    prefix = dest.url.rstrip("/") + "/"
-    for f in files:
-        if not f.url.startswith(prefix):
-            continue
-        try:
-            link = dest.backend.sign(dest.path(f.url.removeprefix(prefix)), seconds)
-        except Exception:  # noqa: BLE001 - a link is optional; the location is always shown
-            continue
-        if link is None:
-            return {}  # this store has no signed links
-        links[f.url] = link
-    return links

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,30 @@ class Destination:
     def is_local(self) -> bool:
         """Whether the destination is the local filesystem (paths are OS paths)."""
         return self.backend.is_local
+
+    def signed_links(self, urls: Iterable[str], seconds: int) -> dict[str, str]:
+        """`{file url: signed https url}` valid for `seconds`, for the files of `urls` under
+        this destination; {} when off (0) or the store cannot sign (S3 presigned URLs, GCS
+        signed URLs, Azure SAS: the backend decides).
+
+        Best effort: a file that cannot be signed gets no link (a report still shows its
+        location).
+        """
+        if seconds <= 0:
+            return {}
+        links = {}
+        prefix = self.url.rstrip("/") + "/"
+        for url in urls:
+            if not url.startswith(prefix):
+                continue
+            try:
+                link = self.backend.sign(self.path(url.removeprefix(prefix)), seconds)
+            except Exception:  # noqa: BLE001 - a link is optional; the location is always shown
+                continue
+            if link is None:
+                return {}  # this store has no signed links
+            links[url] = link
+        return links
 
 
 def refuse_credentials(url: str | None, *, setting: str = "destination") -> None:

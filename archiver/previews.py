@@ -8,7 +8,9 @@ cannot read gets a `Preview` without an image: it is listed, never fatal.
 How many thumbnails a run makes is bounded by a `PreviewBudget` (a gallery shows at most
 `MAX_THUMBNAILS`): a batch shares one budget between all its items, so its thousand images
 cost 24 thumbnails, not a thousand. Runs start with no budget (benchmarks and plain scripts
-make none); flows install one with `use_previews`.
+make none); flows install one with `use_previews`. `local_previews` makes them for a prediction
+already in a local archive (a cached run), from the archive's own files; `archived_previews`
+for any archived files (find-in-archive's gallery), fetching remote ones up to `MAX_FETCH` bytes.
 """
 
 from __future__ import annotations
@@ -21,15 +23,20 @@ import warnings
 from collections.abc import Iterable
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:  # types only: the pipeline imports this module
+    from .pipeline import RunSummary
+    from .storage import Destination
 
 MAX_SIDE = 256  # px, the longest side of a thumbnail
 MAX_BYTES = 40_000  # per thumbnail, before base64
 MAX_THUMBNAILS = 24  # per gallery artifact
 MAX_SOURCE_BYTES = 256 * 2**20  # larger files are listed without a thumbnail
 MAX_SOURCE_PIXELS = 100_000_000  # likewise for images larger than this when decoded
+MAX_FETCH = 16 * 2**20  # largest image fetched from a remote archive for a thumbnail
 QUALITIES = (80, 65, 50, 35)
 OVER_LIMIT = "over the gallery's limit"
 
@@ -105,6 +112,50 @@ def previews_of(
                 preview.note = OVER_LIMIT
         result.append(preview)
     return result
+
+
+def local_previews(
+    summary: RunSummary, dest: Destination, budget: PreviewBudget | None
+) -> list[Preview]:
+    """Previews of an already archived (cached) prediction, read from a local archive; none
+    from remote stores (nothing is downloaded for a gallery)."""
+    if not dest.is_local or summary.previews:
+        return list(summary.previews)
+    files = [(f.name, None, f.size, Path(f.url)) for f in summary.files]
+    return previews_of(files, budget)
+
+
+def archived_previews(
+    files: Iterable[tuple[str, str | None, int]], dest: Destination, budget: PreviewBudget
+) -> dict[str, Preview]:
+    """`{path: Preview}` per `(path in dest, content_type, size)` of files already archived:
+    thumbnails read from local disk, or fetched from other stores up to `MAX_FETCH` bytes each,
+    while `budget` lasts. A file that cannot be read or fetched is listed with the reason."""
+    result = {}
+    for path, content_type, size in files:
+        name = path.rsplit("/", 1)[-1]
+        kind = content_type or mimetypes.guess_type(name)[0]
+        preview = Preview(name=name, size=size, content_type=kind)
+        if is_image(name, kind) and budget.take():
+            made = _archived_thumbnail(dest, path, size)
+            if isinstance(made, str):
+                preview.note = made
+            else:
+                preview.thumbnail, preview.width, preview.height = made
+        result[path] = preview
+    return result
+
+
+def _archived_thumbnail(dest: Destination, path: str, size: int) -> tuple[str, int, int] | str:
+    full = dest.path(path)
+    if dest.is_local:
+        return thumbnail(Path(full))
+    if size > MAX_FETCH:
+        return "too large to fetch for a thumbnail"
+    try:
+        return thumbnail(bytes(dest.fs.cat_file(full)))
+    except Exception as exc:  # noqa: BLE001 - a gallery never fails the search
+        return f"not fetched ({type(exc).__name__})"
 
 
 def thumbnail(path: Path | bytes) -> tuple[str, int, int] | str:
