@@ -135,11 +135,13 @@ def _manifests_follow_the_schema(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
-def emulator():
-    """A fresh emulator with fast model times, served over real HTTP on 127.0.0.1."""
+def emulator(request: pytest.FixtureRequest):
+    """A fresh emulator with fast model times, served over real HTTP on 127.0.0.1 (a test may
+    change its options with `@pytest.mark.parametrize("emulator", [{...}], indirect=True)`)."""
     from emulator import Emulator
 
-    with Emulator(processing_seconds=0.05, models=TEST_MODELS) as emu:
+    options = {"processing_seconds": 0.05, "models": TEST_MODELS, **getattr(request, "param", {})}
+    with Emulator(**options) as emu:
         yield emu
 
 

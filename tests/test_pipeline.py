@@ -4,9 +4,11 @@ import hashlib
 import shutil
 
 import httpx
+import pytest
 
 from archiver.cache import latest_record
 from archiver.manifest import Manifest
+from emulator.clock import ManualClock
 from tests.waiting import wait_until
 
 MODEL = "black-forest-labs/flux-schnell"
@@ -116,9 +118,13 @@ def test_staging_is_cleaned_after_the_manifest(run_flow, archive_env, tmp_path):
     assert not any(p.is_file() for p in (tmp_path / "staging").rglob("*"))
 
 
+@pytest.mark.parametrize(
+    "emulator", [{"processing_seconds": 0, "clock": ManualClock()}], indirect=True
+)
 def test_download_starts_while_processing_once_all_files_are_out(run_flow, emulator, monkeypatch):
     """Files published before the prediction finishes are fetched at once; the manifest still
-    records the final succeeded state."""
+    records the final succeeded state. The emulator's clock stands still, so the prediction
+    stays `processing` until the test moves it on, however slow the machine."""
     import threading
 
     monkeypatch.setenv("ARCHIVER_WAIT_SECONDS", "1")
@@ -140,6 +146,7 @@ def test_download_starts_while_processing_once_all_files_are_out(run_flow, emula
         f"{emulator.base_url}/v1/predictions/{prediction_id}",
         headers={"Authorization": "Bearer t"},
     ).json()["status"]
+    emulator.clock.advance(2)
     thread.join(60)
     assert seen == "processing", "both files were downloaded before the prediction finished"
     manifest = _manifest(result["summary"])
