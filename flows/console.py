@@ -10,6 +10,8 @@ def quiet_prefect_console(debug: bool) -> None:
     """Keep Prefect's console logs (and their tracebacks) off the terminal unless --debug."""
     if debug:
         return
+    # Prefect sets its logging up (the handlers quieted here) once its SDK loads: load it first.
+    from prefect import flow  # noqa: F401
     from prefect.logging.handlers import PrefectConsoleHandler
 
     for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:

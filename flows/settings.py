@@ -6,8 +6,8 @@ The token may come from a Prefect Secret block, S3 credentials from a prefect-aw
 Storage options reach a flow run as values, in two parts (`split_secret` in
 archiver/storage/options.py): non-secret ones as the flow's `storage_options` parameter (Prefect
 stores it: the UI shows it), secret ones as this process's own options (`use_storage_options`,
-how the CLI hands over its secret `--storage-option`s), which no flow parameter, log or child
-process's environment holds.
+how the CLI hands over its secret `--storage-option`s): no flow parameter holds them, nor the
+environment of a process this one starts (the webhook receiver's archive process aside).
 Later wins: credentials block < ARCHIVER_STORAGE_OPTIONS < this process's < the parameter.
 """
 
