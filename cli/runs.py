@@ -108,7 +108,7 @@ def run_flow(
     terminal) as this command's run (`run`). Its result; raised if it is an exception."""
     from archiver.progress import use_progress
     from cli.console import RichProgress
-    from cli.prefect_api import prefect_api  # first: it sets Prefect's defaults for CLI runs
+    from cli.prefect_api import prefect_api  # before Prefect loads: its defaults for CLI runs
     from flows.console import quiet_prefect_console
 
     preflight(dest)
