@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from cli import runs
-from cli.common import DEBUG_HELP, DEST_HELP, OPTION_HELP, fail
+from cli.common import DebugOption, DestOption, StorageOption, fail
 
 REPORT_HELP = "Print one JSON report on stdout"
 FlowCall = Callable[[dict[str, str] | None], Awaitable[Any]]
@@ -63,10 +63,10 @@ def _print_report(report: Any, as_json: bool) -> None:
 
 def archive(
     prediction_ids: list[str] = typer.Argument(..., help="Ids of predictions on this account"),
-    dest: str = typer.Option(None, "--dest", help=DEST_HELP),
-    storage_option: list[str] = typer.Option([], "--storage-option", help=OPTION_HELP),
+    dest: DestOption = None,
+    storage_option: StorageOption = [],  # noqa: B006 - typer copies the default
     as_json: bool = typer.Option(False, "--json", help=REPORT_HELP),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    debug: DebugOption = False,
 ) -> None:
     """Archive existing predictions by id (made by anyone on the account); never creates one."""
 
@@ -86,11 +86,11 @@ def archive(
 def sweep(
     since: str = typer.Option("1h", "--since", help="Window to list: 90s, 55m, 2h..."),
     source: str = typer.Option("api", "--source", help="api | web | all"),
-    dest: str = typer.Option(None, "--dest", help=DEST_HELP),
-    storage_option: list[str] = typer.Option([], "--storage-option", help=OPTION_HELP),
+    dest: DestOption = None,
+    storage_option: StorageOption = [],  # noqa: B006 - typer copies the default
     concurrency: int = typer.Option(8, "--concurrency", help="Predictions archived at once"),
     as_json: bool = typer.Option(False, "--json", help=REPORT_HELP),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    debug: DebugOption = False,
 ) -> None:
     """Archive the account's succeeded predictions created within --since (exit 1 on a loss)."""
 
@@ -125,9 +125,9 @@ def webhooks(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on"),
     port: int = typer.Option(8787, "--port", help="Port (0: a free one)"),
     path: str = typer.Option("/webhooks/replicate", "--path", help="URL path deliveries go to"),
-    dest: str = typer.Option(None, "--dest", help=DEST_HELP),
-    storage_option: list[str] = typer.Option([], "--storage-option", help=OPTION_HELP),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    dest: DestOption = None,
+    storage_option: StorageOption = [],  # noqa: B006 - typer copies the default
+    debug: DebugOption = False,
 ) -> None:
     """Receive Replicate webhooks and archive every succeeded prediction they announce."""
     import asyncio

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from cli import runs
-from cli.common import DEBUG_HELP, DEST_HELP, JSON_HELP, ON_DATA_REMOVED_HELP
+from cli.common import DataRemovedOption, DebugOption, DestOption
 
 
 def batch(
@@ -28,7 +28,7 @@ def batch(
         max=1000,
         help="Items in flight at once (created, not yet archived)",
     ),
-    dest: str = typer.Option(None, "--dest", help=DEST_HELP),
+    dest: DestOption = None,
     storage_option: list[str] = typer.Option(
         [],
         "--storage-option",
@@ -37,15 +37,15 @@ def batch(
     refresh: bool = typer.Option(
         False, "--refresh", help="Pay for new predictions even for inputs archived before"
     ),
-    on_data_removed: str = typer.Option("fail", "--on-data-removed", help=ON_DATA_REMOVED_HELP),
+    on_data_removed: DataRemovedOption = "fail",
     deadline: str = typer.Option(
         None, "--deadline", help="Cancel each prediction on Replicate after SECONDS (1-86400)"
     ),
     webhook: str = typer.Option(
         None, "--webhook", help="Receiver URL for each `completed` event (`flows webhooks`)"
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout"),
+    debug: DebugOption = False,
 ) -> None:
     """Archive every record of a batch file; exits 1 if any item failed (rerun to retry them)."""
     from archiver.batchfile import load_batch

@@ -4,7 +4,7 @@ Prefect): `--help` loads it."""
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -34,9 +34,18 @@ def fail(exc: BaseException, debug: bool) -> NoReturn:
     raise typer.Exit(1)
 
 
-# Help texts of the options the commands that archive share.
-DEST_HELP = "Archive destination: path or fsspec URL [default: ./archive]"
-OPTION_HELP = "fsspec storage option K=V (repeatable)"
-ON_DATA_REMOVED_HELP = "fail | rerun, when Replicate already deleted the outputs"
-JSON_HELP = "Print one JSON summary on stdout"
-DEBUG_HELP = "Tracebacks and Prefect logs on errors"
+# The options the commands that archive share (typer reads them from the annotations).
+DestOption = Annotated[
+    str | None,
+    typer.Option("--dest", help="Archive destination: path or fsspec URL [default: ./archive]"),
+]
+StorageOption = Annotated[
+    list[str], typer.Option("--storage-option", help="fsspec storage option K=V (repeatable)")
+]
+DataRemovedOption = Annotated[
+    str,
+    typer.Option(
+        "--on-data-removed", help="fail | rerun, when Replicate already deleted the outputs"
+    ),
+]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Tracebacks and Prefect logs on errors")]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 import typer
 
 from cli import runs
-from cli.common import DEBUG_HELP, DEST_HELP, JSON_HELP, ON_DATA_REMOVED_HELP, OPTION_HELP
+from cli.common import DataRemovedOption, DebugOption, DestOption, StorageOption
 
 if TYPE_CHECKING:
     from archiver.pipeline import OnDataRemoved
@@ -47,20 +47,20 @@ def run(
     deployment: str = typer.Option(
         None, "--deployment", help="Run a Replicate deployment OWNER/NAME instead of MODEL"
     ),
-    dest: str = typer.Option(None, "--dest", help=DEST_HELP),
-    storage_option: list[str] = typer.Option([], "--storage-option", help=OPTION_HELP),
+    dest: DestOption = None,
+    storage_option: StorageOption = [],  # noqa: B006 - typer copies the default
     refresh: bool = typer.Option(
         False, "--refresh", help="Pay for a new prediction even if archived before"
     ),
-    on_data_removed: str = typer.Option("fail", "--on-data-removed", help=ON_DATA_REMOVED_HELP),
+    on_data_removed: DataRemovedOption = "fail",
     deadline: str = typer.Option(
         None, "--deadline", help="Cancel the prediction on Replicate after SECONDS (1-86400)"
     ),
     webhook: str = typer.Option(
         None, "--webhook", help="Receiver URL for the `completed` event (`flows webhooks`)"
     ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout"),
+    debug: DebugOption = False,
 ) -> None:
     """Generate one prediction, download every output at once, and archive it."""
     from archiver.errors import ConfigurationError
