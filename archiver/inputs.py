@@ -51,12 +51,19 @@ def load_input_json(source: str | None) -> dict[str, Any]:
     return value
 
 
-def parse_options(pairs: list[str]) -> dict[str, Any]:
-    """`--storage-option K=V` pairs, parsed by `StorageOptions.parse` (its secrets registered)."""
+def option_pairs(pairs: list[str]) -> dict[str, str]:
+    """`--storage-option K=V` pairs as given, checked by `StorageOptions.parse` (which registers
+    their secrets for redaction): text, as a flow parameter holds them."""
     raw: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigurationError(f"--storage-option expects KEY=VALUE, got {pair!r}")
         raw[key.strip()] = value
-    return StorageOptions.parse(raw).to_dict()
+    StorageOptions.parse(raw)
+    return raw
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """`--storage-option K=V` pairs, parsed by `StorageOptions.parse` (its secrets registered)."""
+    return StorageOptions.parse(option_pairs(pairs)).to_dict()

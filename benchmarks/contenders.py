@@ -219,8 +219,8 @@ def _archived(summary: Any) -> tuple[list[tuple[float | None, float]], list[floa
 
 
 def pipeline(config: dict[str, Any]) -> dict[str, Any]:
-    from cli.console import quiet_prefect_console
     from flows.batch import archive_batch
+    from flows.console import quiet_prefect_console
 
     dest, batch_file = _batch_file(config)
     # Each run gets its own global create limit (a full burst, like raw, which has no limit):

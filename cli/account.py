@@ -15,65 +15,31 @@ from typing import Any
 import typer
 
 from cli import runs
-from cli.common import export_storage_options, fail
+from cli.common import DebugOption, DestOption, StorageOption, fail
 
-DEST_HELP = "Archive destination: path or fsspec URL [default: ./archive]"
-OPTION_HELP = "fsspec storage option K=V (repeatable)"
-
-
-def _flow_report(
-    flow_call: Callable[[], Awaitable[Any]],
-    *,
-    storage_option: list[str],
-    dest: str | None,
-    debug: bool,
-    progress: bool,
-) -> Any:
-    """Run an archive flow on the Prefect API; its report (a failed run still carries one)."""
-    from archiver.inputs import parse_options
-    from archiver.progress import use_progress
-    from cli import checks
-    from cli.console import RichProgress, quiet_prefect_console
-    from cli.prefect_api import prefect_api
-
-    export_storage_options(parse_options(storage_option))
-    checks.token()
-    checks.local_dest(dest)
-    checks.hosts(dest)
-
-    async def go() -> Any:
-        state = await flow_call()
-        return await state.aresult(raise_on_failure=False)
-
-    with prefect_api():
-        quiet_prefect_console(debug)
-        with RichProgress(enabled=progress) as sink:
-            use_progress(sink)
-            report = runs.run(go())
-    if isinstance(report, BaseException):
-        raise report
-    return report
+REPORT_HELP = "Print one JSON report on stdout"
+FlowCall = Callable[[dict[str, str] | None], Awaitable[Any]]
 
 
 def _run_report(
-    call: Callable[[], Callable[[], Awaitable[Any]]],
+    call: Callable[[], FlowCall],
     *,
     storage_option: list[str],
     dest: str | None,
     debug: bool,
     as_json: bool,
 ) -> None:
-    """`call()` checks the command's own input and gives the flow call; run it, print its
-    report, exit 1 if a paid result was lost (every error: one line, exit 1; Ctrl-C: 130)."""
-    from cli import interrupts
+    """`call()` checks the command's own input and gives the flow call (given the non-secret
+    storage options); run it (`runs.run_flow`), print its report, exit 1 if a paid result was
+    lost (every error: one line, exit 1; Ctrl-C: 130)."""
+    with runs.boundary(debug):
+        flow_call = call()
+        storage = runs.storage(storage_option)
 
-    interrupts.install()
-    try:
-        report = _flow_report(
-            call(), storage_option=storage_option, dest=dest, debug=debug, progress=not as_json
-        )
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI's one boundary
-        fail(exc, debug)
+        async def start(options: dict[str, str] | None) -> Any:
+            return await runs.result_of(flow_call(options))
+
+        report = runs.run_flow(start, dest=dest, storage=storage, debug=debug, progress=not as_json)
     _print_report(report, as_json)
     if not report.ok:
         raise typer.Exit(1)
@@ -97,17 +63,22 @@ def _print_report(report: Any, as_json: bool) -> None:
 
 def archive(
     prediction_ids: list[str] = typer.Argument(..., help="Ids of predictions on this account"),
-    dest: str = typer.Option(None, "--dest", help=DEST_HELP),
-    storage_option: list[str] = typer.Option([], "--storage-option", help=OPTION_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON report on stdout"),
-    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
+    dest: DestOption = None,
+    storage_option: StorageOption = [],  # noqa: B006 - typer copies the default
+    as_json: bool = typer.Option(False, "--json", help=REPORT_HELP),
+    debug: DebugOption = False,
 ) -> None:
     """Archive existing predictions by id (made by anyone on the account); never creates one."""
 
-    def call() -> Callable[[], Awaitable[Any]]:
-        from flows.archive_existing import archive_existing
+    def call() -> FlowCall:
+        async def flow_call(options: dict[str, str] | None) -> Any:
+            from flows.archive_existing import archive_existing
 
-        return lambda: archive_existing(prediction_ids=prediction_ids, dest=dest, return_state=True)
+            return await archive_existing(
+                prediction_ids=prediction_ids, dest=dest, storage_options=options, return_state=True
+            )
+
+        return flow_call
 
     _run_report(call, storage_option=storage_option, dest=dest, debug=debug, as_json=as_json)
 
@@ -115,15 +86,15 @@ def archive(
 def sweep(
     since: str = typer.Option("1h", "--since", help="Window to list: 90s, 55m, 2h..."),
     source: str = typer.Option("api", "--source", help="api | web | all"),
-    dest: str = typer.Option(None, "--dest", help=DEST_HELP),
-    storage_option: list[str] = typer.Option([], "--storage-option", help=OPTION_HELP),
+    dest: DestOption = None,
+    storage_option: StorageOption = [],  # noqa: B006 - typer copies the default
     concurrency: int = typer.Option(8, "--concurrency", help="Predictions archived at once"),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON report on stdout"),
-    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
+    as_json: bool = typer.Option(False, "--json", help=REPORT_HELP),
+    debug: DebugOption = False,
 ) -> None:
     """Archive the account's succeeded predictions created within --since (exit 1 on a loss)."""
 
-    def call() -> Callable[[], Awaitable[Any]]:
+    def call() -> FlowCall:
         from archiver.errors import ConfigurationError
         from archiver.sweep import SOURCES, parse_duration
 
@@ -132,11 +103,20 @@ def sweep(
             raise ConfigurationError(f"invalid --source {source!r}: expected api, web or all")
         if not 1 <= concurrency <= 100:
             raise ConfigurationError(f"--concurrency must be from 1 to 100, got {concurrency}")
-        from flows.archive_recent import archive_recent
 
-        return lambda: archive_recent(
-            since=since, source=source, concurrency=concurrency, dest=dest, return_state=True
-        )
+        async def flow_call(options: dict[str, str] | None) -> Any:
+            from flows.archive_recent import archive_recent
+
+            return await archive_recent(
+                since=since,
+                source=source,
+                concurrency=concurrency,
+                dest=dest,
+                storage_options=options,
+                return_state=True,
+            )
+
+        return flow_call
 
     _run_report(call, storage_option=storage_option, dest=dest, debug=debug, as_json=as_json)
 
@@ -145,16 +125,14 @@ def webhooks(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on"),
     port: int = typer.Option(8787, "--port", help="Port (0: a free one)"),
     path: str = typer.Option("/webhooks/replicate", "--path", help="URL path deliveries go to"),
-    dest: str = typer.Option(None, "--dest", help=DEST_HELP),
-    storage_option: list[str] = typer.Option([], "--storage-option", help=OPTION_HELP),
-    debug: bool = typer.Option(False, "--debug", help="Tracebacks and Prefect logs on errors"),
+    dest: DestOption = None,
+    storage_option: StorageOption = [],  # noqa: B006 - typer copies the default
+    debug: DebugOption = False,
 ) -> None:
     """Receive Replicate webhooks and archive every succeeded prediction they announce."""
     import asyncio
 
     from archiver.errors import ConfigurationError, redact
-    from archiver.inputs import parse_options
-    from cli import checks
 
     def announce(url: str) -> None:
         typer.echo(f"listening on {url}")
@@ -168,11 +146,9 @@ def webhooks(
             raise ConfigurationError(f"invalid --path {path!r}: must start with /")
         if not 0 <= port <= 65535:
             raise ConfigurationError(f"--port must be from 0 to 65535, got {port}")
-        export_storage_options(parse_options(storage_option))
-        checks.token()
-        checks.local_dest(dest)
-        checks.hosts(dest)
-        from cli.console import quiet_prefect_console
+        storage = runs.storage(storage_option)
+        runs.preflight(dest)
+        from flows.console import quiet_prefect_console
         from flows.webhooks import receive
 
         with _prefect_if_available():
@@ -183,7 +159,7 @@ def webhooks(
                     port=port,
                     path=path,
                     dest=dest,
-                    storage_options={},
+                    storage_options=storage.public,
                     announce=announce,
                     report=report,
                 )

@@ -1,12 +1,10 @@
-"""What every command of `python -m flows` shares: the one-line failure and the way storage
-options travel. Cheap to import (no Prefect): `--help` loads it."""
+"""What every command of `python -m flows` shares: the one-line failure. Cheap to import (no
+Prefect): `--help` loads it."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from typing import Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -33,12 +31,18 @@ def fail(exc: BaseException, debug: bool) -> NoReturn:
     raise typer.Exit(1)
 
 
-def export_storage_options(storage_options: dict[str, Any]) -> None:
-    # Storage options may hold secrets: they travel through this process's settings,
-    # never through flow parameters (which Prefect stores).
-    if storage_options:
-        merged = {
-            **json.loads(os.environ.get("ARCHIVER_STORAGE_OPTIONS") or "{}"),
-            **storage_options,
-        }
-        os.environ["ARCHIVER_STORAGE_OPTIONS"] = json.dumps(merged)
+# The options the commands that archive share (typer reads them from the annotations).
+DestOption = Annotated[
+    str | None,
+    typer.Option("--dest", help="Archive destination: path or fsspec URL [default: ./archive]"),
+]
+StorageOption = Annotated[
+    list[str], typer.Option("--storage-option", help="fsspec storage option K=V (repeatable)")
+]
+DataRemovedOption = Annotated[
+    str,
+    typer.Option(
+        "--on-data-removed", help="fail | rerun, when Replicate already deleted the outputs"
+    ),
+]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Tracebacks and Prefect logs on errors")]

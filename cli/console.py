@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -25,18 +24,6 @@ if TYPE_CHECKING:
     from archiver.batch import BatchSummary
 
 stderr = Console(stderr=True)
-
-
-def quiet_prefect_console(debug: bool) -> None:
-    """Keep Prefect's console logs (and their tracebacks) off the terminal unless --debug."""
-    if debug:
-        return
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-        for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, PrefectConsoleHandler):
-                handler.setLevel(logging.CRITICAL + 1)
 
 
 class RichProgress:

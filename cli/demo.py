@@ -15,12 +15,17 @@ DEMO_MODEL = "black-forest-labs/flux-schnell"
 DEMO_INPUT = {"prompt": "a lighthouse archiving the sunset", "num_outputs": 2, "seed": 7}
 
 
-def run_demo(dest: str, processing_seconds: float) -> None:
-    """Run one prediction through the pipeline on the emulator, then again from cache."""
+def demo(
+    dest: str = typer.Option("./archive", "--dest", help="Where to archive the demo outputs"),
+    processing_seconds: float = typer.Option(1.0, help="Simulated model time"),
+) -> None:
+    """The main job end to end, offline, on the built-in emulator."""
+    # One prediction through the pipeline on the emulator, then again from cache.
     from archiver.progress import use_progress
-    from cli.console import RichProgress, print_summary, quiet_prefect_console, stderr
+    from cli.console import RichProgress, print_summary, stderr
     from cli.prefect_api import prefect_api
     from emulator import Emulator
+    from flows.console import quiet_prefect_console
 
     with (
         Emulator(processing_seconds=processing_seconds, first_urls_expired=True) as emulator,

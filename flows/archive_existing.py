@@ -14,11 +14,9 @@ from pydantic import Field
 from archiver.existing import ArchiveReport, ExistingArchiver, IncompleteArchive
 from archiver.pipeline import Steps
 from archiver.previews import PreviewBudget, use_previews
-from archiver.progress import current_progress
-from archiver.runtime import Runtime
 from flows.archive_prediction import task_steps
 from flows.hooks import announce
-from flows.settings import checked_store_urls, flow_settings
+from flows.runtime import flow_runtime
 from tasks.artifacts import publish_report
 from tasks.existing import archive_by_id
 
@@ -70,21 +68,14 @@ async def _archive_ids(
     *,
     tasks: bool,
 ) -> ArchiveReport:
-    settings = await flow_settings()
-    await checked_store_urls(settings, dest)
-    runtime = Runtime.build(
-        settings, dest=dest, storage_options=storage_options, progress=current_progress()
-    )
-    use_previews(PreviewBudget())  # one gallery's worth of thumbnails, made from staged files
-    try:
-        archiver = ExistingArchiver(runtime, task_steps(settings) if tasks else Steps())
+    async with flow_runtime(dest, storage_options) as runtime:
+        use_previews(PreviewBudget())  # one gallery's worth of thumbnails, from staged files
+        archiver = ExistingArchiver(runtime, task_steps(runtime.settings) if tasks else Steps())
         step = archive_by_id if tasks else archive_by_id.fn  # a task run each, or plain calls
         unique = list(dict.fromkeys(prediction_ids))
         results = await asyncio.gather(*(step(archiver, i) for i in unique))
         report = ArchiveReport(dest=runtime.dest.url, predictions=list(results))
-        await publish_report(report, runtime.dest, settings.presign_seconds)
-    finally:
-        await runtime.aclose()
+        await publish_report(report, runtime.dest, runtime.settings.presign_seconds)
     if not report.ok:  # a paid result lost or not archived: the run fails, the report is kept
         return Failed(message=IncompleteArchive.of(report).message, data=report)  # type: ignore[return-value]
     return report

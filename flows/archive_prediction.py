@@ -10,12 +10,10 @@ from pydantic import Field
 from archiver.pipeline import OnDataRemoved, RunSummary, Steps, process
 from archiver.prediction import ModelRef, PredictionRequest
 from archiver.previews import PreviewBudget, use_previews
-from archiver.progress import current_progress
 from archiver.retry import RetryPolicies
-from archiver.runtime import Runtime
 from archiver.settings import Settings
 from flows.hooks import announce, cancel_in_flight
-from flows.settings import checked_store_urls, flow_settings
+from flows.runtime import flow_runtime
 from tasks.archive import archive
 from tasks.artifacts import publish_run
 from tasks.download import download
@@ -84,13 +82,8 @@ async def archive_prediction(
         file_digests: `{URL: sha256}` of inputs uploaded with the Files API (`run -i
             key=@file` fills it): the cache key hashes their content, not their URL.
     """
-    settings = await flow_settings()
-    await checked_store_urls(settings, dest)
-    runtime = Runtime.build(
-        settings, dest=dest, storage_options=storage_options, progress=current_progress()
-    )
-    use_previews(PreviewBudget())  # the gallery's thumbnails, made while the files are staged
-    try:
+    async with flow_runtime(dest, storage_options) as runtime:
+        use_previews(PreviewBudget())  # the gallery's thumbnails, made while files are staged
         request = PredictionRequest(
             ModelRef.parse(model, deployment=deployment),
             dict(input or {}),
@@ -103,9 +96,7 @@ async def archive_prediction(
             request,
             refresh=refresh,
             on_data_removed=on_data_removed,
-            steps=task_steps(settings),
+            steps=task_steps(runtime.settings),
         )
-        await publish_run(summary, request.input, runtime.dest, settings.presign_seconds)
+        await publish_run(summary, request.input, runtime.dest, runtime.settings.presign_seconds)
         return summary
-    finally:
-        await runtime.aclose()

@@ -10,11 +10,9 @@ from pydantic import Field
 
 from archiver.existing import IncompleteArchive
 from archiver.previews import PreviewBudget, use_previews
-from archiver.progress import current_progress
-from archiver.runtime import Runtime
 from archiver.sweep import SweepReport, parse_duration
 from flows.hooks import announce
-from flows.settings import checked_store_urls, flow_settings
+from flows.runtime import flow_runtime
 from tasks.artifacts import publish_report
 from tasks.existing import sweep_window
 
@@ -40,17 +38,10 @@ async def archive_recent(
         storage_options: Non-secret fsspec options; credentials stay in the worker's environment.
     """
     window = parse_duration(since)
-    settings = await flow_settings()
-    await checked_store_urls(settings, dest)
-    runtime = Runtime.build(
-        settings, dest=dest, storage_options=storage_options, progress=current_progress()
-    )
-    use_previews(PreviewBudget())  # one gallery's worth of thumbnails, made from staged files
-    try:
+    async with flow_runtime(dest, storage_options) as runtime:
+        use_previews(PreviewBudget())  # one gallery's worth of thumbnails, from staged files
         report = await sweep_window(runtime, window, source, concurrency)
-        await publish_report(report, runtime.dest, settings.presign_seconds)
-    finally:
-        await runtime.aclose()
+        await publish_report(report, runtime.dest, runtime.settings.presign_seconds)
     if not report.ok:  # a paid result lost or not archived: the run fails, the report is kept
         return Failed(message=IncompleteArchive.of(report).message, data=report)  # type: ignore[return-value]
     return report

@@ -32,10 +32,9 @@ from archiver.batchfile import BatchItem, read_batch
 from archiver.pipeline import OnDataRemoved
 from archiver.previews import PreviewBudget, use_previews
 from archiver.progress import current_progress
-from archiver.runtime import Runtime
 from flows.archive_prediction import WebhookParam
 from flows.hooks import announce
-from flows.settings import checked_store_urls, flow_settings
+from flows.runtime import flow_runtime
 from tasks.artifacts import (
     final_progress,
     new_progress_artifact,
@@ -59,6 +58,7 @@ async def archive_batch(
     on_data_removed: OnDataRemoved = "fail",
     deadline: float | None = None,
     webhook: WebhookParam = None,
+    storage_options: dict[str, str] | None = None,
 ) -> BatchSummary:
     """Archive every record of a batch file; rerunning it skips what is already archived.
 
@@ -77,55 +77,56 @@ async def archive_batch(
         deadline: Seconds after which Replicate cancels each prediction (Cancel-After).
         webhook: Receiver URL for each prediction's `completed` event (`python -m flows
             webhooks`), so the outputs are kept even if this run dies.
+        storage_options: Non-secret fsspec options for `dest` and `file`; credentials stay in
+            the worker's environment.
     """
-    settings = await flow_settings()
-    await checked_store_urls(settings, dest, file)
-    runtime = Runtime.build(settings, dest=dest)
-    use_previews(PreviewBudget())  # one gallery's worth of thumbnails for the whole batch
-    # Prefect's set-up calls run while the items start (locks, cache look-ups and intents need
-    # no API). Prefect's global limit, shared by every run, replaces the in-process one: past
-    # the first few, creates wait for its slots.
-    progress_id = asyncio.ensure_future(new_progress_artifact())
-    create_limit = PrefectCreateLimit(settings)
-    try:
-        runtime.api.before_create = await create_limit.setup() or runtime.api.before_create
-        items = await read_batch(
-            _project_file(file), default_model=model, storage_options=settings.storage_options
-        )
-        get_run_logger().info("%s: %d record(s)", file, len(items))
-        progress = BatchProgress(len(items), current_progress())
-        runtime.progress = progress
-        runner = BatchRunner.of(
-            runtime,
-            concurrency=concurrency,
-            refresh=refresh,
-            on_data_removed=on_data_removed,
-            deadline=deadline,
-            webhook=webhook,
-        )
-        async with progress_artifact(progress_id, progress):
-            chunks = chunked(items)
-            outcomes = await asyncio.gather(
-                *(_archive_chunk(runner, chunk) for chunk in chunks), return_exceptions=True
+    async with flow_runtime(dest, storage_options, file=file) as runtime:
+        use_previews(PreviewBudget())  # one gallery's worth of thumbnails for the whole batch
+        # Prefect's set-up calls run while the items start (locks, cache look-ups and intents
+        # need no API). Prefect's global limit, shared by every run, replaces the in-process
+        # one: past the first few, creates wait for its slots.
+        progress_id = asyncio.ensure_future(new_progress_artifact())
+        create_limit = PrefectCreateLimit(runtime.settings)
+        try:
+            runtime.api.before_create = await create_limit.setup() or runtime.api.before_create
+            items = await read_batch(
+                _project_file(file),
+                default_model=model,
+                storage_options={**runtime.settings.storage_options, **(storage_options or {})},
             )
-        results: list[ItemResult] = []
-        for chunk, outcome in zip(chunks, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                if not isinstance(outcome, Exception):
-                    raise outcome
-                results.extend(ItemResult.failed(item, outcome) for item in chunk)
-            else:
-                results.extend(outcome)
-    except BaseException:
-        await settle(progress_id)  # if still being created (the batch never started): stop
-        raise
-    finally:
-        await create_limit.aclose()
-        await runtime.aclose()
+            get_run_logger().info("%s: %d record(s)", file, len(items))
+            progress = BatchProgress(len(items), current_progress())
+            runtime.progress = progress
+            runner = BatchRunner.of(
+                runtime,
+                concurrency=concurrency,
+                refresh=refresh,
+                on_data_removed=on_data_removed,
+                deadline=deadline,
+                webhook=webhook,
+            )
+            async with progress_artifact(progress_id, progress):
+                chunks = chunked(items)
+                outcomes = await asyncio.gather(
+                    *(_archive_chunk(runner, chunk) for chunk in chunks), return_exceptions=True
+                )
+            results: list[ItemResult] = []
+            for chunk, outcome in zip(chunks, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, Exception):
+                        raise outcome
+                    results.extend(ItemResult.failed(item, outcome) for item in chunk)
+                else:
+                    results.extend(outcome)
+        except BaseException:
+            await settle(progress_id)  # if still being created (the batch never started): stop
+            raise
+        finally:
+            await create_limit.aclose()
     summary = BatchSummary(file=file, dest=runtime.dest.url, items=ItemResults(results))
     await asyncio.gather(  # two API calls at once: each is a round trip to a busy server
         final_progress(progress_id, progress),
-        publish_batch(summary, runtime.dest, settings.presign_seconds),
+        publish_batch(summary, runtime.dest, runtime.settings.presign_seconds),
     )
     get_run_logger().info("%s", summary.headline())
     if summary.failed:

@@ -9,8 +9,7 @@ from typing import Any
 from archiver.generate import cancel_recorded
 from archiver.prediction import ModelRef, PredictionRequest
 from archiver.progress import announce_run
-from archiver.runtime import Runtime
-from flows.settings import flow_settings
+from flows.runtime import flow_runtime
 
 
 def announce(flow: Any, flow_run: Any, state: Any) -> None:
@@ -37,15 +36,8 @@ def cancel_in_flight(flow: Any, flow_run: Any, state: Any) -> None:
         return
 
     async def go() -> None:
-        runtime = Runtime.build(
-            await flow_settings(),
-            dest=params.get("dest"),
-            storage_options=params.get("storage_options"),
-        )
-        try:
+        async with flow_runtime(params.get("dest"), params.get("storage_options")) as runtime:
             await cancel_recorded(request, api=runtime.api, cache=runtime.cache)
-        finally:
-            await runtime.aclose()
 
     try:
         asyncio.get_running_loop()

@@ -1,11 +1,19 @@
-"""Settings for a flow run: the environment, plus secrets from Prefect blocks.
+"""Settings for a flow run: the environment, plus secrets from Prefect blocks and this process.
 
 The token may come from a Prefect Secret block, S3 credentials from a prefect-aws
 `AwsCredentials` block. Both are read in this process and kept out of flow parameters.
+
+Storage options reach a flow run as values, in two parts (`split_secret` in
+archiver/storage/options.py): non-secret ones as the flow's `storage_options` parameter (Prefect
+stores it: the UI shows it), secret ones as this process's own options (`use_storage_options`,
+how the CLI hands over its secret `--storage-option`s): no flow parameter holds them, nor the
+environment of a process this one starts (the webhook receiver's archive process aside).
+Later wins: credentials block < ARCHIVER_STORAGE_OPTIONS < this process's < the parameter.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import SecretStr
@@ -14,6 +22,18 @@ from archiver.errors import ConfigurationError
 from archiver.runtime import check_store_urls
 from archiver.settings import Settings
 from archiver.storage.location import mask_credentials, refuse_credentials
+
+_process_options: dict[str, Any] = {}
+
+
+def use_storage_options(options: Mapping[str, Any]) -> None:
+    """Storage options for every flow run of this process, over ARCHIVER_STORAGE_OPTIONS."""
+    _process_options.update(options)
+
+
+def process_storage_options() -> dict[str, Any]:
+    """The options `use_storage_options` gave this process (secrets in clear)."""
+    return dict(_process_options)
 
 
 async def flow_settings() -> Settings:
@@ -37,17 +57,17 @@ async def flow_settings() -> Settings:
 
 
 async def with_storage_credentials(settings: Settings | None = None) -> Settings:
-    """`settings` (default: from the environment) with the AwsCredentials block's options
-    merged into its storage options, if one is configured; no token needed (flows that only
-    read the archive use this alone)."""
+    """`settings` (default: from the environment) with the AwsCredentials block's options (if
+    one is configured) and this process's options merged into its storage options; no token
+    needed (flows that only read the archive use this alone)."""
     settings = settings or Settings()
+    block_options: dict[str, Any] = {}
     if settings.aws_credentials_block:
         block_options = await aws_block_storage_options(settings.aws_credentials_block)
-        # Explicit ARCHIVER_STORAGE_OPTIONS win over the block; the flow's own (non-secret)
-        # storage_options parameter wins over both in Runtime.build.
-        settings = settings.model_copy(
-            update={"storage_options": {**block_options, **settings.storage_options}}
-        )
+    if block_options or _process_options:
+        # The flow's own (non-secret) storage_options parameter wins over all in Runtime.build.
+        options = {**block_options, **settings.storage_options, **_process_options}
+        settings = settings.model_copy(update={"storage_options": options})
     return settings
 
 

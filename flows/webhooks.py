@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from archiver.errors import ArchiverError
 from archiver.existing import ArchiveReport
-from archiver.progress import NullProgress
 from archiver.retry import RetryPolicies
-from archiver.runtime import Runtime
 from archiver.webhooks import Dispatcher, Receiver, WebhookInbox, WebhookVerifier
 from archiver.webhooks.dispatch import ArchiveJob
 from archiver.webhooks.serve import (
@@ -32,7 +32,9 @@ from archiver.webhooks.serve import (
     until_signal,
     url_host,
 )
-from flows.settings import flow_settings
+from flows.console import quiet_prefect_console
+from flows.runtime import flow_runtime
+from flows.settings import process_storage_options
 
 STOP_SECONDS = 30  # for the archive process to stop, once told, before it is killed
 
@@ -46,7 +48,8 @@ def prefect_configured() -> bool:
 
 def flow_job(dest: str | None) -> ArchiveJob:
     """The archive job as one `archive-webhooks` flow run per group of predictions (storage
-    options via the environment): its summary and gallery artifacts show what it archived.
+    options from this process's settings): its summary and gallery artifacts show what it
+    archived.
 
     A prediction whose archive failed is that id's error (the receiver retries it); a removed or
     skipped prediction is its outcome. A run that crashed fails the whole group's attempt.
@@ -87,18 +90,16 @@ async def receive(
     the queue, woken through a pipe after each delivery queued. The two never wait for each
     other: an answer is verify and one durable append, whatever the archives cost. The child
     stops when this process closes the pipe (or dies); if the child dies, so does the receiver
-    (exit 1), its queue kept for the next one."""
-    settings = await flow_settings()
-    runtime = Runtime.build(
-        settings, dest=dest, storage_options=storage_options, progress=NullProgress()
-    )
-    try:
-        secret = await resolve_secret(settings, runtime)
-        with ArchiveWorker(dest) as worker:
+    (exit 1), its queue kept for the next one. The child gets this process's storage options
+    (`storage_options`, and those of `use_storage_options`) in its own environment."""
+    async with flow_runtime(dest, storage_options) as runtime:
+        secret = await resolve_secret(runtime.settings, runtime)
+        options = {**process_storage_options(), **storage_options}
+        with ArchiveWorker(dest, options) as worker:
             receiver = Receiver(
                 WebhookVerifier(secret),
                 WebhookInbox(runtime.cache.store),
-                max_body=settings.webhook_max_body,
+                max_body=runtime.settings.webhook_max_body,
                 wake=worker.wake,
                 report=report,
             )
@@ -113,19 +114,20 @@ async def receive(
                 f"the receiver's archive process exited ({worker.process.returncode}); "
                 "its queue is kept for the next receiver"
             )
-    finally:
-        await runtime.aclose()
 
 
 class ArchiveWorker:
     """The child process that archives the queue, and the pipe that wakes it."""
 
-    def __init__(self, dest: str | None) -> None:
+    def __init__(self, dest: str | None, storage_options: dict[str, Any]) -> None:
         from prefect.settings import get_current_settings
 
         read, self._write = os.pipe()
         os.set_blocking(self._write, False)
         env = dict(os.environ)
+        if storage_options:  # over the inherited ones, as flow_settings merges them
+            inherited = json.loads(env.get("ARCHIVER_STORAGE_OPTIONS") or "{}")
+            env["ARCHIVER_STORAGE_OPTIONS"] = json.dumps({**inherited, **storage_options})
         api_url = get_current_settings().api.url  # also the CLI's local server, if it runs
         if api_url:
             env["PREFECT_API_URL"] = str(api_url)
@@ -159,17 +161,14 @@ class ArchiveWorker:
 async def archive_queue(wake_fd: int, dest: str | None) -> None:
     """The child: archive the inbox's queue until the pipe closes (or SIGINT/SIGTERM)."""
     from archiver.errors import redact
-    from cli.console import quiet_prefect_console
 
     quiet_prefect_console(False)
 
     def report(line: str) -> None:
         print(redact(line), file=sys.stderr, flush=True)
 
-    settings = await flow_settings()
-    runtime = Runtime.build(settings, dest=dest, progress=NullProgress())
-    try:
-        flows = prefect_configured()
+    async with flow_runtime(dest) as runtime:
+        settings, flows = runtime.settings, prefect_configured()
         dispatcher = Dispatcher(
             WebhookInbox(runtime.cache.store),
             flow_job(dest) if flows else existing_job(runtime),
@@ -193,8 +192,6 @@ async def archive_queue(wake_fd: int, dest: str | None) -> None:
         await dispatcher.start()
         await until_signal(closed)
         await dispatcher.stop()
-    finally:
-        await runtime.aclose()
 
 
 if __name__ == "__main__":  # the archive process of `receive`

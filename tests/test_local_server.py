@@ -148,7 +148,7 @@ def test_run_starts_the_local_server_and_is_visible_in_its_api(new_home, emulato
     assert state is not None and local_server.healthy(state.api_url)
     runs = flow_runs(state.api_url)
     assert [r["state_type"] for r in runs] == ["COMPLETED"]
-    # The CLI ends without the interpreter's teardown (flows/__main__.py), after the exit
+    # The CLI ends without the interpreter's teardown (cli/main.py), after the exit
     # handlers: the run's last log lines still reached the API.
     messages = [entry["message"] for entry in run_logs(state.api_url, runs[0]["id"])]
     assert any(m.startswith("archived ") for m in messages), messages

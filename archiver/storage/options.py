@@ -9,7 +9,8 @@ is idempotent, so options that travel on (through the environment, say) parse th
 
 `is_secret(name)` is the one rule deciding which options are secret: parsing registers their
 values with `errors.register_secret` (so `redact` scrubs them from every message), and the repr
-of a `StorageOptions` masks them.
+of a `StorageOptions` masks them. `split_secret` divides options as given into the ones that may
+be shown (a flow parameter, which Prefect stores) and the ones that hold a secret.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from archiver import errors
 
-__all__ = ["StorageOptions", "is_secret", "is_text"]
+__all__ = ["StorageOptions", "is_secret", "is_text", "split_secret"]
 
 # Words of an option name that make it secret: its value never reaches a message.
 SECRET_WORDS = frozenset(
@@ -52,6 +53,18 @@ def is_secret(name: str) -> bool:
 def is_text(name: str) -> bool:
     """Whether the option's string value is kept verbatim: secrets, names, URLs, regions."""
     return is_secret(name) or not TEXT_WORDS.isdisjoint(_words(name)[1])
+
+
+def split_secret(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`raw` options, as given, in two: (public, secret). An option is secret when its name is
+    (`is_secret`) or its value holds a secret (`client_kwargs={"aws_secret_access_key": ...}`).
+    Raises errors.ConfigurationError on a malformed option."""
+    public: dict[str, Any] = {}
+    secret: dict[str, Any] = {}
+    for name, value in raw.items():
+        holds = is_secret(name) or any(StorageOptions.parse({name: value}).secret_values())
+        (secret if holds else public)[name] = value
+    return public, secret
 
 
 class StorageOptions(Mapping[str, Any]):
