@@ -49,12 +49,16 @@ def arguments() -> Iterator[None]:
 
 def open_archive(dest: str | None, storage_option: list[str]) -> tuple[Any, Any]:
     """(Destination, Settings) for --dest and --storage-option (ConfigurationError if bad)."""
-    from archiver.inputs import parse_options
     from archiver.settings import Settings
     from archiver.storage import StorageOptions, open_destination
 
     settings = Settings()
-    options = StorageOptions.parse({**settings.storage_options, **parse_options(storage_option)})
+    given: dict[str, Any] = {}
+    if storage_option:  # archiver.inputs is not cheap to import: only when needed
+        from archiver.inputs import parse_options
+
+        given = parse_options(storage_option)
+    options = StorageOptions.parse({**settings.storage_options, **given})
     return open_destination(dest or settings.dest, options), settings
 
 
