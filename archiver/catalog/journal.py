@@ -13,8 +13,9 @@ that failed to write) by the full listing, which runs when the last one is older
 ARCHIVER_CATALOG_LIST_INTERVAL, and on `catalog rebuild`. Local archives have no journal (a
 few directory stats find new manifests there).
 
-Clocks of other workers may lag: every read looks `SKEW` seconds behind the newest marker it
-has seen (markers of manifests the catalog holds cost nothing but their listing).
+Clocks of other workers may lag: every read looks `SKEW` (60 s) behind the newest marker it
+has seen (markers of manifests the catalog holds cost only their listing: 1000 a page). A
+worker whose clock lags by more has its manifests found by the next full listing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from archiver.storage import Destination, write_bytes_atomic
 log = logging.getLogger(__name__)
 
 JOURNAL = ".archiver/journal"
-SKEW = timedelta(minutes=5)  # how far behind the newest marker seen each read starts
+SKEW = timedelta(seconds=60)  # how far behind the newest marker seen each read starts
 _FORMAT = "%Y%m%dT%H%M%S.%fZ"
 
 

@@ -226,6 +226,7 @@ def _listing(dest: Destination) -> dict[str, str]:
     """{manifest path relative to dest: stamp} of every manifest in the store."""
     root = dest.root.rstrip("/")
     fs: Any = dest.fs
+    top: list[dict[str, Any]] = []  # stays empty when nothing is stored under root yet
     with translated(dest.backend, f"listing {dest.url}", missing_ok=True):
         fs.invalidate_cache(root)
         top = fs.ls(root, detail=True)
