@@ -10,6 +10,13 @@ import json
 import pytest
 
 from tests.archives import flows_cli
+from tests.test_webhooks_receiver import (
+    _create_with_webhook,
+    _manifests,
+    _wait_until,
+    receiver,
+    receiver_env,  # noqa: F401 - the fixture, used by name
+)
 
 MODEL = "black-forest-labs/flux-schnell"
 
@@ -59,18 +66,13 @@ def test_a_sweep_and_an_archive_by_id_are_found(prefect_harness, archive_env, em
 
 
 @pytest.mark.slow  # a receiver process
-def test_what_the_webhook_receiver_archives_is_found(archive_env, emulator):
+def test_what_the_webhook_receiver_archives_is_found(
+    receiver_env,  # noqa: F811 - the fixture imported above
+    archive_env,
+    emulator,
+):
     """A prediction archived by `python -m flows webhooks` on a signed delivery is found."""
-    from tests.test_webhooks_receiver import (
-        _create_with_webhook,
-        _manifests,
-        _wait_until,
-        receiver,
-        receiver_env,
-    )
-
-    env = receiver_env.__wrapped__(archive_env, emulator)
-    with receiver(env, archive_env) as rx:
+    with receiver(receiver_env, archive_env) as rx:
         created = _create_with_webhook(emulator, rx.url)
         _wait_until(lambda: _manifests(archive_env), "the manifest")
     assert _found(archive_env, "elsewhere") == [created["id"]]
