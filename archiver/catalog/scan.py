@@ -290,6 +290,8 @@ def _read_manifests(dest: Destination, found: _Found, todo: dict[str, str]) -> N
 def fetch(dest: Destination, paths: list[str]) -> dict[str, Any]:
     """`{path: bytes or the exception reading it}` of small files of an object store, read
     concurrently (`fs.cat`), READ_CONCURRENCY requests in flight."""
+    if not paths:
+        return {}  # fsspec's cat of an empty list raises FileNotFoundError
     # s3fs: one GET per file (by default it sends a HEAD first, to split large files)
     extra = {"max_concurrency": 1} if dest.backend.name == "s3" else {}
     with translated(dest.backend, f"reading manifests in {dest.url}"):
