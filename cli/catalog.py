@@ -1,7 +1,8 @@
 """`python -m flows find | verify | usage | catalog rebuild`: the archive after the fact.
 
 Every command first brings the catalog up to date with the manifests it has not seen (a few
-stats or one listing; the first time, every manifest is read, with a counter on a terminal).
+stats, or one short listing of the journal on object stores; the first time, every manifest
+is read, with a counter on a terminal).
 Bad arguments (an unknown --dest scheme, a malformed --since...) exit 2 with one line; a store
 or catalog error exits 1 with one line. Cheap to import: no Prefect.
 """

@@ -1,8 +1,8 @@
 """Bringing the catalog up to date from the archive's manifests: lazily, at query time.
 
-Nothing is written on the archiving hot path: every archive path (run, batch, sweep, webhooks,
-archive by id, another worker, a copy by hand) ends in a `manifest.json`, and the next query
-picks up the manifests the catalog has not seen. Two ways to see them:
+No catalog is written on the archiving hot path (on object stores only an empty journal
+marker per manifest): every archive path (run, batch, sweep, webhooks, archive by id, another
+worker, a copy by hand) ends in a `manifest.json`, and the next query picks up the manifests the catalog has not seen. Two ways to see them:
 
 * Local disk: every directory's mtime is kept. A sync stats the directories that hold no
   manifest (owner/, name/, year/, month/, day/, and prediction directories whose manifest has
