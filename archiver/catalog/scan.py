@@ -2,7 +2,8 @@
 
 No catalog is written on the archiving hot path (on object stores only an empty journal
 marker per manifest): every archive path (run, batch, sweep, webhooks, archive by id, another
-worker, a copy by hand) ends in a `manifest.json`, and the next query picks up the manifests the catalog has not seen. Two ways to see them:
+worker, a copy by hand) ends in a `manifest.json`, and the next query picks up the manifests
+the catalog has not seen. Two ways to see them:
 
 * Local disk: every directory's mtime is kept. A sync stats the directories that hold no
   manifest (owner/, name/, year/, month/, day/, and prediction directories whose manifest has
