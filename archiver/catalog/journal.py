@@ -13,9 +13,11 @@ that failed to write) by the full listing, which runs when the last one is older
 ARCHIVER_CATALOG_LIST_INTERVAL, and on `catalog rebuild`. Local archives have no journal (a
 few directory stats find new manifests there).
 
-Clocks of other workers may lag: every read looks `SKEW` (60 s) behind the newest marker it
-has seen (markers of manifests the catalog holds cost only their listing: 1000 a page). A
-worker whose clock lags by more has its manifests found by the next full listing.
+Each read starts `SKEW` (60 s) before the previous read (or full listing) began, by the
+reader's clock: a worker whose clock lags by up to that much is still seen, one whose clock
+runs ahead only has its markers listed again until real time passes them (markers of manifests
+the catalog holds cost only their listing: 1000 a page). A worker whose clock lags by more has
+its manifests found by the next full listing.
 """
 
 from __future__ import annotations
@@ -55,23 +57,20 @@ def cursor_key(after: datetime) -> str:
     return f"{after - SKEW:{_FORMAT}}"
 
 
-def read(dest: Destination, after: datetime | None) -> tuple[list[str], datetime | None]:
-    """(prediction directories of the markers newer than `after` - SKEW, the newest marker's
-    time). Every marker when `after` is None."""
+def read(dest: Destination, after: datetime | None) -> list[str]:
+    """The prediction directories of the markers named after `after` - SKEW (every marker
+    when `after` is None)."""
     prefix = dest.path(JOURNAL).rstrip("/") + "/"
     start = prefix + cursor_key(after) if after is not None else None
-    names = _names_after(dest, prefix, start)
     directories: list[str] = []
-    newest: datetime | None = None
-    for name in names:
+    for name in _names_after(dest, prefix, start):
         stamp, _, quoted = name.partition("_")
         try:
-            when = datetime.strptime(stamp, _FORMAT).replace(tzinfo=UTC)
+            datetime.strptime(stamp, _FORMAT)
         except ValueError:
             continue  # not a marker of ours
         directories.append(unquote(quoted))
-        newest = when if newest is None or when > newest else newest
-    return directories, newest
+    return directories
 
 
 def _names_after(dest: Destination, prefix: str, start: str | None) -> list[str]:

@@ -81,7 +81,9 @@ def sync(
     listed = float(catalog.meta("listed_at") or "-inf")
     if list_interval > 0 and 0 <= began - listed < list_interval:
         _read_journal(dest, catalog, found)
-        return found.finish()
+        stats = found.finish()
+        catalog.set_meta("journal_after", datetime.fromtimestamp(began, UTC).isoformat())
+        return stats
     _scan_listing(dest, catalog, found)
     stats = found.finish()
     catalog.set_meta("listed_at", repr(began))
@@ -260,17 +262,15 @@ def _listing(dest: Destination) -> dict[str, str]:
 
 
 def _read_journal(dest: Destination, catalog: Catalog, found: _Found) -> None:
-    """The manifests named by journal markers newer than the last read, that the catalog
-    does not hold yet."""
+    """The manifests named by journal markers written since the last read or full listing
+    began (by this machine's clock, `journal.SKEW` earlier), that the catalog does not hold."""
     after_text = catalog.meta("journal_after")
     after = datetime.fromisoformat(after_text) if after_text else None
     with translated(dest.backend, f"listing {dest.url}", missing_ok=True):
-        directories, newest = journal.read(dest, after)
+        directories = journal.read(dest, after)
     paths = [posixpath.join(d, MANIFEST_NAME) for d in directories if d]
     new = sorted(set(paths) - catalog.known(paths))
     _read_manifests(dest, found, dict.fromkeys(new, JOURNALED))
-    if newest is not None and (after is None or newest > after):
-        catalog.set_meta("journal_after", newest.isoformat())
 
 
 def _read_manifests(dest: Destination, found: _Found, todo: dict[str, str]) -> None:
