@@ -145,3 +145,23 @@ def test_within_the_list_interval_the_journal_finds_what_the_archiver_wrote(s3, 
         assert ids() == ["p3", "p2", "p1"]
         stamps = dict(store.db.execute("SELECT prediction_id, stamp FROM manifests"))
     assert "journal" not in stamps.values()
+
+
+def test_a_worker_whose_clock_runs_ahead_hides_no_other_markers(moto_s3, moto_bucket, tmp_path):
+    """A marker stamped an hour ahead does not move where the next read starts: a marker
+    written after it with the right time is still read."""
+    from datetime import UTC, datetime, timedelta
+
+    from archiver.catalog.journal import note
+
+    dest = open_destination(f"s3://{moto_bucket}/ahead", moto_s3.storage_options())
+    now = datetime.now(UTC)
+    with Catalog(tmp_path / "c.sqlite3") as store:
+        sync(dest, store, list_interval=3600)  # the full listing
+        for name, when in (("p1", now + timedelta(hours=1)), ("p2", now)):
+            files = prediction(name, f"{name} words", created="2026-12-01T10:00:00Z")
+            _put(dest, files)
+            note(dest, manifest_path(files).rsplit("/", 1)[0], when=when)
+            sync(dest, store, list_interval=3600)  # the journal only
+        rows = store.db.execute("SELECT prediction_id FROM manifests ORDER BY 1").fetchall()
+    assert rows == [("p1",), ("p2",)]
