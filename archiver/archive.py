@@ -172,6 +172,10 @@ def archive_staged(
     if staged.inputs:
         remove_stray_temps(dest, f"{directory}/{INPUTS_DIRECTORY}", keep=set())
     write_bytes_atomic(dest, dest.path(f"{directory}/{MANIFEST_NAME}"), manifest.to_json())
+    if not dest.is_local:  # object stores: the catalog's journal finds it without a listing
+        from .catalog.journal import note
+
+        note(dest, directory)
     return manifest
 
 

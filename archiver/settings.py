@@ -89,12 +89,13 @@ class Settings(BaseSettings):
         "a local dest, else `~/.cache/replicate-archiver/catalog`.",
     )
     catalog_list_interval: float = Field(
-        default=0,
+        default=900,
         ge=0,
         le=86400,
-        description="Object-store archives: seconds a listing of the archive stays fresh for "
-        "`find`, `verify` and `usage` (0: every query lists the archive to pick up new "
-        "manifests; a listing of 20k keys takes seconds). Local archives always look.",
+        description="Object-store archives: seconds between full listings of the archive by "
+        "`find`, `verify` and `usage`; in between they read only the journal the archiver "
+        "writes beside each new manifest, so a manifest copied in by hand shows up within this "
+        "time (0: list every time; 20k keys take seconds). Local archives always look.",
     )
     prices: str | None = Field(
         default=None,

@@ -3,13 +3,16 @@
     python -m benchmarks catalog [--sizes 10000,50000,100000] [--s3 10000] [--verify-mib 512]
 
 Manifests are generated synthetically (4 models over a year of days, 2 outputs each; the
-output files themselves are not written locally, except for the verify run; on S3 one small
-object per prediction is listed beside its manifest) straight into a local directory, and into
-a bucket of a moto or SeaweedFS server on loopback (`--s3 N --s3-server moto|seaweedfs`). For each size: the
-first `find` (every manifest read into a new catalog), the median of later `find`s (nothing
-new), `find` after 100 new manifests appeared, and `usage --by month`. `--verify-mib`: `verify`
-of that many MiB of real files against `sha256sum` over the same files (page cache warm for
-both). Targets (issue 27): 100k local first find <= 60 s, later <= 1 s; usage <= 2 s; 10k on S3
+output files themselves are not written locally, except for the verify run) straight into a
+local directory, and into a bucket of a SeaweedFS or moto server on loopback (`--s3 N
+--s3-server seaweedfs|moto`; one small object per prediction beside its manifest, listed like
+real outputs, and the journal marker the archiver writes; PUTs 64 at a time). For each size:
+the first `find` (every manifest read into a new catalog), the median of later `find`s
+(nothing new; on S3 they read the journal), `find` after 100 new manifests appeared, on S3
+later `find`s that list the bucket whole (ARCHIVER_CATALOG_LIST_INTERVAL=0), and `usage --by
+month`; CPU seconds (user + system) beside wall clock, and the load average. `--verify-mib`:
+`verify` of that many MiB of real files against `sha256sum` over the same files (page cache
+warm for both). Targets (issue 27): 100k local first find <= 60 s, later <= 1 s; usage <= 2 s; 10k on S3
 first <= 60 s, later <= 2 s; verify >= 80% of sha256sum's speed.
 """
 
@@ -77,17 +80,48 @@ def write_local(root: Path, start: int, stop: int) -> None:
         (target / "manifest.json").write_bytes(data)
 
 
-def write_s3(fs: Any, root: str, start: int, stop: int) -> None:
-    batch: dict[str, bytes] = {}
-    for index in range(start, stop):
-        directory, data = manifest(index)
-        batch[f"{root}/{directory}/manifest.json"] = data
-        batch[f"{root}/{directory}/out-0.png"] = b"x"  # listed like real outputs
-        if len(batch) >= 2000:
-            fs.pipe(batch)
-            batch = {}
-    if batch:
-        fs.pipe(batch)
+def write_s3(server: Any, bucket: str, root: str, start: int, stop: int) -> None:
+    """Manifests `start`..`stop` (and one small output each, listed like real outputs) put
+    `S3_PUTS` at a time through aiobotocore, each followed by its journal marker as the
+    archiver writes it (archiver/catalog/journal.py)."""
+    import asyncio
+
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+
+    from archiver.catalog.journal import marker
+
+    async def put_all() -> None:
+        session = get_session()
+        config = AioConfig(max_pool_connections=S3_PUTS)
+        async with session.create_client(
+            "s3",
+            endpoint_url=server.endpoint_url,
+            aws_access_key_id=server.key,
+            aws_secret_access_key=server.secret,
+            region_name=server.region,
+            config=config,
+        ) as client:
+            slots = asyncio.Semaphore(S3_PUTS)
+
+            async def put(index: int) -> None:
+                directory, data = manifest(index)
+                async with slots:
+                    await client.put_object(
+                        Bucket=bucket, Key=f"{root}/{directory}/out-0.png", Body=b"x"
+                    )
+                    await client.put_object(
+                        Bucket=bucket, Key=f"{root}/{directory}/manifest.json", Body=data
+                    )
+                    note = marker(directory, datetime.now(UTC))
+                    await client.put_object(Bucket=bucket, Key=f"{root}/{note}", Body=b"")
+
+            await asyncio.gather(*(put(i) for i in range(start, stop)))
+
+    asyncio.run(put_all())
+
+
+S3_PUTS = 64  # PUTs in flight while generating the S3 archive
 
 
 CPU: dict[str, list[float]] = {}  # command -> CPU seconds (user + sys) of each process
@@ -115,20 +149,26 @@ def cli(*args: str, env: dict[str, str]) -> float:
     return wall
 
 
-def measure(dest: str, env: dict[str, str], add: Any, count: int) -> dict[str, float]:
+def measure(
+    dest: str, env: dict[str, str], add: Any, count: int, server_cpu: Any = None
+) -> dict[str, float]:
+    """The figures of one archive; `server_cpu()`: CPU seconds the S3 server has used."""
     CPU.clear()
+    load_before = os.getloadavg()[0]
+    served = server_cpu() if server_cpu else 0.0
     first = cli("find", "lighthouse", "--dest", dest, env=env)
+    served = server_cpu() - served if server_cpu else 0.0
     later = statistics.median(cli("find", "lighthouse", "--dest", dest, env=env) for _ in range(5))
     later_cpu = statistics.median(CPU["find"][1:])
     add(count, count + 100)
     after_new = cli("find", "lighthouse", "--dest", dest, env=env)
-    fresh = None
-    if dest.startswith("s3://"):  # within ARCHIVER_CATALOG_LIST_INTERVAL: no listing
-        interval = {**env, "ARCHIVER_CATALOG_LIST_INTERVAL": "3600"}
-        cli("find", "lighthouse", "--dest", dest, env=interval)  # lists, and remembers when
-        fresh = statistics.median(
-            cli("find", "lighthouse", "--dest", dest, env=interval) for _ in range(3)
+    full: dict[str, float] = {}
+    if dest.startswith("s3://"):  # later finds read the journal; these list the bucket whole
+        listing = {**env, "ARCHIVER_CATALOG_LIST_INTERVAL": "0"}
+        full["later_find_full_listing"] = statistics.median(
+            cli("find", "lighthouse", "--dest", dest, env=listing) for _ in range(3)
         )
+        full["later_find_full_listing_cpu"] = statistics.median(CPU["find"][-3:])
     usage = statistics.median(
         cli("usage", "--since", "2000-01-01", "--by", "month", "--dest", dest, env=env)
         for _ in range(3)
@@ -141,7 +181,9 @@ def measure(dest: str, env: dict[str, str], add: Any, count: int) -> dict[str, f
         "find_after_100_new": after_new,
         "usage": usage,
         "usage_cpu": statistics.median(CPU["usage"]),
-        **({"find_within_list_interval": fresh} if fresh is not None else {}),
+        **full,
+        "load_average_1min": (load_before + os.getloadavg()[0]) / 2,
+        **({"first_find_server_cpu": served} if server_cpu else {}),
     }
 
 
@@ -239,7 +281,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks catalog")
     p.add_argument("--sizes", default="10000,50000,100000")
     p.add_argument("--s3", type=int, default=10000, help="manifests on S3 (0: skip)")
-    p.add_argument("--s3-server", choices=["moto", "seaweedfs"], default="moto")
+    p.add_argument("--s3-server", choices=["moto", "seaweedfs"], default="seaweedfs")
     p.add_argument("--verify-mib", type=int, default=512, help="0: skip")
     p.add_argument("--engine", type=int, default=100000, help="manifests of the engine figures")
     p.add_argument("--out", default="bench-results/catalog.json")
@@ -278,8 +320,6 @@ def main(argv: list[str]) -> int:
 
 def s3_case(count: int, env: dict[str, str], server_name: str, work: Path) -> dict[str, float]:
     """The figures on a moto or SeaweedFS server on loopback (tests/s3servers.py)."""
-    import s3fs
-
     from tests.s3servers import MotoS3, SeaweedS3
 
     server: Any = MotoS3() if server_name == "moto" else SeaweedS3(work / "seaweedfs")
@@ -289,31 +329,41 @@ def s3_case(count: int, env: dict[str, str], server_name: str, work: Path) -> di
         bucket = server.make_bucket()
         options = server.storage_options()
         s3_env = {**env, "ARCHIVER_STORAGE_OPTIONS": json.dumps(options)}
-        fs = s3fs.S3FileSystem(
-            key=server.key, secret=server.secret, endpoint_url=server.endpoint_url
-        )
         began = time.perf_counter()
-        write_s3(fs, f"{bucket}/archive", 0, count)
+        write_s3(server, bucket, "archive", 0, count)
         print(f"s3 {count}: generated in {time.perf_counter() - began:.1f} s", flush=True)
         return measure(
             f"s3://{bucket}/archive",
             s3_env,
-            lambda a, b: write_s3(fs, f"{bucket}/archive", a, b),
+            lambda a, b: write_s3(server, bucket, "archive", a, b),
             count,
+            server_cpu=_server_cpu(server),
         )
     finally:
         server.close() if server_name == "moto" else server.stop()
 
 
+def _server_cpu(server: Any) -> Any:
+    """CPU seconds so far of a SeaweedFS process (moto runs in this process: None)."""
+    process = getattr(server, "_process", None)
+    if process is None:
+        return None
+    from benchmarks.servers import tree_cpu_seconds
+
+    return lambda: tree_cpu_seconds({"weed": process.pid})["weed"]
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| archive | manifests | first find | later find (CPU) | find after 100 new | usage (CPU) |",
+        "| archive | manifests | first find (CPU) | later find (CPU) | find after 100 new "
+        "| usage (CPU) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for kind in ("local", "s3"):
         for size, f in results[kind].items():
             lines.append(
-                f"| {results.get('s3_server', 's3') if kind == 's3' else kind} | {int(size):,} | {f['first_find']:.2f} s "
+                f"| {results.get('s3_server', 's3') if kind == 's3' else kind} | {int(size):,} "
+                f"| {f['first_find']:.2f} s ({f['first_find_cpu']:.2f} s) "
                 f"| {f['later_find']:.2f} s ({f['later_find_cpu']:.2f} s) "
                 f"| {f['find_after_100_new']:.2f} s | {f['usage']:.2f} s ({f['usage_cpu']:.2f} s) |"
             )

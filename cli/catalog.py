@@ -1,7 +1,8 @@
 """`python -m flows find | verify | usage | catalog rebuild`: the archive after the fact.
 
 Every command first brings the catalog up to date with the manifests it has not seen (a few
-stats or one listing; the first time, every manifest is read, with a counter on a terminal).
+stats, or one short listing of the journal on object stores; the first time, every manifest
+is read, with a counter on a terminal).
 Bad arguments (an unknown --dest scheme, a malformed --since...) exit 2 with one line; a store
 or catalog error exits 1 with one line. Cheap to import: no Prefect.
 """
@@ -49,12 +50,16 @@ def arguments() -> Iterator[None]:
 
 def open_archive(dest: str | None, storage_option: list[str]) -> tuple[Any, Any]:
     """(Destination, Settings) for --dest and --storage-option (ConfigurationError if bad)."""
-    from archiver.inputs import parse_options
     from archiver.settings import Settings
     from archiver.storage import StorageOptions, open_destination
 
     settings = Settings()
-    options = StorageOptions.parse({**settings.storage_options, **parse_options(storage_option)})
+    given: dict[str, Any] = {}
+    if storage_option:  # archiver.inputs is not cheap to import: only when needed
+        from archiver.inputs import parse_options
+
+        given = parse_options(storage_option)
+    options = StorageOptions.parse({**settings.storage_options, **given})
     return open_destination(dest or settings.dest, options), settings
 
 

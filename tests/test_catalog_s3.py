@@ -1,5 +1,5 @@
 """find and verify on real S3 servers (moto, SeaweedFS): the catalog file lives locally, new and
-removed manifests are seen by the next query through one listing, problems are named, and an
+removed manifests are seen by the next query through a listing or the journal, problems are named, and an
 unreachable store is one line and exit 1."""
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def test_cli_on_moto_and_an_unreachable_store(moto_s3, moto_bucket, tmp_path):
 
 def test_an_object_store_listing_stays_fresh_for_the_list_interval(tmp_path):
     """ARCHIVER_CATALOG_LIST_INTERVAL: within it the catalog answers without listing; after
-    it (or with 0, the default) the next query sees the new manifest."""
+    it (or with 0) the next query sees the new manifest."""
     dest = open_destination(f"memory://catalog-interval-{tmp_path.name}")
     _put(dest, prediction("p1", "lighthouse one"))
     now = [1000.0]
@@ -113,3 +113,55 @@ def test_an_object_store_listing_stays_fresh_for_the_list_interval(tmp_path):
         _put(dest, prediction("p3", "three", created="2026-12-03T10:00:00Z"))
         sync(dest, store)  # interval 0: always lists
         assert store.db.execute("SELECT count(*) FROM manifests").fetchone()[0] == 3
+
+
+def test_within_the_list_interval_the_journal_finds_what_the_archiver_wrote(s3, tmp_path):
+    """Between full listings a query reads only the journal: a manifest with a marker is found
+    at once, one copied in by hand at the next full listing; journaled manifests are not read
+    again by that listing (their ETags are filled in)."""
+    from archiver.catalog.journal import JOURNAL, note
+
+    server, bucket = s3
+    dest = open_destination(f"s3://{bucket}/journal", server.storage_options())
+    now = [1000.0]
+    with Catalog(tmp_path / "c.sqlite3") as store:
+
+        def ids():
+            sync(dest, store, list_interval=60, clock=lambda: now[0])
+            return [
+                r["prediction_id"] for r in find(store, Filters(), limit=9, manifest_url=str)[1]
+            ]
+
+        _put(dest, prediction("p1", "one", created="2026-12-01T10:00:00Z"))
+        assert ids() == ["p1"]  # the first query lists whole
+        p2 = prediction("p2", "two", created="2026-12-02T10:00:00Z")
+        _put(dest, p2)
+        note(dest, manifest_path(p2).rsplit("/", 1)[0])
+        _put(dest, prediction("p3", "by hand", created="2026-12-03T10:00:00Z"))
+        now[0] += 30
+        assert ids() == ["p2", "p1"]
+        assert dest.fs.find(dest.path(JOURNAL))  # the marker note() wrote
+        now[0] += 31
+        assert ids() == ["p3", "p2", "p1"]
+        stamps = dict(store.db.execute("SELECT prediction_id, stamp FROM manifests"))
+    assert "journal" not in stamps.values()
+
+
+def test_a_worker_whose_clock_runs_ahead_hides_no_other_markers(moto_s3, moto_bucket, tmp_path):
+    """A marker stamped an hour ahead does not move where the next read starts: a marker
+    written after it with the right time is still read."""
+    from datetime import UTC, datetime, timedelta
+
+    from archiver.catalog.journal import note
+
+    dest = open_destination(f"s3://{moto_bucket}/ahead", moto_s3.storage_options())
+    now = datetime.now(UTC)
+    with Catalog(tmp_path / "c.sqlite3") as store:
+        sync(dest, store, list_interval=3600)  # the full listing
+        for name, when in (("p1", now + timedelta(hours=1)), ("p2", now)):
+            files = prediction(name, f"{name} words", created="2026-12-01T10:00:00Z")
+            _put(dest, files)
+            note(dest, manifest_path(files).rsplit("/", 1)[0], when=when)
+            sync(dest, store, list_interval=3600)  # the journal only
+        rows = store.db.execute("SELECT prediction_id FROM manifests ORDER BY 1").fetchall()
+    assert rows == [("p1",), ("p2",)]

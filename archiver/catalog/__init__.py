@@ -1,12 +1,16 @@
 """The archive's catalog: find, verify and account for what was archived.
 
 Derived from manifests only (delete it and `catalog rebuild`, or just query again), brought up
-to date lazily by the next query: nothing is written on the archiving hot path.
+to date lazily by the next query: the archiving hot path writes nothing but, on object stores,
+one empty journal marker per manifest.
 
     records.py  Entry, entry_of: a manifest.json read tolerantly (schema 1 and 2)
     store.py    Catalog: the SQLite file (FTS5 over input text), upserts in one transaction
     scan.py     sync, rebuild: pick up manifests not seen yet (local: directory mtimes;
-                object stores: one listing compared with ETags)
+                object stores: the journal, and a full listing compared with ETags
+                every ARCHIVER_CATALOG_LIST_INTERVAL)
+    journal.py  note, read: the marker the archiver writes beside each manifest on an
+                object store, and the markers a query has not seen
     query.py    Filters (words, model, since/until, id, sha256), find
     verify.py   verify: every file re-read and compared with its manifest
     usage.py    usage: predictions, files, bytes, model time and cost per model/day/month

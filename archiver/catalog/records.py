@@ -14,6 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 MAX_TEXT = 20_000  # characters of input text indexed per manifest
+# archiver.manifest.MANIFEST_NAME, not imported from there: its pydantic models would cost a
+# query's process ~0.1 s of start-up (tests/test_catalog_sources.py checks they agree).
+MANIFEST_NAME = "manifest.json"
 
 
 class ForeignManifest(ValueError):

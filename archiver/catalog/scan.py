@@ -1,8 +1,9 @@
 """Bringing the catalog up to date from the archive's manifests: lazily, at query time.
 
-Nothing is written on the archiving hot path: every archive path (run, batch, sweep, webhooks,
-archive by id, another worker, a copy by hand) ends in a `manifest.json`, and the next query
-picks up the manifests the catalog has not seen. Two ways to see them:
+No catalog is written on the archiving hot path (on object stores only an empty journal
+marker per manifest): every archive path (run, batch, sweep, webhooks, archive by id, another
+worker, a copy by hand) ends in a `manifest.json`, and the next query picks up the manifests
+the catalog has not seen. Two ways to see them:
 
 * Local disk: every directory's mtime is kept. A sync stats the directories that hold no
   manifest (owner/, name/, year/, month/, day/, and prediction directories whose manifest has
@@ -12,9 +13,13 @@ picks up the manifests the catalog has not seen. Two ways to see them:
   archiver; one edited in place is re-read by `catalog rebuild`). An mtime within
   `RACY_NS` of the scan is not trusted (a change in the same clock tick would not move it):
   such a directory is listed again next time.
-* Any other fsspec store (s3://...): one recursive listing (S3 pages of 1000 keys), compared
-  with each manifest's ETag (or size and mtime); new or changed manifests are read
-  concurrently through `fs.cat`.
+* Any other fsspec store (s3://...): a full listing, flat (no delimiter: S3 pages of 1000
+  keys) under each top-level prefix at once, `.archiver/` left out, compared with each
+  manifest's ETag (or size and mtime); new or changed manifests are read concurrently through
+  `fs.cat`. The full listing runs when the last one is ARCHIVER_CATALOG_LIST_INTERVAL old; in
+  between, a query reads only the journal of markers the archiver writes beside each new
+  manifest (`journal.py`: one short listing), so manifests copied in by hand show up at the
+  next full listing.
 
 Corrupt or foreign manifests are kept in the catalog's `bad` table, never raised.
 """
@@ -25,19 +30,24 @@ import os
 import posixpath
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from archiver import errors
-from archiver.manifest import MANIFEST_NAME
 from archiver.storage import Destination
 from archiver.storage.translate import translated
 
-from .records import ForeignManifest, entry_of
+from . import journal
+from .records import MANIFEST_NAME, ForeignManifest, entry_of
 from .store import Catalog, Change
 
 RACY_NS = 2_000_000_000  # an mtime this close to the scan may still move within its tick
-READ_BATCH = 32  # manifests fetched at once on object stores (a busy server refuses 128)
+READ_CONCURRENCY = 32  # manifest GETs in flight on object stores (a busy server refuses 128)
+READ_CHUNK = 1000  # manifests per fetch call (memory stays flat)
+LIST_THREADS = 8  # top-level prefixes listed at once
+JOURNALED = "journal"  # the stamp of a manifest read through the journal (no ETag known yet)
 FLUSH = 5000  # manifests read per catalog transaction
 
 Progress = Callable[[int], None]  # manifests read so far
@@ -60,8 +70,9 @@ def sync(
 ) -> SyncStats:
     """Read the manifests `catalog` has not seen in `dest` and write them into it.
 
-    `list_interval`: an object store is not listed again within that many seconds of its last
-    listing (ARCHIVER_CATALOG_LIST_INTERVAL; 0: always)."""
+    `list_interval`: an object store is listed whole only when its last full listing is that
+    many seconds old (ARCHIVER_CATALOG_LIST_INTERVAL; 0: every time); in between, only its
+    journal of new manifests is read (`journal.py`)."""
     found = _Found(catalog, progress)
     if dest.is_local:
         _scan_local(dest, catalog, found)
@@ -69,10 +80,14 @@ def sync(
     began = clock()
     listed = float(catalog.meta("listed_at") or "-inf")
     if list_interval > 0 and 0 <= began - listed < list_interval:
-        return found.finish()
+        _read_journal(dest, catalog, found)
+        stats = found.finish()
+        catalog.set_meta("journal_after", datetime.fromtimestamp(began, UTC).isoformat())
+        return stats
     _scan_listing(dest, catalog, found)
     stats = found.finish()
     catalog.set_meta("listed_at", repr(began))
+    catalog.set_meta("journal_after", datetime.fromtimestamp(began, UTC).isoformat())
     return stats
 
 
@@ -198,38 +213,90 @@ def _read_local(found: _Found, rel_dir: str, full: str) -> None:
 
 
 def _scan_listing(dest: Destination, catalog: Catalog, found: _Found) -> None:
+    """Every manifest key of the store, listed flat (no delimiter: pages of 1000 keys) under
+    each top-level prefix at once, `.archiver/` (cache, journal) left out; those whose stamp
+    (ETag) is new are read."""
+    current = _listing(dest)
+    known = catalog.stamps()
+    found.gone.extend(path for path in known if path not in current)
+    noted = [(current[p], p) for p, stamp in known.items() if stamp == JOURNALED and p in current]
+    catalog.restamp(noted)  # read through the journal: the listing gives their ETags
+    todo = [p for p, stamp in current.items() if known.get(p) not in (stamp, JOURNALED)]
+    _read_manifests(dest, found, {p: current[p] for p in todo})
+
+
+def _listing(dest: Destination) -> dict[str, str]:
+    """{manifest path relative to dest: stamp} of every manifest in the store."""
     root = dest.root.rstrip("/")
-    listing: dict[str, dict[str, Any]] = {}
+    fs: Any = dest.fs
+    top: list[dict[str, Any]] = []  # stays empty when nothing is stored under root yet
     with translated(dest.backend, f"listing {dest.url}", missing_ok=True):
-        listing = dest.fs.find(root, detail=True)
+        fs.invalidate_cache(root)
+        top = fs.ls(root, detail=True)
+    listing: dict[str, dict[str, Any]] = {}
+    prefixes = []
+    for info in top:
+        name = str(info["name"]).rstrip("/")
+        if posixpath.basename(name).startswith("."):
+            continue
+        if info.get("type") == "directory":
+            prefixes.append(name)
+        else:
+            listing[name] = info
+
+    def find(prefix: str) -> dict[str, dict[str, Any]]:
+        with translated(dest.backend, f"listing {dest.url}", missing_ok=True):
+            return dict(fs.find(prefix, detail=True))
+        return {}
+
+    if prefixes:
+        with ThreadPoolExecutor(min(LIST_THREADS, len(prefixes))) as pool:
+            for part in pool.map(find, prefixes):
+                listing.update(part)
     current: dict[str, str] = {}
     for full, info in listing.items():
         rel = str(full)[len(root) :].lstrip("/") if str(full).startswith(root) else ""
         if rel and is_manifest_path(rel):
             current[rel] = _stamp(info)
-    known = catalog.stamps()
-    found.gone.extend(path for path in known if path not in current)
-    todo = [path for path, stamp in current.items() if known.get(path) != stamp]
-    for start in range(0, len(todo), READ_BATCH):
-        batch = todo[start : start + READ_BATCH]
-        data = fetch(dest, [dest.path(p) for p in batch])
-        for path in batch:
+    return current
+
+
+def _read_journal(dest: Destination, catalog: Catalog, found: _Found) -> None:
+    """The manifests named by journal markers written since the last read or full listing
+    began (by this machine's clock, `journal.SKEW` earlier), that the catalog does not hold."""
+    after_text = catalog.meta("journal_after")
+    after = datetime.fromisoformat(after_text) if after_text else None
+    with translated(dest.backend, f"listing {dest.url}", missing_ok=True):
+        directories = journal.read(dest, after)
+    paths = [posixpath.join(d, MANIFEST_NAME) for d in directories if d]
+    new = sorted(set(paths) - catalog.known(paths))
+    _read_manifests(dest, found, dict.fromkeys(new, JOURNALED))
+
+
+def _read_manifests(dest: Destination, found: _Found, todo: dict[str, str]) -> None:
+    """Read the manifests `{path: stamp}` READ_CONCURRENCY at once, into `found`."""
+    paths = list(todo)
+    for start in range(0, len(paths), READ_CHUNK):
+        chunk = paths[start : start + READ_CHUNK]
+        data = fetch(dest, [dest.path(p) for p in chunk])
+        for path in chunk:
             value = data.get(dest.path(path))
             if value is None or isinstance(value, FileNotFoundError):
                 continue  # removed since the listing: the next sync forgets it
             if isinstance(value, BaseException):  # the store failed: no verdict on the manifest
                 raise errors.storage_error(value, f"reading {dest.url_for(dest.path(path))}")
-            found.manifest(path, current[path], value)
+            found.manifest(path, todo[path], value)
 
 
 def fetch(dest: Destination, paths: list[str]) -> dict[str, Any]:
     """`{path: bytes or the exception reading it}` of small files of an object store, read
-    concurrently (`fs.cat`) READ_BATCH at a time."""
-    result: dict[str, Any] = {}
-    for start in range(0, len(paths), READ_BATCH):
-        with translated(dest.backend, f"reading manifests in {dest.url}"):
-            result.update(dest.fs.cat(paths[start : start + READ_BATCH], on_error="return"))
-    return result
+    concurrently (`fs.cat`), READ_CONCURRENCY requests in flight."""
+    if not paths:
+        return {}  # fsspec's cat of an empty list raises FileNotFoundError
+    # s3fs: one GET per file (by default it sends a HEAD first, to split large files)
+    extra = {"max_concurrency": 1} if dest.backend.name == "s3" else {}
+    with translated(dest.backend, f"reading manifests in {dest.url}"):
+        return dict(dest.fs.cat(paths, on_error="return", batch_size=READ_CONCURRENCY, **extra))
 
 
 def _stamp(info: dict[str, Any]) -> str:

@@ -24,12 +24,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from archiver.errors import StorageError
 
 from .records import Entry
 
 SCHEMA = 1
+T = TypeVar("T")
 BUSY_TIMEOUT_MS = 120_000
 
 _DDL = """
@@ -139,6 +141,26 @@ class Catalog:
             "SELECT path, stamp FROM manifests UNION ALL SELECT path, stamp FROM bad"
         )
         return dict(rows.fetchall())
+
+    def known(self, paths: list[str]) -> set[str]:
+        """Those of `paths` the catalog holds (good or bad)."""
+        held: set[str] = set()
+        for chunk in _chunks(paths, 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT path FROM manifests WHERE path IN ({marks})"  # noqa: S608
+                f" UNION ALL SELECT path FROM bad WHERE path IN ({marks})",  # noqa: S608
+                chunk + chunk,
+            )
+            held.update(path for (path,) in rows)
+        return held
+
+    def restamp(self, stamps: list[tuple[str, str]]) -> None:
+        """Set the stamps of manifests already read: [(stamp, path)]."""
+        if stamps:
+            with self.write() as db:
+                db.executemany("UPDATE manifests SET stamp = ? WHERE path = ?", stamps)
+                db.executemany("UPDATE bad SET stamp = ? WHERE path = ?", stamps)
 
     def meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -273,6 +295,6 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
