@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from cli.server_process import die_with_parent
+
 PYTHON = sys.executable
 
 
@@ -43,6 +45,7 @@ def emulator(processing_seconds: float) -> Iterator[tuple[str, int]]:
         [PYTHON, "-m", "benchmarks.servers", "emulator", str(processing_seconds)],
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - a killed bench takes its servers along
     )
     try:
         line = proc.stdout.readline().strip() if proc.stdout else ""
@@ -72,6 +75,7 @@ def prefect_server(home: Path, timeout: float = 120) -> Iterator[tuple[str, floa
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - a killed bench takes its servers along
     )
     url = f"http://127.0.0.1:{port}/api"
     started = time.monotonic()

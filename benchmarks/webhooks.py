@@ -33,6 +33,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from benchmarks.servers import emulator, prefect_server, run_env, tree_cpu_seconds
+from cli.server_process import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "r8_benchmark_token_not_secret_0000"
@@ -79,7 +80,13 @@ def manifests(dest: Path) -> list[Path]:
 def start_receiver(env: dict[str, str], dest: Path) -> tuple[subprocess.Popen[str], str]:
     command = [sys.executable, "-m", "flows", "webhooks", "--port", "0", "--dest", str(dest)]
     proc = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - a killed soak takes its receiver along
     )
     assert proc.stdout is not None and proc.stderr is not None
     line = proc.stdout.readline()

@@ -24,6 +24,18 @@ NOTE_AFTER = 3.0  # seconds of waiting before the one-line note
 Echo = Callable[[str], None]
 
 
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """`preexec_fn` for a server child: the kernel SIGKILLs it when its parent dies, however the
+    parent dies (SIGKILL, a timeout's kill), so no server outlives the command that started it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class ServerExited(ConfigurationError):
     """The server process died before its API answered (e.g. its port was taken)."""
 

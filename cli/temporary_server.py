@@ -8,29 +8,19 @@ kernel kills when the CLI dies (Linux parent-death signal): a SIGKILLed CLI leav
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
 import subprocess
 
 from cli.server_process import (
     HOST,
     Echo,
+    die_with_parent,
     kill_group,
     print_stderr,
     server_args,
     server_env,
     wait_healthy,
 )
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class TemporaryServer:
@@ -57,7 +47,7 @@ class TemporaryServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches us first; we stop it after cleaning up
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - a SIGKILLed CLI takes it along
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - a SIGKILLed CLI takes it along
         )
         proc = self.proc
         try:
