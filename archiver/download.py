@@ -23,7 +23,7 @@ from pathlib import Path
 from .datauri import DataUri, decode, is_data_uri, write_atomic
 from .delivery import Delivery
 from .errors import DownloadInterrupted, OutputsRemoved, ServiceUnavailable, UrlExpired
-from .inputfiles import InputStager, find_input_files, stage_logs
+from .inputfiles import InputStager, find_input_files
 from .iothreads import run_io
 from .outputs import HostAllowList, OutputFile, file_outputs, public_url, url_at
 from .prediction import Prediction
@@ -115,10 +115,6 @@ async def download_outputs(
             return await _download_file(item, directory, delivery, refresher, options)
 
     staged_files = asyncio.gather(*(one(item) for item in files))
-    # Final logs (a finished prediction's) are staged meanwhile: their fsync overlaps the
-    # downloads instead of lengthening the archive step, which stages them otherwise.
-    final = prediction.terminal and prediction.logs
-    logs = run_io(stage_logs, directory, prediction) if final else _no_logs()
     refs = find_input_files(prediction.input, str(api.http.base_url), delivery)
     if refs:  # none: no I/O, no task (the hot path of predictions without file inputs)
         stager = InputStager(
@@ -130,26 +126,18 @@ async def download_outputs(
             policy=options.retry_policy(),
             sleep=options.sleep,
         )
-        staged_inputs, outputs, staged_logs = await asyncio.gather(
-            stager.stage(refs), staged_files, logs
-        )
+        staged_inputs, outputs = await asyncio.gather(stager.stage(refs), staged_files)
     else:
-        staged_inputs = []
-        outputs, staged_logs = await asyncio.gather(staged_files, logs)
+        staged_inputs, outputs = [], await staged_files
     staged = Staged(
         prediction=refresher.current,
         directory=str(directory),
         files=list(outputs),
         refetches=refresher.refetches,
         inputs=staged_inputs,
-        logs=staged_logs,
     )
     await run_io(write_marker, directory, staged)
     return staged
-
-
-async def _no_logs() -> None:
-    return None
 
 
 def _staged_or_prepare(staging_root: Path, prediction: Prediction) -> Staged | None:

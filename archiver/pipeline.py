@@ -120,7 +120,7 @@ async def archive_step(runtime: Runtime, ready: Ready, staged: Staged) -> Manife
 
 def _archive_record_discard(runtime: Runtime, ready: Ready, staged: Staged) -> Manifest:
     settings = runtime.settings
-    if staged.logs is None and staged.prediction.logs:  # not staged while downloading
+    if staged.logs is None and staged.prediction.logs:  # the final logs: staged in this trip
         logs = stage_logs(Path(staged.directory), staged.prediction)
         staged = staged.model_copy(update={"logs": logs})
     manifest = archive_staged(

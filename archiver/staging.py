@@ -66,7 +66,7 @@ class StagedLogs(BaseModel):
 
 class Staged(BaseModel):
     """All output files of one prediction, staged locally and ready to archive, with its
-    input files and (once `pipeline.download_step` has the final state) its logs."""
+    input files and (staged by the archive step, from the final state) its logs."""
 
     prediction: Prediction
     directory: str

@@ -49,7 +49,7 @@ def test_store_down_keeps_staging_and_rerun_archives_it(
     assert archive_run.state.is_failed() and archive_run.run_count == 2  # 1 retry, then gave up
     [prediction_id] = emulator.stats().created_ids
     staged = sorted(p.name for p in (staging / prediction_id).iterdir())
-    # logs.txt too when the prediction had finished by the download (staged beside the files)
+    # logs.txt too: the archive step stages it before it puts anything in the store
     assert [name for name in staged if name != "logs.txt"] == [
         "out-0.png",
         "out-1.png",
