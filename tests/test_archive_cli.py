@@ -8,6 +8,7 @@ import json
 import httpx
 
 from tests.test_webhooks_receiver import ReceiverProcess, _manifests, _signed, _wait_until
+from tests.waiting import wait_until
 
 MODEL = "black-forest-labs/flux-schnell"
 
@@ -98,7 +99,7 @@ def test_receiver_archives_as_a_prefect_flow_run(prefect_harness, archive_env, e
         answer = httpx.post(
             rx.url, content=body, headers=_signed(emulator.webhook_secret, body, msg_id="p1")
         )
-        _wait_until(completed_runs, "a completed archive-webhooks flow run", deadline=120)
+        wait_until(completed_runs, 120, "a completed archive-webhooks flow run")
     finally:
         rx.stop()
     assert answer.status_code == 202 and len(completed_runs()) == 1
