@@ -154,7 +154,7 @@ def test_signed_links_with_a_service_account_key_and_none_without(bucket, gcs):
     ).decode()
     account = {
         "type": "service_account",
-        "project_id": "test",
+        "project_id": "archiver-signing-test-project",  # registered as a secret: unique
         "private_key_id": "k1",
         "private_key": pem,
         "client_email": "archiver@test.iam.gserviceaccount.com",
