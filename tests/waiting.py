@@ -15,6 +15,9 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+GROWTH = 1.5  # each pause between polls this much longer than the last...
+MAX_INTERVAL = 0.2  # ...up to this many seconds
+
 
 def wait_until(
     predicate: Callable[[], T],
@@ -23,11 +26,15 @@ def wait_until(
     interval: float = 0.01,
 ) -> T:
     """Poll ``predicate`` until it returns something truthy and return that value; fail the
-    test with ``timed out after Ns waiting for <what>`` once ``timeout`` seconds have passed."""
+    test with ``timed out after Ns waiting for <what>`` once ``timeout`` seconds have passed.
+    The pause between polls starts at ``interval`` and grows to ``MAX_INTERVAL``: quick to see
+    a quick change, and a long wait does not poll a server (the emulator, Prefect's API) a
+    hundred times a second, which on two cores takes the CPU from what is being waited for."""
     overdue = _deadline(timeout, what)
     while not (value := predicate()):
         overdue()
         time.sleep(interval)
+        interval = min(interval * GROWTH, max(interval, MAX_INTERVAL))
     return value
 
 
@@ -38,11 +45,12 @@ async def await_until(
     interval: float = 0.01,
 ) -> T:
     """``wait_until`` inside an event loop: the loop keeps running while the condition is
-    polled."""
+    polled (the same growing pause)."""
     overdue = _deadline(timeout, what)
     while not (value := predicate()):
         overdue()
         await asyncio.sleep(interval)
+        interval = min(interval * GROWTH, max(interval, MAX_INTERVAL))
     return value
 
 
