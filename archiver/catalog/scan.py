@@ -16,7 +16,7 @@ the catalog has not seen. Two ways to see them:
 * Any other fsspec store (s3://...): a full listing, flat (no delimiter: S3 pages of 1000
   keys) under each top-level prefix at once, `.archiver/` left out, compared with each
   manifest's ETag (or size and mtime); new or changed manifests are read concurrently through
-  `fs.cat`. The full listing runs when the last one is ARCHIVER_CATALOG_LIST_INTERVAL old; in
+  `Backend.read_many` (one GET each). The full listing runs when the last one is ARCHIVER_CATALOG_LIST_INTERVAL old; in
   between, a query reads only the journal of markers the archiver writes beside each new
   manifest (`journal.py`: one short listing), so manifests copied in by hand show up at the
   next full listing.

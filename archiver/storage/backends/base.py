@@ -2,8 +2,9 @@
 
 A `Backend` is chosen once, when a destination is opened (`backends.backend_for`), and owns
 everything that differs between stores: how a URL and its options become an fsspec filesystem,
-how a stream becomes an object atomically, how it is read back, signed and checked, and how the
-store's own errors translate into ours. This base class is the fallback for any other fsspec
+how a stream becomes an object atomically, how it is read back (one file or many at once),
+listed, signed and checked, what it does cheaply (its capability attributes: code elsewhere asks
+those, never the store's name), and how the store's own errors translate into ours. This base class is the fallback for any other fsspec
 protocol: write a temp name beside the target, then `fs.mv` it into place.
 """
 
