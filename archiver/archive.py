@@ -172,10 +172,9 @@ def archive_staged(
     if staged.inputs:
         remove_stray_temps(dest, f"{directory}/{INPUTS_DIRECTORY}", keep=set())
     write_bytes_atomic(dest, dest.path(f"{directory}/{MANIFEST_NAME}"), manifest.to_json())
-    if not dest.is_local:  # object stores: the catalog's journal finds it without a listing
-        from .catalog.journal import note
+    from .catalog.journal import note
 
-        note(dest, directory)
+    note(dest, directory)  # object stores: the catalog's journal finds it without a listing
     return manifest
 
 
@@ -202,7 +201,6 @@ def remove_stray_temps(dest: Destination, directory: str, *, keep: set[str]) -> 
     if not dest.backend.writes_temp_names:
         return
     with contextlib.suppress(Exception):
-        for path in dest.fs.ls(dest.path(directory), detail=False):
-            name = posixpath.basename(str(path).rstrip("/"))
+        for name in dest.backend.list_names(dest.path(directory)):
             if is_temp_name(name) and name not in keep:
-                remove(dest, str(path))
+                remove(dest, dest.path(directory, name))

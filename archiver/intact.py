@@ -38,7 +38,7 @@ class Damage:
 def damaged_files(dest: Destination, manifest: Manifest) -> list[Damage]:
     """The manifest's files that are missing or have another size in `dest`, in its order."""
     paths = [dest.path(f.path) for f in manifest.files]
-    if dest.is_local or len(paths) < 2:
+    if not dest.backend.concurrent_requests or len(paths) < 2:
         sizes = [stored_size(dest, path) for path in paths]
     else:
         with ThreadPoolExecutor(min(LOOKUPS, len(paths)), "archive-check") as pool:

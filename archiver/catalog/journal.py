@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from urllib.parse import quote, unquote
 
 from archiver.storage import Destination, write_bytes_atomic
@@ -42,9 +41,10 @@ def marker(directory: str, when: datetime) -> str:
 
 
 def note(dest: Destination, directory: str, when: datetime | None = None) -> None:
-    """After a manifest is written to an object store: its marker (nothing on local disk).
-    A marker that cannot be written is only logged: the next full listing finds the manifest."""
-    if dest.is_local:
+    """After a manifest is written: its marker, where the store keeps a journal (object
+    stores, not local disk: `Backend.journaled`). A marker that cannot be written is only
+    logged: the next full listing finds the manifest."""
+    if not dest.backend.journaled:
         return
     try:
         write_bytes_atomic(dest, dest.path(marker(directory, when or datetime.now(UTC))), b"")
@@ -59,11 +59,13 @@ def cursor_key(after: datetime) -> str:
 
 def read(dest: Destination, after: datetime | None) -> list[str]:
     """The prediction directories of the markers named after `after` - SKEW (every marker
-    when `after` is None)."""
+    when `after` is None): one `Backend.list_after` (on S3 one ListObjectsV2 with StartAfter;
+    elsewhere the journal directory listed whole). Foreign errors are the caller's to
+    translate."""
     prefix = dest.path(JOURNAL).rstrip("/") + "/"
     start = prefix + cursor_key(after) if after is not None else None
     directories: list[str] = []
-    for name in _names_after(dest, prefix, start):
+    for name in dest.backend.list_after(prefix, start):
         stamp, _, quoted = name.partition("_")
         try:
             datetime.strptime(stamp, _FORMAT)
@@ -71,28 +73,3 @@ def read(dest: Destination, after: datetime | None) -> list[str]:
             continue  # not a marker of ours
         directories.append(unquote(quoted))
     return directories
-
-
-def _names_after(dest: Destination, prefix: str, start: str | None) -> list[str]:
-    """Marker names (after `prefix`) sorting after the full path `start`: on S3 one paginated
-    ListObjectsV2 with StartAfter; on other stores the journal directory listed whole."""
-    fs: Any = dest.fs
-    if dest.backend.name == "s3":
-        bucket, key, _ = fs.split_path(prefix)
-        request: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
-        if start is not None:
-            request["StartAfter"] = fs.split_path(start)[1]
-        names: list[str] = []
-        while True:
-            page = fs.call_s3("list_objects_v2", **request)
-            names += [item["Key"][len(key) :] for item in page.get("Contents", [])]
-            if not page.get("IsTruncated"):
-                return names
-            request["ContinuationToken"] = page["NextContinuationToken"]
-    try:
-        listed = fs.ls(prefix.rstrip("/"), detail=False, refresh=True)
-    except FileNotFoundError:
-        return []
-    names = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in listed]
-    floor = start[len(prefix) :] if start is not None else ""
-    return sorted(n for n in names if n > floor)

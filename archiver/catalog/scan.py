@@ -16,7 +16,7 @@ the catalog has not seen. Two ways to see them:
 * Any other fsspec store (s3://...): a full listing, flat (no delimiter: S3 pages of 1000
   keys) under each top-level prefix at once, `.archiver/` left out, compared with each
   manifest's ETag (or size and mtime); new or changed manifests are read concurrently through
-  `fs.cat`. The full listing runs when the last one is ARCHIVER_CATALOG_LIST_INTERVAL old; in
+  `Backend.read_many` (one GET each). The full listing runs when the last one is ARCHIVER_CATALOG_LIST_INTERVAL old; in
   between, a query reads only the journal of markers the archiver writes beside each new
   manifest (`journal.py`: one short listing), so manifests copied in by hand show up at the
   next full listing.
@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from archiver import errors
 from archiver.storage import Destination
 from archiver.storage.translate import translated
 
@@ -74,7 +73,7 @@ def sync(
     many seconds old (ARCHIVER_CATALOG_LIST_INTERVAL; 0: every time); in between, only its
     journal of new manifests is read (`journal.py`)."""
     found = _Found(catalog, progress)
-    if dest.is_local:
+    if dest.backend.directory_mtimes:
         _scan_local(dest, catalog, found)
         return found.finish()
     began = clock()
@@ -284,19 +283,17 @@ def _read_manifests(dest: Destination, found: _Found, todo: dict[str, str]) -> N
             if value is None or isinstance(value, FileNotFoundError):
                 continue  # removed since the listing: the next sync forgets it
             if isinstance(value, BaseException):  # the store failed: no verdict on the manifest
-                raise errors.storage_error(value, f"reading {dest.url_for(dest.path(path))}")
+                raise dest.backend.translate(value, f"reading {dest.url_for(dest.path(path))}")
             found.manifest(path, todo[path], value)
 
 
-def fetch(dest: Destination, paths: list[str]) -> dict[str, Any]:
+def fetch(dest: Destination, paths: list[str]) -> dict[str, bytes | BaseException]:
     """`{path: bytes or the exception reading it}` of small files of an object store, read
-    concurrently (`fs.cat`), READ_CONCURRENCY requests in flight."""
-    if not paths:
-        return {}  # fsspec's cat of an empty list raises FileNotFoundError
-    # s3fs: one GET per file (by default it sends a HEAD first, to split large files)
-    extra = {"max_concurrency": 1} if dest.backend.name == "s3" else {}
+    concurrently (`Backend.read_many`: one GET each), READ_CONCURRENCY requests in flight."""
+    data: dict[str, bytes | BaseException] = {}
     with translated(dest.backend, f"reading manifests in {dest.url}"):
-        return dict(dest.fs.cat(paths, on_error="return", batch_size=READ_CONCURRENCY, **extra))
+        data = dest.backend.read_many(paths, READ_CONCURRENCY)
+    return data
 
 
 def _stamp(info: dict[str, Any]) -> str:

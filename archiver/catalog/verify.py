@@ -3,14 +3,14 @@ manifest that cannot be read or is not ours is unreadable.
 
 Streaming and flat in memory: a file is hashed one chunk at a time into a buffer its worker
 thread reuses; manifests are read a batch at a time and at most `2 x workers` files are queued.
-Files are checked concurrently (hashlib releases the GIL on large updates): on local disk with
-plain `readinto` (no Python-level copies), on other stores through `fs.open` without caching.
+Files are checked concurrently (hashlib releases the GIL on large updates), streamed by the
+backend (`Backend.stream_to`): on local disk with plain `readinto` (no Python-level copies), on
+other stores through `fs.open` without caching.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -133,12 +133,11 @@ def verify(
 def _read_manifests(dest: Destination, paths: list[str]) -> list[bytes | BaseException]:
     """Each manifest's bytes, or the error reading it (missing: FileNotFoundError)."""
     full = [dest.path(p) for p in paths]
-    if dest.is_local:
-        result: list[bytes | BaseException] = []
+    result: list[bytes | BaseException] = []
+    if not dest.backend.concurrent_requests:  # local disk: one read after the other
         for path in full:
             try:
-                with open(path, "rb") as handle:
-                    result.append(handle.read())
+                result.append(dest.backend.read_bytes(path))
             except OSError as exc:
                 result.append(exc)
         return result
@@ -146,7 +145,7 @@ def _read_manifests(dest: Destination, paths: list[str]) -> list[bytes | BaseExc
     result = [data.get(p, FileNotFoundError(p)) for p in full]
     for path, value in zip(full, result, strict=True):
         if isinstance(value, Exception) and not isinstance(value, FileNotFoundError):
-            error = errors.storage_error(value, f"reading {dest.url_for(path)}")
+            error = dest.backend.translate(value, f"reading {dest.url_for(path)}")
             if isinstance(error, errors.TransientError):  # the store is down: stop, say so
                 raise error from value
     return result
@@ -163,26 +162,20 @@ def _check(
     except ValueError as exc:
         return "corrupt", str(exc), 0
     try:
-        if dest.is_local:
-            buffer = getattr(local, "buffer", None)
-            if buffer is None:
-                buffer = local.buffer = bytearray(CHUNK)
-            view = memoryview(buffer)
-            with open(path, "rb", buffering=0) as handle:
-                if hasattr(os, "posix_fadvise"):
-                    os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-                while count := handle.readinto(buffer):
-                    digest.update(view[:count])
-                    size += count
-        else:
-            with dest.fs.open(path, "rb", block_size=REMOTE_CHUNK, cache_type="none") as handle:
-                while chunk := handle.read(REMOTE_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
+        buffer = getattr(local, "buffer", None)
+        if buffer is None:
+            buffer = local.buffer = bytearray(CHUNK)
+
+        def consume(chunk: bytes | memoryview) -> None:
+            nonlocal size
+            digest.update(chunk)
+            size += len(chunk)
+
+        dest.backend.stream_to(path, consume, REMOTE_CHUNK, buffer)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return "missing", "not in the store", 0
     except Exception as exc:  # noqa: BLE001 - a file that cannot be read back is not kept
-        error = errors.storage_error(exc, f"reading {dest.url_for(path)}")
+        error = dest.backend.translate(exc, f"reading {dest.url_for(path)}")
         if isinstance(error, errors.TransientError):  # the store is down: no verdict on files
             raise error from exc
         return "missing", f"cannot be read: {error}", size

@@ -9,7 +9,8 @@ once where they enter, with one rule (`is_secret`) for secrets.
     location.py   Destination, open_destination: the URL's backend chosen once
     backends/     one module per store (local, memory, s3, gcs, azure, the fsspec fallback):
                   atomic writes, reads, signed links, error translation
-    atomic.py     put_file_atomic, write_bytes_atomic, remove, append_local: the entry points
+    atomic.py     put_file_atomic, write_bytes_atomic, create_empty, remove, append_local:
+                  the entry points
     verify.py     read_bytes, exists, stored_size, verify_stored: reading back and checking
     streams.py    bounded reads of a source, temp names
     translate.py  translated: the one boundary every foreign error leaves through
@@ -22,6 +23,7 @@ This package must not import Prefect.
 from .atomic import (
     DEFAULT_PART_SIZE,
     append_local,
+    create_empty,
     put_file_atomic,
     remove,
     sync_directory,
@@ -36,6 +38,7 @@ from .verify import exists, read_bytes, stored_size, verify_stored
 __all__ = [
     "DEFAULT_PART_SIZE",
     "append_local",
+    "create_empty",
     "Destination",
     "StorageOptions",
     "exists",

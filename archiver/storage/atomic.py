@@ -22,6 +22,7 @@ __all__ = [
     "COPY_CHUNK",
     "DEFAULT_PART_SIZE",
     "append_local",
+    "create_empty",
     "put_file_atomic",
     "read_exact",
     "remove",
@@ -72,6 +73,14 @@ def write_bytes_atomic(dest: Destination, path: str, data: bytes) -> None:
     """Store a small payload (manifest, cache record) at `path`, all or nothing."""
     with translated(dest.backend, f"storing {dest.url_for(path)}"):
         _put_stream(dest, io.BytesIO(data), len(data), path, DEFAULT_PART_SIZE)
+
+
+def create_empty(dest: Destination, path: str) -> None:
+    """An empty file at `path` (a queue entry, a marker), durable on return: the backend's
+    cheaper way where it has one (`Backend.create_empty`), else an atomic write of no bytes."""
+    with translated(dest.backend, f"storing {dest.url_for(path)}"):
+        if not dest.backend.create_empty(path):
+            _put_stream(dest, io.BytesIO(b""), 0, path, DEFAULT_PART_SIZE)
 
 
 def append_local(dest: Destination, path: str, addition: Callable[[bytes], bytes | None]) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Any
 
 from archiver import errors
@@ -53,8 +52,8 @@ def verify_stored(
     its bytes are the hashed ones and are not read again (without `read_back`): a read-back
     right after writing is served from the same page cache anyway and proves nothing more.
     """
-    if identity is not None and dest.is_local and not read_back:
-        if _local_identity(path) == identity and identity[2] == size:
+    if identity is not None and not read_back:
+        if identity[2] == size and dest.backend.same_file(path, identity):
             return
     url = dest.url_for(path)
     actual = stored_size(dest, path)
@@ -78,14 +77,6 @@ def _stored_sha256(dest: Destination, path: str) -> str:
             while chunk := handle.read(backend.read_chunk):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def _local_identity(path: str) -> tuple[int, int, int, int] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def _info(dest: Destination, path: str) -> dict[str, Any] | None:

@@ -16,7 +16,6 @@ whose record is no longer `accepted` (a crash between the two writes) is dropped
 from __future__ import annotations
 
 import hashlib
-import os
 import posixpath
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..storage import Destination, exists, read_bytes, remove, sync_directory, write_bytes_atomic
+from ..storage import Destination, create_empty, exists, read_bytes, remove, write_bytes_atomic
 
 DIRECTORY = "webhooks"
 QUEUE = "queue"
@@ -105,15 +104,9 @@ class WebhookInbox:
         return record
 
     def _create_entry(self, path: str) -> None:
-        """An empty entry, durable on return. On local disk creating an empty file is atomic by
-        itself: one directory fsync, not a temp file's fsync and rename as well."""
-        if not self.store.is_local:
-            write_bytes_atomic(self.store, path, b"")
-            return
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-        sync_directory(self.store, directory)
+        """An empty entry, durable on return (`Backend.create_empty`: on local disk one
+        create and one directory fsync, not a temp file's fsync and rename as well)."""
+        create_empty(self.store, path)
 
     def receive(self, record: InboxRecord, due: float) -> InboxRecord | None:
         """The answer's one storage call: None when `record` is new (then recorded, and queued
@@ -188,18 +181,14 @@ class WebhookInbox:
 
     def _names(self, directory: str) -> list[str]:
         try:
-            paths = self.store.fs.ls(directory, detail=False)
+            names = self.store.backend.list_names(directory)
         except FileNotFoundError:
             return []
-        names = (posixpath.basename(str(p).rstrip("/")) for p in paths)
-        return sorted(n for n in names if not n.startswith("."))  # not a write's temp file
+        return [n for n in names if not n.startswith(".")]  # not a write's temp file
 
     def _remove_bucket(self, bucket: str) -> None:
-        if self.store.is_local:  # object stores have no empty directories to remove
-            try:
-                self.store.fs.rmdir(self.store.path(DIRECTORY, QUEUE, bucket))
-            except OSError:
-                pass
+        # object stores have no empty directories to remove: a no-op there
+        self.store.backend.remove_empty_directory(self.store.path(DIRECTORY, QUEUE, bucket))
 
     def backlog(self) -> int:
         """How many entries are queued (counted, not held: for reports and tests)."""

@@ -2,8 +2,9 @@
 
 A `Backend` is chosen once, when a destination is opened (`backends.backend_for`), and owns
 everything that differs between stores: how a URL and its options become an fsspec filesystem,
-how a stream becomes an object atomically, how it is read back, signed and checked, and how the
-store's own errors translate into ours. This base class is the fallback for any other fsspec
+how a stream becomes an object atomically, how it is read back (one file or many at once),
+listed, signed and checked, what it does cheaply (its capability attributes: code elsewhere asks
+those, never the store's name), and how the store's own errors translate into ours. This base class is the fallback for any other fsspec
 protocol: write a temp name beside the target, then `fs.mv` it into place.
 """
 
@@ -23,9 +24,12 @@ from archiver import errors
 
 from ..streams import COPY_CHUNK, DEFAULT_PART_SIZE, chunks, read_exact, temp_sibling
 
-__all__ = ["Backend", "CommitOnClose", "causes"]
+__all__ = ["Backend", "CommitOnClose", "Consume", "causes"]
 
 log = logging.getLogger(__name__)
+
+#: Takes each chunk of a stored file, in order (`Backend.stream_to`).
+Consume = Callable[[bytes | memoryview], None]
 
 
 class Backend:
@@ -43,6 +47,13 @@ class Backend:
     writes_temp_names: ClassVar[bool] = True
     #: The settings a user checks when the store refuses or cannot be reached.
     settings_hint: ClassVar[str] = "ARCHIVER_STORAGE_OPTIONS"
+    #: Each read or lookup is a network round trip: callers run many at once.
+    concurrent_requests: ClassVar[bool] = True
+    #: Listing is costly: a marker per manifest is written to the catalog's journal.
+    journaled: ClassVar[bool] = True
+    #: Directories have mtimes that move when an entry is added or removed (the catalog
+    #: stats directories instead of listing the store).
+    directory_mtimes: ClassVar[bool] = False
 
     def __init__(self, fs: fsspec.AbstractFileSystem) -> None:
         self.fs = fs
@@ -100,6 +111,15 @@ class Backend:
         """Delete the file at `path` (FileNotFoundError when it is not there)."""
         self.fs.rm_file(path)
 
+    def create_empty(self, path: str) -> bool:
+        """Create an empty file at `path`, durable on return, where the store has a cheaper way
+        than an atomic write of no bytes (local disk); False: the caller writes it."""
+        return False
+
+    def remove_empty_directory(self, directory: str) -> None:
+        """Remove `directory` if it is empty (best effort); object stores have no directories
+        of their own: nothing to do."""
+
     # -- reading ---------------------------------------------------------------------------
 
     def read_bytes(self, path: str) -> bytes:
@@ -110,6 +130,43 @@ class Backend:
         """A binary handle streaming the stored file, read `read_chunk` at a time."""
         handle: BinaryIO = self.fs.open(path, "rb")
         return handle
+
+    def read_many(self, paths: list[str], concurrency: int) -> dict[str, bytes | BaseException]:
+        """`{path: bytes or the exception reading it}` of small files, `concurrency` requests
+        in flight (fsspec's `cat`); a missing file maps to a FileNotFoundError."""
+        if not paths:
+            return {}  # fsspec's cat of an empty list raises FileNotFoundError
+        return dict(self.fs.cat(paths, on_error="return", batch_size=concurrency))
+
+    def stream_to(self, path: str, consume: Consume, chunk: int, buffer: bytearray) -> None:
+        """Feed the stored file to `consume`, `chunk` bytes per ranged read, nothing cached
+        (`buffer`: the caller's reusable chunk, for stores that can read into it)."""
+        with self.fs.open(path, "rb", block_size=chunk, cache_type="none") as handle:
+            while data := handle.read(chunk):
+                consume(data)
+
+    def list_names(self, directory: str) -> list[str]:
+        """The names of the entries of `directory`, fresh from the store, sorted
+        (FileNotFoundError when it is not there)."""
+        self.fs.invalidate_cache(directory)
+        listed = self.fs.ls(directory, detail=False)
+        return sorted(posixpath.basename(str(p).rstrip("/")) for p in listed)
+
+    def list_after(self, prefix: str, start_after: str | None) -> list[str]:
+        """The names (after `prefix`, which ends with "/") of the files under `prefix` whose
+        full path sorts after `start_after` (every one when None), sorted; [] when nothing is
+        there. Here: the directory listed whole, then filtered."""
+        try:
+            names = self.list_names(prefix.rstrip("/"))
+        except FileNotFoundError:
+            return []
+        floor = start_after[len(prefix) :] if start_after is not None else ""
+        return [name for name in names if name > floor]
+
+    def same_file(self, path: str, identity: tuple[int, int, int, int]) -> bool:
+        """Whether `path` is the very local file of `identity` (st_dev, st_ino, st_size,
+        st_mtime_ns), unwritten since; never on a store without inodes."""
+        return False
 
     def info(self, path: str) -> dict[str, Any]:
         """fsspec info for `path`, fresh from the store (FileNotFoundError when missing)."""

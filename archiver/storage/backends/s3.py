@@ -148,6 +148,29 @@ class S3Backend(Backend):
     def read_bytes(self, path: str) -> bytes:
         return bytes(self.fs.cat_file(path, max_concurrency=1))  # one GET, not HEAD + GET
 
+    def read_many(self, paths: list[str], concurrency: int) -> dict[str, bytes | BaseException]:
+        """One GET per file (by default s3fs sends a HEAD first, to split large files)."""
+        if not paths:
+            return {}
+        return dict(
+            self.fs.cat(paths, on_error="return", batch_size=concurrency, max_concurrency=1)
+        )
+
+    def list_after(self, prefix: str, start_after: str | None) -> list[str]:
+        """One paginated ListObjectsV2 with StartAfter (usually one short page)."""
+        fs: Any = self.fs
+        bucket, key, _ = fs.split_path(prefix)
+        request: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+        if start_after is not None:
+            request["StartAfter"] = fs.split_path(start_after)[1]
+        names: list[str] = []
+        while True:
+            page = fs.call_s3("list_objects_v2", **request)
+            names += [item["Key"][len(key) :] for item in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return names
+            request["ContinuationToken"] = page["NextContinuationToken"]
+
     def open_read(self, path: str) -> BinaryIO:
         handle: BinaryIO = self.fs.open(
             path, "rb", block_size=self.read_chunk, cache_type="none"
