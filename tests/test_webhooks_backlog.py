@@ -2,7 +2,7 @@
 archives, at most ARCHIVER_WEBHOOK_CONCURRENCY archives run at once, every prediction is archived
 once, a restart resumes the durable backlog oldest first at the cap, an unknown prediction is
 retried a bounded number of times and then recorded failed; with Prefect, groups of archives are
-`archive-existing` flow runs whose artifacts show what they archived."""
+`archive-webhooks` flow runs whose artifacts show what they archived, each archive an event."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from archiver.webhooks import Dispatcher, Receiver, WebhookInbox, WebhookVerifie
 from archiver.webhooks.dispatch import ArchiveJob
 from archiver.webhooks.serve import answering, bind, existing_job
 from tests.test_webhooks_receiver import _manifests, _signed
+from tests.waiting import wait_until
 
 PATH = "/webhooks/replicate"
 SENDERS = 8
@@ -250,7 +251,8 @@ def test_with_prefect_groups_are_flow_runs_whose_artifacts_show_each_archive(
     prefect_harness, settings, archive_env, emulator, tmp_path
 ):
     """40 deliveries, cap 4, the receiver's Prefect job: every prediction archived once, by
-    `archive-webhooks` flow runs of at most 4 ids each, whose summaries name every id."""
+    `archive-webhooks` flow runs of at most 4 ids each, whose summaries name every id; each
+    archive is one `archiver.prediction.archived` event with the manifest's margin."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -300,4 +302,27 @@ def test_with_prefect_groups_are_flow_runs_whose_artifacts_show_each_archive(
     assert len(runs) < 40  # grouped: fewer runs than predictions
     for run in runs:
         assert all(f"`{i}`" in summaries[str(run.id)] for i in run.parameters["prediction_ids"])
-    assert len(_manifests(archive_env)) == 40
+    manifests = [json.loads(m.read_text()) for m in _manifests(archive_env)]
+    assert len(manifests) == 40
+    events = wait_until(
+        lambda: (found := asyncio.run(_archived_events(ids))) and len(found) >= 40 and found,
+        timeout=60,
+        what="40 archiver.prediction.archived events",
+        interval=0.2,
+    )
+    margins = {e.resource["prefect.resource.name"]: e.payload["margin_seconds"] for e in events}
+    assert len(events) == 40  # one each
+    assert margins == {m["prediction_id"]: m["retention"]["margin_seconds"] for m in manifests}
+
+
+async def _archived_events(ids: list[str]) -> list:
+    """The `archiver.prediction.archived` events of these predictions at the Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    event_filter = EventFilter(
+        event=EventNameFilter(name=["archiver.prediction.archived"]),
+        resource=EventResourceFilter(id=[f"replicate.prediction.{i}" for i in ids]),
+    )
+    async with get_client() as client:
+        return list((await client.read_events(filter=event_filter, limit=50)).events)
