@@ -63,6 +63,9 @@ class ExistingResult(BaseModel):
     status: str | None = None  # the prediction's status when we looked
     model: str | None = None
     error: str | None = None
+    #: A `failed` one whose error is permanent by its class (e.g. a refused output URL):
+    #: archiving it again cannot help. An id the API does not know is not (it may yet).
+    permanent: bool = False
     summary: RunSummary | None = None
 
     @property
@@ -248,6 +251,7 @@ class ExistingArchiver:
             status=prediction.status,
             model=prediction.model or None,
             error=one_line(error) if error is not None else None,
+            permanent=outcome == "failed" and isinstance(error, PermanentError),
             summary=summary,
         )
 

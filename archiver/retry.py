@@ -39,7 +39,7 @@ logger: what is retried, why (the error, redacted) and how long it waits, so a s
 | download one file | `download_file` (`DOWNLOAD_ATTEMPTS` 5) | 5 delivery GETs (each may follow 5 redirects); between them at most 4 re-fetches of the prediction (`api_get` each) when URLs expire or streams break |
 | a pipeline step (generate, download, archive) | `step` (`TASK_RETRIES` 3 + 1) | 4 runs of the step, only for transient errors no loop above handled: store outages; each store request is 1 HTTP request |
 | read a batch file | `READ_BATCH` | 3 reads, only for transient errors (a store outage) |
-| archive a prediction a webhook announced | `webhook_job` (`WEBHOOK_ATTEMPTS` 5) | 5 archive jobs of the delivery (e.g. a prediction the API answers 404 for), each queued again in the receiver's durable inbox for its delay (no slot held while waiting), then the delivery is recorded `failed` |
+| archive a prediction a webhook announced | `webhook_job` (`WEBHOOK_ATTEMPTS` 5) | 5 archive jobs of the delivery (e.g. a prediction the API answers 404 for), each queued again in the receiver's durable inbox for its delay (no slot held while waiting), then the delivery is recorded `failed`; a permanent error (a refused output URL) at once, after 1 |
 | take slots of Prefect's global create limit | `PREFECT_LIMIT` | 8 requests answered 503 (a busy server; they skip the Prefect client's own retry), 2.3 s in all, then creates are limited in-process; other errors are retried by the Prefect client alone; a full limit (423) is waited out as the server asks, as Prefect does |
 """
 
@@ -52,7 +52,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from .errors import RateLimited, TransientError, UrlExpired, redact
+from .errors import PermanentError, RateLimited, TransientError, UrlExpired, redact
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -167,9 +167,15 @@ def next_try(
     rand: Callable[[], float] = random.random,
 ) -> float | None:
     """The wait before trying again after `failed` failed attempts, or None when the policy's
-    attempts are spent: for loops that keep their attempts durably (the webhook inbox), not in
-    a call stack."""
-    return policy.wait(failed, error, rand) if failed < policy.attempts else None
+    attempts are spent or the error is permanent by its class (trying again cannot help): for
+    loops that keep their attempts durably (the webhook inbox), not in a call stack.
+
+    Each try is the whole job again, later (as a rerun would be), so a transient error a loop
+    inside gave up on is tried again, within the policy's attempts; so is an error of no class
+    of ours (a crashed orchestration)."""
+    if failed >= policy.attempts or isinstance(error, PermanentError):
+        return None
+    return policy.wait(failed, error, rand)
 
 
 def given_up(exc: E) -> E:

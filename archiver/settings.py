@@ -279,7 +279,8 @@ class Settings(BaseSettings):
         ge=1,
         le=50,
         description="Archive attempts per accepted webhook delivery (e.g. a prediction the API "
-        "does not know yet), ARCHIVER_RETRY_DELAY apart and doubling; then it is recorded failed.",
+        "does not know yet), ARCHIVER_RETRY_DELAY apart and doubling; then it is recorded failed "
+        "(a permanent error, such as a refused output URL, at once).",
     )
     presign_seconds: int = Field(
         default=0,

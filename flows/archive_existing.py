@@ -1,6 +1,6 @@
 """Flows: archive predictions that already exist on the account, by id (never creates one):
 `archive-existing` (a deployment; a task run per prediction) and `archive-webhooks` (the webhook
-receiver's groups; artifacts only)."""
+receiver's groups; no task runs, its artifacts and each prediction's event only)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from flows.archive_prediction import task_steps
 from flows.hooks import announce
 from flows.runtime import flow_runtime
 from tasks.artifacts import publish_report
-from tasks.existing import archive_by_id
+from tasks.existing import archive_by_id, by_id
 
 PredictionId = Annotated[
     str,
@@ -71,7 +71,7 @@ async def _archive_ids(
     async with flow_runtime(dest, storage_options) as runtime:
         use_previews(PreviewBudget())  # one gallery's worth of thumbnails, from staged files
         archiver = ExistingArchiver(runtime, task_steps(runtime.settings) if tasks else Steps())
-        step = archive_by_id if tasks else archive_by_id.fn  # a task run each, or plain calls
+        step = archive_by_id if tasks else by_id  # a task run each, or plain calls (+ events)
         unique = list(dict.fromkeys(prediction_ids))
         results = await asyncio.gather(*(step(archiver, i) for i in unique))
         report = ArchiveReport(dest=runtime.dest.url, predictions=list(results))

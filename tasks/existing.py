@@ -36,8 +36,16 @@ async def sweep_window(
 
 @task(name="archive-by-id", cache_policy=NO_CACHE)
 async def archive_by_id(archiver: ExistingArchiver, prediction_id: str) -> ExistingResult:
+    return await by_id(archiver, prediction_id, archived_event=False)  # the archive task's
+
+
+async def by_id(
+    archiver: ExistingArchiver, prediction_id: str, *, archived_event: bool = True
+) -> ExistingResult:
+    """archive-by-id without a task run (the webhook receiver's groups, whose steps are plain
+    calls too): the event of its outcome, `archived` included unless `archived_event` is off."""
     result = await archiver.by_id(prediction_id)
-    if result.outcome == "removed":  # an archive has its event from the archive task
+    if archived_event or result.outcome == "removed":
         emit_outcome(result, archiver.runtime.dest.url)
     log = get_run_logger().error if result.lost else get_run_logger().info
     log("%s: %s%s", prediction_id, result.outcome, f" ({result.error})" if result.error else "")

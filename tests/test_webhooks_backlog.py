@@ -1,8 +1,8 @@
 """The webhook receiver under a burst, over real HTTP against the emulator: acks never wait for
 archives, at most ARCHIVER_WEBHOOK_CONCURRENCY archives run at once, every prediction is archived
 once, a restart resumes the durable backlog oldest first at the cap, an unknown prediction is
-retried a bounded number of times and then recorded failed; with Prefect, groups of archives are
-`archive-existing` flow runs whose artifacts show what they archived."""
+retried a bounded number of times and then recorded failed, a permanent error at once; with Prefect, groups of archives are
+`archive-webhooks` flow runs whose artifacts show what they archived, each archive an event."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from archiver.webhooks import Dispatcher, Receiver, WebhookInbox, WebhookVerifie
 from archiver.webhooks.dispatch import ArchiveJob
 from archiver.webhooks.serve import answering, bind, existing_job
 from tests.test_webhooks_receiver import _manifests, _signed
+from tests.waiting import wait_until
 
 PATH = "/webhooks/replicate"
 SENDERS = 8
@@ -212,37 +213,73 @@ def test_restart_resumes_the_backlog_oldest_first_at_the_cap(
     assert len(_manifests(archive_env)) == 40
 
 
-def test_unknown_prediction_is_retried_a_bounded_number_of_times_then_failed(
-    archive_env, emulator, tmp_path, monkeypatch
-):
-    """A signed delivery for an id the API answers 404 for: 3 attempts (ARCHIVER_WEBHOOK_ATTEMPTS),
-    then the delivery is recorded failed and leaves the queue; a known one beside it is archived."""
-    monkeypatch.setenv("ARCHIVER_WEBHOOK_ATTEMPTS", "3")
-    monkeypatch.setenv("ARCHIVER_RETRY_DELAY", "0")
-    settings = Settings()
-    known = emulator.add_prediction(age_seconds=5)
-    unknown = {**known, "id": "unknownprediction00000000"}
+def deliver_and_settle(
+    settings: Settings, archive_env: Path, emulator, inbox: Path, pairs: list[tuple[str, dict]]
+) -> Dispatcher:
+    """Deliver (webhook id, prediction) pairs to a receiver archiving in process, accepted
+    (202 each), and return its dispatcher once each one is archived or recorded failed."""
 
     async def scenario() -> Dispatcher:
         runtime = Runtime.build(settings, dest=str(archive_env))
         reports = Reports()
-        dispatcher = make_dispatcher(settings, tmp_path / "inbox", existing_job(runtime), reports)
+        dispatcher = make_dispatcher(settings, inbox, existing_job(runtime), reports)
         try:
             async with serving(dispatcher, emulator.webhook_secret) as url:
-                pairs = [("m-unknown", unknown), ("m-known", known)]
-                assert await deliver(url, emulator.webhook_secret, pairs) == [202, 202]
-                await reports.until(settled(2))
+                statuses = await deliver(url, emulator.webhook_secret, pairs)
+                assert statuses == [202] * len(pairs)
+                await reports.until(settled(len(pairs)))
         finally:
             await runtime.aclose()
         return dispatcher
 
-    dispatcher = asyncio.run(scenario())
-    record = dispatcher.inbox.get("m-unknown")
-    assert record is not None and (record.state, record.attempts) == ("failed", 3)
-    assert "not found" in (record.outcome or "")
+    return asyncio.run(scenario())
+
+
+def recorded(dispatcher: Dispatcher, webhook_id: str) -> tuple[str, int, str]:
+    """A delivery's inbox record: (state, attempts, outcome)."""
+    record = dispatcher.inbox.get(webhook_id)
+    assert record is not None
+    return record.state, record.attempts, record.outcome or ""
+
+
+@pytest.fixture
+def three_attempts(archive_env, monkeypatch) -> None:
+    """ARCHIVER_WEBHOOK_ATTEMPTS 3, no delay between them."""
+    monkeypatch.setenv("ARCHIVER_WEBHOOK_ATTEMPTS", "3")
+    monkeypatch.setenv("ARCHIVER_RETRY_DELAY", "0")
+
+
+def test_unknown_prediction_is_retried_a_bounded_number_of_times_then_failed(
+    three_attempts, archive_env, emulator, tmp_path
+):
+    """A signed delivery for an id the API answers 404 for: 3 attempts (ARCHIVER_WEBHOOK_ATTEMPTS),
+    then the delivery is recorded failed and leaves the queue; a known one beside it is archived."""
+    known = emulator.add_prediction(age_seconds=5)
+    unknown = {**known, "id": "unknownprediction00000000"}
+    pairs = [("m-unknown", unknown), ("m-known", known)]
+    dispatcher = deliver_and_settle(Settings(), archive_env, emulator, tmp_path / "inbox", pairs)
+    state, attempts, outcome = recorded(dispatcher, "m-unknown")
+    assert (state, attempts) == ("failed", 3) and "not found" in outcome
     assert emulator.stats().read_ids.count(unknown["id"]) == 3
-    assert dispatcher.inbox.get("m-known").state == "done"  # type: ignore[union-attr]
+    assert recorded(dispatcher, "m-known")[0] == "done"
     assert dispatcher.inbox.backlog() == 0
+
+
+def test_a_permanent_error_is_recorded_failed_at_the_first_attempt(
+    three_attempts, archive_env, emulator, tmp_path, monkeypatch
+):
+    """A prediction whose output URL is refused (its host is not an allowed delivery host: a
+    permanent HostNotAllowed) is recorded failed after 1 attempt of 3, read once; an unknown id
+    delivered beside it is still tried all 3 times."""
+    monkeypatch.setenv("REPLICATE_DELIVERY_HOSTS", "delivery.example.org")
+    refused = emulator.add_prediction(age_seconds=5)
+    pairs = [("m-refused", refused), ("m-unknown", {**refused, "id": "unknownprediction01"})]
+    dispatcher = deliver_and_settle(Settings(), archive_env, emulator, tmp_path / "inbox", pairs)
+    state, attempts, outcome = recorded(dispatcher, "m-refused")
+    assert (state, attempts) == ("failed", 1) and "not in REPLICATE_DELIVERY_HOSTS" in outcome
+    assert emulator.stats().read_ids.count(refused["id"]) == 1
+    assert recorded(dispatcher, "m-unknown")[:2] == ("failed", 3)
+    assert dispatcher.inbox.backlog() == 0 and _manifests(archive_env) == []
 
 
 @pytest.mark.slow
@@ -250,7 +287,8 @@ def test_with_prefect_groups_are_flow_runs_whose_artifacts_show_each_archive(
     prefect_harness, settings, archive_env, emulator, tmp_path
 ):
     """40 deliveries, cap 4, the receiver's Prefect job: every prediction archived once, by
-    `archive-webhooks` flow runs of at most 4 ids each, whose summaries name every id."""
+    `archive-webhooks` flow runs of at most 4 ids each, whose summaries name every id; each
+    archive is one `archiver.prediction.archived` event with the manifest's margin."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -300,4 +338,27 @@ def test_with_prefect_groups_are_flow_runs_whose_artifacts_show_each_archive(
     assert len(runs) < 40  # grouped: fewer runs than predictions
     for run in runs:
         assert all(f"`{i}`" in summaries[str(run.id)] for i in run.parameters["prediction_ids"])
-    assert len(_manifests(archive_env)) == 40
+    manifests = [json.loads(m.read_text()) for m in _manifests(archive_env)]
+    assert len(manifests) == 40
+    events = wait_until(
+        lambda: (found := asyncio.run(_archived_events(ids))) and len(found) >= 40 and found,
+        timeout=60,
+        what="40 archiver.prediction.archived events",
+        interval=0.2,
+    )
+    margins = {e.resource["prefect.resource.name"]: e.payload["margin_seconds"] for e in events}
+    assert len(events) == 40  # one each
+    assert margins == {m["prediction_id"]: m["retention"]["margin_seconds"] for m in manifests}
+
+
+async def _archived_events(ids: list[str]) -> list:
+    """The `archiver.prediction.archived` events of these predictions at the Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    event_filter = EventFilter(
+        event=EventNameFilter(name=["archiver.prediction.archived"]),
+        resource=EventResourceFilter(id=[f"replicate.prediction.{i}" for i in ids]),
+    )
+    async with get_client() as client:
+        return list((await client.read_events(filter=event_filter, limit=50)).events)

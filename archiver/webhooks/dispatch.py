@@ -7,7 +7,8 @@ caller supplies (the domain's archive-by-id, or one Prefect flow run per group).
 started when at least `group` slots are free (or nothing runs): 1 for the domain's job, so every
 free slot is refilled at once; more for flow runs, so a run's cost is shared by several
 predictions. A failed archive is queued again for the delay of the `policy` (`webhook_job` of
-archiver/retry.py), holding no slot meanwhile, and recorded `failed` when its attempts are spent.
+archiver/retry.py), holding no slot meanwhile, and recorded `failed` when its attempts are spent,
+or at once when its error is permanent (`retry.next_try`: a refused output URL, say).
 Started, it begins with whatever a previous receiver left; stopped, its running archives are
 cancelled and stay queued. `wake` (thread-safe) tells it something was queued.
 """

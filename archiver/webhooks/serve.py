@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from ..errors import ArchiverError, register_secret
+from ..errors import ArchiverError, PermanentError, register_secret
 from ..existing import ExistingArchiver, ExistingResult
 from ..runtime import Runtime
 from ..settings import Settings
@@ -38,7 +38,8 @@ def existing_job(runtime: Runtime) -> ArchiveJob:
     predictions at once (the receiver bounds how many).
 
     A failed archive (an id the API does not know, a download that gave up) is that id's error,
-    so the receiver retries it; a removed or skipped prediction is an outcome, reported and done.
+    so the receiver retries it unless the error is permanent (a refused output URL); a removed
+    or skipped prediction is an outcome, reported and done.
     """
     archiver = ExistingArchiver(runtime)
 
@@ -51,8 +52,9 @@ def existing_job(runtime: Runtime) -> ArchiveJob:
 
 def job_outcome(result: ExistingResult) -> str | BaseException:
     """What the receiver records of one prediction's archive: its outcome, or the error to retry."""
-    if result.outcome == "failed":
-        return ArchiverError(result.error or f"archiving {result.prediction_id} failed")
+    if result.outcome == "failed":  # of its class: a permanent one is not retried
+        error = PermanentError if result.permanent else ArchiverError
+        return error(result.error or f"archiving {result.prediction_id} failed")
     if result.outcome == "removed":
         return f"removed: a paid result was lost ({result.error})"
     return str(result.outcome)
