@@ -13,6 +13,7 @@ import pytest
 
 from archiver import errors, storage
 from archiver.manifest import Manifest
+from tests.blob_runs import assert_identical_runs_archive_once
 from tests.blobservers import (
     AZURITE_ACCOUNT,
     AZURITE_KEY,
@@ -125,6 +126,19 @@ def _uncommitted(blob) -> list:
         return list(blob.get_block_list("uncommitted")[1])
     except ResourceNotFoundError:
         return []
+
+
+def test_identical_runs_started_together_archive_once(emulator, archive_env, azurite, container):
+    """Two processes of one input released together to az://: one create (the request's lock
+    holds the other off while the first waits out a 429), one manifest, the cache in the
+    container."""
+    [summary, _] = assert_identical_runs_archive_once(
+        emulator,
+        f"az://{container}/twice",
+        lambda: azurite.blobs(container),
+        lambda n: azurite.read(container, n),
+    )
+    _check_archived(azurite, container, "twice", summary)
 
 
 def test_outage_mid_upload_then_a_rerun_pays_nothing_more(

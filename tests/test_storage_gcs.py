@@ -13,6 +13,7 @@ import pytest
 
 from archiver import errors, storage
 from archiver.manifest import Manifest
+from tests.blob_runs import assert_identical_runs_archive_once
 from tests.blobservers import EmulatorUnavailable, GcsEmulator, assert_read_back_catches_corruption
 from tests.failing_hosts import down_for_good, url_of
 from tests.loopback import serving
@@ -73,6 +74,15 @@ def test_run_archives_byte_exact_objects_and_a_rerun_is_cached(
     assert json.loads(gcs.read(bucket, record))["state"] == "archived"
     again = run_flow(MODEL, input, dest=dest)
     assert again.cached and emulator.stats().creates_accepted == 1
+
+
+def test_identical_runs_started_together_archive_once(emulator, archive_env, gcs, bucket):
+    """Two processes of one input released together to gs://: one create (the request's lock
+    holds the other off while the first waits out a 429), one manifest, the cache in the bucket."""
+    [summary, _] = assert_identical_runs_archive_once(
+        emulator, f"gs://{bucket}/twice", lambda: gcs.objects(bucket), lambda n: gcs.read(bucket, n)
+    )
+    _check_archived(gcs, bucket, "twice", summary)
 
 
 def test_a_stream_broken_mid_file_leaves_no_object(bucket, gcs, tmp_path, fail_source_after):
