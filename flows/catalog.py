@@ -18,7 +18,7 @@ from archiver import catalog
 from archiver.catalog.verify import VerifyReport, verify
 from archiver.settings import Settings
 from archiver.storage import Destination, StorageOptions, open_destination
-from flows.settings import with_storage_credentials
+from flows.settings import checked_storage_options, with_storage_credentials
 from tasks.catalog import publish_find, publish_verify
 
 Model = Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")]
@@ -60,6 +60,7 @@ async def find_in_archive(
         dest: Archive root (local path or fsspec URL); empty: the worker's ARCHIVER_DEST.
         storage_options: Non-secret fsspec options; credentials stay in the worker's environment.
     """
+    await checked_storage_options(storage_options)
     settings = await with_storage_credentials()
     filters = catalog.Filters.parse(
         query.split(), model=model, since=since, until=until, prediction_id=prediction_id
@@ -104,6 +105,7 @@ async def verify_archive(
         dest: Archive root (local path or fsspec URL); empty: the worker's ARCHIVER_DEST.
         storage_options: Non-secret fsspec options; credentials stay in the worker's environment.
     """
+    await checked_storage_options(storage_options)
     settings = await with_storage_credentials()
     filters = catalog.Filters.parse(model=model, since=since, prediction_id=prediction_id)
     destination = _archive(settings, dest, storage_options)

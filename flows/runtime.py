@@ -8,7 +8,7 @@ from typing import Any
 
 from archiver.progress import current_progress
 from archiver.runtime import Runtime
-from flows.settings import checked_store_urls, flow_settings
+from flows.settings import checked_storage_options, checked_store_urls, flow_settings
 
 
 @contextlib.asynccontextmanager
@@ -18,9 +18,11 @@ async def flow_runtime(
     *,
     file: str | None = None,
 ) -> AsyncIterator[Runtime]:
-    """The run's settings (`flow_settings`), its URLs checked before anything is paid
+    """The run's settings (`flow_settings`), its `storage_options` parameter free of secrets
+    and its URLs checked before anything is paid
     (`checked_store_urls`, a batch `file` too), and a runtime on them reporting to the caller's
     progress sink; closed when the block ends, however it ends."""
+    await checked_storage_options(storage_options)
     settings = await flow_settings()
     await checked_store_urls(settings, dest, file)
     runtime = Runtime.build(

@@ -22,6 +22,7 @@ from archiver.errors import ConfigurationError
 from archiver.runtime import check_store_urls
 from archiver.settings import Settings
 from archiver.storage.location import mask_credentials, refuse_credentials
+from archiver.storage.options import refuse_secrets, split_secret
 
 _process_options: dict[str, Any] = {}
 
@@ -113,8 +114,19 @@ async def checked_store_urls(settings: Settings, dest: str | None, file: str | N
         raise
 
 
+async def checked_storage_options(options: Mapping[str, Any] | None) -> None:
+    """Refuse a secret in a flow's `storage_options` parameter (`refuse_secrets`) before
+    anything is paid; the run's stored parameters are first rewritten with it masked."""
+    try:
+        refuse_secrets(options, setting="the flow's storage_options parameter")
+    except ConfigurationError:
+        await _mask_run_parameters()
+        raise
+
+
 async def _mask_run_parameters() -> None:
-    """The current flow run's stored parameters, each string's URL userinfo masked."""
+    """The current flow run's stored parameters, each string's URL userinfo masked and every
+    secret of its `storage_options` replaced by "***"."""
     from prefect.client.orchestration import get_client
     from prefect.context import FlowRunContext
 
@@ -125,5 +137,9 @@ async def _mask_run_parameters() -> None:
         name: mask_credentials(value) if isinstance(value, str) else value
         for name, value in (context.flow_run.parameters or {}).items()
     }
+    given = parameters.get("storage_options")
+    if isinstance(given, Mapping):
+        public, secret = split_secret(given)
+        parameters["storage_options"] = {**public, **dict.fromkeys(secret, "***")}
     async with get_client() as client:
         await client.update_flow_run(context.flow_run.id, parameters=parameters)

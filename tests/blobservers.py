@@ -196,3 +196,26 @@ class AzuriteBlob(_ChildServer):
     def read(self, container: str, name: str) -> bytes:
         data: bytes = self.client().get_blob_client(container, name).download_blob().readall()
         return data
+
+
+def assert_read_back_catches_corruption(dest: Any, tmp_path: Path, overwrite: Any) -> None:
+    """Store a two-part file at `f.bin` of `dest`, `overwrite(bytes)` it with same-size garbage
+    behind the archiver's back: size-only verification passes, read_back=True raises."""
+    import hashlib
+
+    import pytest
+
+    from archiver import errors, storage
+
+    size = 5 * 2**20 + 1
+    data = hashlib.shake_256(tmp_path.name.encode()).digest(size)
+    digest = hashlib.sha256(data).hexdigest()
+    src = tmp_path / "f.bin"
+    src.write_bytes(data)
+    target = dest.path("f.bin")
+    storage.put_file_atomic(dest, src, target, part_size=size - 1)
+    storage.verify_stored(dest, target, size=size, sha256=digest, read_back=True)
+    overwrite(b"x" * size)
+    storage.verify_stored(dest, target, size=size, sha256=digest)
+    with pytest.raises(errors.IntegrityError, match="sha256"):
+        storage.verify_stored(dest, target, size=size, sha256=digest, read_back=True)

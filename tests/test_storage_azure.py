@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 
 import httpx
@@ -12,7 +13,15 @@ import pytest
 
 from archiver import errors, storage
 from archiver.manifest import Manifest
-from tests.blobservers import AzuriteBlob, EmulatorUnavailable
+from tests.blob_runs import assert_identical_runs_archive_once
+from tests.blobservers import (
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    AzuriteBlob,
+    EmulatorUnavailable,
+    assert_read_back_catches_corruption,
+)
+from tests.s3servers import unused_endpoint
 
 pytestmark = pytest.mark.cloud
 
@@ -90,8 +99,9 @@ def test_run_archives_byte_exact_blobs_signed_links_and_a_cached_rerun(
 
 
 def test_a_stream_broken_mid_file_leaves_no_blob(container, azurite, tmp_path, fail_source_after):
-    """A source failing between staged blocks commits nothing at the final name; the next put
-    stores the whole file, and no uncommitted block of the broken one is left."""
+    """A source failing between staged blocks leaves no blob at the final name (its blocks stay
+    uncommitted: Azure has no call to drop them); the next put stores the whole file and its
+    commit drops them."""
     dest = storage.open_destination(f"az://{container}/p")
     data = hashlib.shake_256(b"azure").digest(3 * PART // 2)
     src = tmp_path / "big.bin"
@@ -100,10 +110,35 @@ def test_a_stream_broken_mid_file_leaves_no_blob(container, azurite, tmp_path, f
     with pytest.raises(errors.StorageError, match="injected failure"):
         storage.put_file_atomic(dest, src, dest.path("big.bin"), part_size=2**20)
     assert azurite.blobs(container) == {}
+    blob = azurite.client().get_blob_client(container, "p/big.bin")
+    assert not blob.exists()  # its staged blocks stay uncommitted (invisible) until the
+    assert _uncommitted(blob)  # next commit to the name, or Azure's 7 days: docs/storage-azure.md
     storage.put_file_atomic(dest, src, dest.path("big.bin"), part_size=2**20)
     assert azurite.read(container, "p/big.bin") == data
-    blob = azurite.client().get_blob_client(container, "p/big.bin")
-    assert blob.get_block_list("uncommitted")[1] == []  # the broken put's blocks are gone
+    assert _uncommitted(blob) == []
+
+
+def _uncommitted(blob) -> list:
+    """The blob's uncommitted blocks ([] when the name holds none, committed or not)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return list(blob.get_block_list("uncommitted")[1])
+    except ResourceNotFoundError:
+        return []
+
+
+def test_identical_runs_started_together_archive_once(emulator, archive_env, azurite, container):
+    """Two processes of one input released together to az://: one create (the request's lock
+    holds the other off while the first waits out a 429), one manifest, the cache in the
+    container."""
+    [summary, _] = assert_identical_runs_archive_once(
+        emulator,
+        f"az://{container}/twice",
+        lambda: azurite.blobs(container),
+        lambda n: azurite.read(container, n),
+    )
+    _check_archived(azurite, container, "twice", summary)
 
 
 def test_outage_mid_upload_then_a_rerun_pays_nothing_more(
@@ -159,3 +194,65 @@ def test_bad_credentials_fail_in_one_line_before_anything_is_paid(
     assert "\n" not in message and container in message and "AccountKey" not in message
     assert "AZURE_STORAGE_CONNECTION_STRING" in message
     assert emulator.stats().creates_accepted == 0
+
+
+def test_account_name_and_key_from_the_environment_archive_and_never_show_the_key(
+    run_flow, emulator, azurite, container, archive_env, monkeypatch, caplog
+):
+    """AZURE_STORAGE_ACCOUNT_NAME + AZURE_STORAGE_ACCOUNT_KEY (no connection string), with the
+    endpoint as the non-secret `account_url` flow parameter: a run archives byte-exact, and the
+    key's value reaches no log record."""
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY)
+    caplog.set_level(logging.DEBUG)
+    dest = f"az://{container}/env"
+    options = {"account_url": azurite.endpoint}
+    summary = run_flow(MODEL, {"prompt": "env key", "seed": 5}, dest=dest, storage_options=options)
+    _check_archived(azurite, container, "env", summary)
+    assert caplog.records and AZURITE_KEY not in caplog.text
+
+
+@pytest.mark.parametrize("option", ["account_key", "connection_string", "sas_token", "credential"])
+def test_a_secret_in_the_flow_parameter_is_refused_before_anything_is_paid(
+    run_flow, emulator, container, monkeypatch, caplog, option
+):
+    """A secret in a flow's `storage_options` parameter (Prefect stores and shows it): one line
+    naming the option and where credentials go, its value in no log; no prediction created."""
+    secret = f"archiver-parameter-secret-{uuid.uuid4().hex}"
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(errors.ConfigurationError) as failure:
+        run_flow(
+            MODEL, {"prompt": "x"}, dest=f"az://{container}/x", storage_options={option: secret}
+        )
+    message = str(failure.value)
+    assert "\n" not in message and option in message and "environment" in message
+    assert secret not in message and secret not in caplog.text
+    assert emulator.stats().creates_accepted == 0
+
+
+def test_azurite_down_fails_in_one_line_before_anything_is_paid(
+    run_flow, emulator, azurite, container, monkeypatch
+):
+    """A connection string whose endpoint nothing listens on: one line naming the destination
+    and the setting, without the key; no prediction created."""
+    down = azurite.connection_string.replace(f"http://127.0.0.1:{azurite.port}", unused_endpoint())
+    assert down != azurite.connection_string
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", down)
+    monkeypatch.setenv("ARCHIVER_TASK_RETRIES", "0")
+    dest = f"az://{container}/x"
+    with pytest.raises(errors.StorageUnavailable) as failure:
+        run_flow(MODEL, {"prompt": "x"}, dest=dest)
+    message = str(failure.value)
+    assert "\n" not in message and dest in message and "AccountKey" not in message
+    assert message.count("AZURE_STORAGE_CONNECTION_STRING") == 1, message
+    assert emulator.stats().creates_accepted == 0
+
+
+def test_verify_read_back_catches_same_size_corruption(container, azurite, tmp_path):
+    """Size-only verification passes a same-size corrupted blob; read_back=True catches it."""
+    dest = storage.open_destination(f"az://{container}")
+    blob = azurite.client().get_blob_client(container, "f.bin")
+    assert_read_back_catches_corruption(
+        dest, tmp_path, lambda garbage: blob.upload_blob(garbage, overwrite=True)
+    )

@@ -6,13 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 
 from archiver import errors, storage
 from archiver.manifest import Manifest
-from tests.blobservers import EmulatorUnavailable, GcsEmulator
+from tests.blob_runs import assert_identical_runs_archive_once
+from tests.blobservers import EmulatorUnavailable, GcsEmulator, assert_read_back_catches_corruption
+from tests.failing_hosts import down_for_good, url_of
+from tests.loopback import serving
 from tests.s3servers import unused_endpoint
 
 pytestmark = pytest.mark.cloud
@@ -70,6 +74,15 @@ def test_run_archives_byte_exact_objects_and_a_rerun_is_cached(
     assert json.loads(gcs.read(bucket, record))["state"] == "archived"
     again = run_flow(MODEL, input, dest=dest)
     assert again.cached and emulator.stats().creates_accepted == 1
+
+
+def test_identical_runs_started_together_archive_once(emulator, archive_env, gcs, bucket):
+    """Two processes of one input released together to gs://: one create (the request's lock
+    holds the other off while the first waits out a 429), one manifest, the cache in the bucket."""
+    [summary, _] = assert_identical_runs_archive_once(
+        emulator, f"gs://{bucket}/twice", lambda: gcs.objects(bucket), lambda n: gcs.read(bucket, n)
+    )
+    _check_archived(gcs, bucket, "twice", summary)
 
 
 def test_a_stream_broken_mid_file_leaves_no_object(bucket, gcs, tmp_path, fail_source_after):
@@ -167,3 +180,95 @@ def test_signed_links_with_a_service_account_key_and_none_without(bucket, gcs):
     assert link.startswith(f"{gcs.host}/{bucket}/p/x.bin?") and "X-Goog-Signature=" in link
     assert httpx.get(link).content == b"signed bytes"
     assert anon.signed_links(urls, 60) == {}
+
+
+def _service_account(token_uri: str) -> dict[str, str]:
+    """A service-account key generated here whose token requests go to `token_uri`."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return {
+        "type": "service_account",
+        "project_id": f"archiver-wrong-{uuid.uuid4().hex[:8]}",
+        "private_key_id": "wrong-key-id",
+        "private_key": pem,
+        "client_email": "archiver-wrong@test.iam.gserviceaccount.com",
+        "client_id": "123456789",
+        "token_uri": token_uri,
+    }
+
+
+class _Refuses401(BaseHTTPRequestHandler):
+    """A token endpoint that refuses every key: 401 invalid_grant."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = b'{"error": "invalid_grant", "error_description": "wrong key (test)"}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("token_endpoint", ["refuses-connections", "answers-401"])
+def test_wrong_credentials_fail_in_one_line_before_anything_is_paid(
+    run_flow, emulator, bucket, tmp_path, monkeypatch, token_endpoint
+):
+    """A service-account key file (given as this process's `token` option, as the CLI hands
+    over a secret --storage-option) whose token request is refused or answered 401: one line
+    naming the destination and the settings; no prediction created."""
+    from contextlib import nullcontext
+
+    from flows import settings as flow_settings
+
+    monkeypatch.setenv("ARCHIVER_TASK_RETRIES", "0")
+    with serving(_Refuses401) if token_endpoint == "answers-401" else nullcontext() as server:
+        token_uri = f"{url_of(server) if server else unused_endpoint()}/token"
+        keyfile = tmp_path / "wrong-key.json"
+        keyfile.write_text(json.dumps(_service_account(token_uri)))
+        monkeypatch.setattr(flow_settings, "_process_options", {"token": str(keyfile)})
+        dest = f"gs://{bucket}/x"
+        with pytest.raises(errors.ArchiverError) as failure:
+            run_flow(MODEL, {"prompt": "x"}, dest=dest)
+    message = str(failure.value)
+    assert "\n" not in message and dest in message and message.count("`token`") == 1, message
+    assert emulator.stats().creates_accepted == 0
+
+
+def test_the_emulator_path_never_asks_the_metadata_server(
+    run_flow, emulator, gcs, bucket, archive_env, monkeypatch
+):
+    """With STORAGE_EMULATOR_HOST and no `token` option, a whole run makes no request to the
+    GCE metadata server (pointed at a loopback server counting requests), so no credential
+    look-up can stall it."""
+    from google.auth.compute_engine import _metadata
+
+    with down_for_good() as metadata:
+        host = url_of(metadata).removeprefix("http://")
+        monkeypatch.setenv("GCE_METADATA_HOST", host)
+        monkeypatch.setenv("GCE_METADATA_IP", host)
+        monkeypatch.setattr(_metadata, "_GCE_METADATA_HOST", host)  # read once, at import
+        summary = run_flow(MODEL, {"prompt": "metadata", "seed": 11}, dest=f"gs://{bucket}/m")
+        _check_archived(gcs, bucket, "m", summary)
+        assert sum(metadata.requests.values()) == 0, metadata.requests
+
+
+def test_verify_read_back_catches_same_size_corruption(bucket, gcs, tmp_path):
+    """Size-only verification passes a same-size corrupted object; read_back=True catches it."""
+    dest = storage.open_destination(f"gs://{bucket}")
+
+    def overwrite(garbage: bytes) -> None:
+        httpx.post(
+            f"{gcs.host}/upload/storage/v1/b/{bucket}/o",
+            params={"uploadType": "media", "name": "f.bin"},
+            content=garbage,
+        ).raise_for_status()
+
+    assert_read_back_catches_corruption(dest, tmp_path, overwrite)

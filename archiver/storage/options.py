@@ -22,7 +22,7 @@ from typing import Any
 
 from archiver import errors
 
-__all__ = ["StorageOptions", "is_secret", "is_text", "split_secret"]
+__all__ = ["StorageOptions", "is_secret", "is_text", "refuse_secrets", "split_secret"]
 
 # Words of an option name that make it secret: its value never reaches a message.
 SECRET_WORDS = frozenset(
@@ -65,6 +65,25 @@ def split_secret(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
         holds = is_secret(name) or any(StorageOptions.parse({name: value}).secret_values())
         (secret if holds else public)[name] = value
     return public, secret
+
+
+# gcsfs's `token` values that name a way to find credentials, not a credential.
+TOKEN_METHODS = frozenset({"anon", "google_default", "cache", "cloud", "browser"})
+
+
+def refuse_secrets(raw: Mapping[str, Any] | None, *, setting: str) -> None:
+    """Raise errors.ConfigurationError, naming the first option of `raw` that holds a secret
+    (never its value), when `raw` is a place that is stored and shown (a flow parameter)."""
+    public, secret = split_secret(raw or {})
+    for name, value in secret.items():
+        if str(name).rsplit(".", 1)[-1] == "token" and value in TOKEN_METHODS:
+            continue  # gcsfs: `token=anon` is a choice, not a credential
+        raise errors.ConfigurationError(
+            f"{setting}: the storage option {name} holds a secret, and Prefect stores and "
+            "shows this parameter; give credentials in the worker's environment "
+            "(ARCHIVER_STORAGE_OPTIONS, AZURE_STORAGE_*, GOOGLE_APPLICATION_CREDENTIALS, "
+            "AWS_*) or as a CLI --storage-option"
+        )
 
 
 class StorageOptions(Mapping[str, Any]):

@@ -8,7 +8,8 @@ by Azure after a week); no temp name, no copy.
 Credentials come from the environment, as adlfs reads it: AZURE_STORAGE_CONNECTION_STRING, or
 AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_TOKEN, or a service
 principal: AZURE_STORAGE_CLIENT_ID / _SECRET / TENANT_ID); AZURE_STORAGE_ANON=true for a public
-container. With none of them the destination is refused at once: adlfs would otherwise walk
+container. The `account_url` storage option (not a secret) points these at another endpoint than
+https://NAME.blob.core.windows.net, e.g. Azurite's http://127.0.0.1:10000/devstoreaccount1. With none of them the destination is refused at once: adlfs would otherwise walk
 Azure's default credential chain (managed identity on a metadata address, the Azure CLI...).
 The SDK retries a request up to 3 times with 15 s+ backoff; here every request is tried once, and
 the step policy (archiver/retry.py) retries.
@@ -62,8 +63,14 @@ class OneAttemptAzureBlobFileSystem(AzureBlobFileSystem):
     """adlfs whose blob service client tries each request once: retries belong to the step
     policy."""
 
+    def __init__(self, *args: Any, account_url: str | None = None, **kwargs: Any) -> None:
+        self._endpoint = account_url.rstrip("/") if account_url else None
+        super().__init__(*args, **kwargs)
+
     def do_connect(self) -> None:
         super().do_connect()
+        if self._endpoint and self.connection_string is None:
+            self.account_url = self._endpoint  # Azurite, a sovereign cloud: not https://NAME...
         if self.connection_string is not None:
             self.service_client = BlobServiceClient.from_connection_string(
                 self.connection_string, **_ONE_ATTEMPT
@@ -139,9 +146,9 @@ class AzureBackend(CommitOnClose):
         message = f"{what}: {type(exc).__name__}: {_first_line(exc)}"
         for cause in causes(exc):  # adlfs wraps some SDK errors (RuntimeError, OSError)
             if type(cause).__name__ == "CredentialUnavailableError":
-                return errors.ConfigurationError(f"{message}; check {self.settings_hint}")
+                return errors.ConfigurationError(self.hinted(message))
             if isinstance(cause, azure_errors.ClientAuthenticationError):
-                return errors.StorageError(f"{message}; check {self.settings_hint}")
+                return errors.StorageError(self.hinted(message))
             if isinstance(
                 cause, azure_errors.ServiceRequestError | azure_errors.ServiceResponseError
             ):
@@ -150,7 +157,7 @@ class AzureBackend(CommitOnClose):
                 status = cause.status_code or 0
                 if status >= 500 or status in (408, 429):
                     return errors.StorageUnavailable(message)
-                return errors.StorageError(f"{message}; check {self.settings_hint}")
+                return errors.StorageError(self.hinted(message))
         return None
 
     def is_absent(self, exc: FileNotFoundError) -> bool:

@@ -183,6 +183,11 @@ class Backend:
         """This store's own translation of `exc` (its error codes), or None for the generic one."""
         return None
 
+    def hinted(self, message: str) -> str:
+        """`message` ending with the settings to check, unless it names them already."""
+        hint = self.settings_hint
+        return message if hint in message else f"{message}; check {hint}"
+
     def is_absent(self, exc: FileNotFoundError) -> bool:
         """Whether a FileNotFoundError means "no such file" (an answer), not a missing bucket
         or container (an error)."""

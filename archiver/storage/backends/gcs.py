@@ -107,16 +107,16 @@ class GcsBackend(CommitOnClose):
         if isinstance(exc, auth_errors.DefaultCredentialsError):
             return errors.ConfigurationError(f"{what}: GCS credentials: {exc}")
         if isinstance(exc, auth_errors.TransportError | auth_errors.RefreshError):
-            return errors.StorageUnavailable(f"{message}; check {self.settings_hint}")
+            return errors.StorageUnavailable(self.hinted(message))
         code = getattr(exc, "code", None) if isinstance(exc, gcsfs.retry.HttpError) else None
         if code is not None:
             if int(code) >= 500 or int(code) in (408, 429):
                 return errors.StorageUnavailable(message)
-            return errors.StorageError(f"{message}; check {self.settings_hint}")
+            return errors.StorageError(self.hinted(message))
         if type(exc).__name__ == "ProxyError":  # gcsfs's translation of a 502
             return errors.StorageUnavailable(message)
         if type(exc) is OSError and str(exc).startswith("Forbidden"):
-            return errors.StorageError(f"{message}; check {self.settings_hint}")
+            return errors.StorageError(self.hinted(message))
         return None
 
 
