@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, overload
 
@@ -87,9 +87,6 @@ class ItemResult(BaseModel):
             outcome="failed",
             error=one_line(error),
         )
-
-
-OnResult = Callable[["ItemResult"], None]  # told of each item as it ends
 
 
 class ItemResults(Sequence[ItemResult]):
@@ -209,16 +206,13 @@ class BatchRunner:
         settings = runtime.settings
         return cls(runtime, policy=RetryPolicies.from_settings(settings).step, **options)
 
-    async def run_many(
-        self, items: Iterable[BatchItem], on_result: OnResult | None = None
-    ) -> list[ItemResult]:
-        """Every item, concurrently within the runner's bound; results in the given order.
-        `on_result` sees each result the moment its item ends (not when the last one does)."""
+    async def run_many(self, items: Iterable[BatchItem]) -> list[ItemResult]:
+        """Every item, concurrently within the runner's bound; results in the given order."""
         with local_disk() if self.runtime.on_local_disk else contextlib.nullcontext():
-            running = asyncio.gather(*(self.run_one(item, on_result) for item in items))
+            running = asyncio.gather(*(self.run_one(item) for item in items))  # tasks made here
         return list(await running)
 
-    async def run_one(self, item: BatchItem, on_result: OnResult | None = None) -> ItemResult:
+    async def run_one(self, item: BatchItem) -> ItemResult:
         """One item, to an outcome; only cancellation escapes."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(max(1, self.concurrency))
@@ -228,8 +222,6 @@ class BatchRunner:
             self.runtime.progress.prediction_done(
                 result.prediction_id or f"item-{item.index}", result.outcome
             )
-        if on_result is not None:
-            on_result(result)
         return result
 
     async def _attempts(self, item: BatchItem) -> ItemResult:

@@ -15,15 +15,13 @@ from prefect.cache_policies import NO_CACHE
 from archiver.batch import BatchRunner, ItemResult
 from archiver.batchfile import BatchItem
 
-from .events import emit_item
+from .events import emit_items
 
 
 @task(name="archive-items", cache_policy=NO_CACHE)
 async def archive_items(runner: BatchRunner, items: list[BatchItem]) -> list[ItemResult]:
-    dest = runner.runtime.dest.url
-    # Each archived item's event goes out as the item ends: an automation hears of it at once,
-    # and a chunk of 200 does not queue 200 events for the run's last moment.
-    results = await runner.run_many(items, on_result=lambda result: emit_item(result, dest))
+    results = await runner.run_many(items)
+    emit_items(results, runner.runtime.dest.url)
     logger = get_run_logger()
     for result in results:  # successes are in the table artifact; one log line each is noise
         if result.outcome == "failed":

@@ -12,6 +12,7 @@ by both a task and its flow) is one event to the server and to its triggers.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -75,11 +76,12 @@ def emit_lost(prediction_id: str, model: str | None, reason: str, dest: str) -> 
     )
 
 
-def emit_item(result: ItemResult, dest: str) -> None:
-    """An `archiver.prediction.archived` event for a batch item archived (not cached)."""
-    if result.outcome == "archived" and result.prediction_id:
-        model = result.model or "unknown"
-        _archived(result.prediction_id, model, result.retention, len(result.files), dest)
+def emit_items(results: Sequence[ItemResult], dest: str) -> None:
+    """An `archiver.prediction.archived` event for each batch item archived (not cached)."""
+    for result in results:
+        if result.outcome == "archived" and result.prediction_id:
+            model = result.model or "unknown"
+            _archived(result.prediction_id, model, result.retention, len(result.files), dest)
 
 
 def emit_outcome(result: ExistingResult, dest: str) -> None:
