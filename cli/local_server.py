@@ -16,7 +16,6 @@ server process is started, awaited and stopped is `cli.server_process`, shared w
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -26,16 +25,18 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from archiver.errors import ConfigurationError
+from cli import database_template
 from cli.server_process import (
+    DATABASE_URL_SETTINGS,
     HOST,
     Echo,
     ServerExited,
+    flock,
     healthy,
     is_server_process,
     kill_group,
@@ -97,7 +98,8 @@ def pick_port(preferred: int | None, home: Path, avoid: set[int] | None = None) 
 
 def database_path(home: Path) -> str:
     """Where the server keeps its data: Prefect's database URL if configured, else SQLite."""
-    return os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL") or str(home / "prefect.db")
+    configured = (os.environ.get(key) for key in DATABASE_URL_SETTINGS)
+    return next((url for url in configured if url), str(home / "prefect.db"))
 
 
 @dataclass
@@ -152,7 +154,7 @@ def _locked(home: Path, timeout: float) -> Iterator[None]:
     """The start/stop lock of this PREFECT_HOME (waits at most `timeout` seconds)."""
     directory = state_dir(home)
     directory.mkdir(parents=True, exist_ok=True)
-    with _flock(directory / "lock", timeout):
+    with flock(directory / "lock", timeout):
         yield
 
 
@@ -163,36 +165,17 @@ def port_lock_path() -> Path:
     return Path(tempfile.gettempdir()) / f"replicate-archiver-ports-{os.getuid()}.lock"
 
 
-@contextlib.contextmanager
-def _flock(path: Path, timeout: float) -> Iterator[None]:
-    """An exclusive flock on `path`, waited for at most `timeout` seconds."""
-    with open(path, "a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ConfigurationError(
-                        f"another process held the local Prefect server lock "
-                        f"{path} for {timeout:g} s; try again"
-                    ) from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure(
     *,
     port: int | None = None,
     timeout: float = 120.0,
     home: Path | None = None,
     echo: Echo = print_stderr,
+    template: bool = True,
 ) -> ServerState:
-    """The local server of this PREFECT_HOME, started (in the background) if it is not up."""
+    """The local server of this PREFECT_HOME, started (in the background) if it is not up; on
+    a home with no database, from a copy of the migrated template if `template` and one is
+    built (`cli.database_template`)."""
     home = home or prefect_home()
     state = status(home)
     if state is not None and healthy(state.api_url):
@@ -205,8 +188,8 @@ def ensure(
                 if state is not None:  # started by another process: just wait for it
                     _wait_local(state, timeout, echo)
                     return state
-                with _flock(port_lock_path(), timeout):
-                    state, proc = _start(home, port, echo, avoid=tried)
+                with flock(port_lock_path(), timeout):
+                    state, proc = _start(home, port, echo, avoid=tried, template=template)
                     try:
                         wait_healthy(
                             state.api_url,
@@ -247,16 +230,21 @@ def _wait_local(state: ServerState, timeout: float, echo: Echo) -> None:
 
 
 def _start(
-    home: Path, port: int | None, echo: Echo, avoid: set[int] | None = None
+    home: Path,
+    port: int | None,
+    echo: Echo,
+    avoid: set[int] | None = None,
+    template: bool = True,
 ) -> tuple[ServerState, subprocess.Popen[bytes]]:
     _clear_state(home)
     chosen = pick_port(port, home, avoid or set())
     log = state_dir(home) / "server.log"
     home.mkdir(parents=True, exist_ok=True)
+    seeded = database_template.seed(home) if template else {}
     with open(log, "ab") as out:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             server_args(chosen),
-            env={**server_env(chosen, ui=True), "PREFECT_HOME": str(home)},
+            env={**server_env(chosen, ui=True), "PREFECT_HOME": str(home), **seeded},
             cwd=home,
             stdin=subprocess.DEVNULL,
             stdout=out,

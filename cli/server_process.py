@@ -8,18 +8,24 @@ Stdlib only (no Prefect import).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from archiver.errors import ConfigurationError
 
 HOST = "127.0.0.1"
 NOTE_AFTER = 3.0  # seconds of waiting before the one-line note
+# Where Prefect reads a database URL from; none set: SQLite at $PREFECT_HOME/prefect.db.
+DATABASE_URL_SETTINGS = (
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+)
 
 Echo = Callable[[str], None]
 
@@ -156,3 +162,24 @@ def _group_alive(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
+
+
+@contextlib.contextmanager
+def flock(path: Path, timeout: float) -> Iterator[None]:
+    """An exclusive flock on `path`, waited for at most `timeout` seconds (one line if not)."""
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConfigurationError(
+                        f"another process held the lock {path} for {timeout:g} s; try again"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

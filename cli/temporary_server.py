@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+from pathlib import Path
 
 from cli.server_process import (
+    DATABASE_URL_SETTINGS,
     HOST,
     Echo,
     die_with_parent,
@@ -26,9 +28,14 @@ from cli.server_process import (
 class TemporaryServer:
     """A Prefect API (no UI) for one CLI process, on a free port; it dies with the process."""
 
-    def __init__(self, timeout: float = 120.0, echo: Echo = print_stderr) -> None:
+    def __init__(
+        self, timeout: float = 120.0, echo: Echo = print_stderr, home: Path | None = None
+    ) -> None:
+        """`home`: a PREFECT_HOME of its own, its database Prefect's default SQLite file there
+        (a configured database URL ignored); by default the environment's."""
         self.timeout = timeout
         self.echo = echo
+        self.home = home
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -42,7 +49,7 @@ class TemporaryServer:
             self.port = int(sock.getsockname()[1])
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             server_args(self.port) + ["--no-services"],
-            env=server_env(self.port, ui=False),
+            env=self._env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -63,6 +70,13 @@ class TemporaryServer:
             self.close()
             raise
         return self
+
+    def _env(self) -> dict[str, str]:
+        env = server_env(self.port, ui=False)
+        if self.home is not None:
+            env = {k: v for k, v in env.items() if k not in DATABASE_URL_SETTINGS}
+            env["PREFECT_HOME"] = str(self.home)
+        return env
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

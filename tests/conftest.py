@@ -146,12 +146,11 @@ def emulator(request: pytest.FixtureRequest):
 
 
 @pytest.fixture(scope="session")
-def prefect_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's migrated Prefect database, built once for every xdist worker."""
+def prefect_template() -> Path:
+    """The migrated Prefect database servers start from (built once, for every xdist worker)."""
     from tests.prefect_server import database_template
 
-    base = tmp_path_factory.getbasetemp()
-    return database_template(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+    return database_template()
 
 
 @pytest.fixture(scope="session")

@@ -9,20 +9,19 @@ is `tests/prefect_stack.py`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import json
 import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cli.database_template import DONE
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,42 +220,14 @@ NO_LOOP_SERVICES = {
     )
 }
 
-# What a server started on a copy of the template need not do again.
-TEMPLATE_DONE = {
-    "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "false",
-    "PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false",
-}
 
+def database_template() -> Path:
+    """The migrated database a fresh PREFECT_HOME's server starts from: the product's own
+    (`cli.database_template`, in the user's cache, which `make install` builds; built here
+    under its lock if missing). About 5 s per server instead of 14: ~200 migrations once."""
+    from cli import database_template as template
 
-def database_template(shared: Path) -> Path:
-    """A SQLite database a `prefect server` has migrated and registered its block types in,
-    built once in `shared` (a directory every xdist worker of the session sees, under a lock).
-
-    A server starts from a copy of it in about 5 s instead of 12 s idle: the ~200 migrations
-    alone are 10 s of CPU, paid once per session, not once per server."""
-    target = shared / "prefect-template.db"
-    shared.mkdir(parents=True, exist_ok=True)
-    with open(shared / "prefect-template.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if target.exists():
-            return target
-        server = PrefectServer(Path(tempfile.mkdtemp(prefix="template-", dir=shared)))
-        try:
-            server.start()
-        finally:
-            server.stop()
-        # The backup API copies a consistent database, whatever the server left in its WAL.
-        partial = shared / "prefect-template.db.partial"
-        source = sqlite3.connect(server.home / "prefect.db")
-        copy = sqlite3.connect(partial)
-        try:
-            source.backup(copy)
-        finally:
-            copy.close()
-            source.close()
-        os.replace(partial, target)
-        shutil.rmtree(server.workdir, ignore_errors=True)
-    return target
+    return template.build()
 
 
 def seed_home(home: Path, template: Path) -> dict[str, str]:
@@ -265,4 +236,17 @@ def seed_home(home: Path, template: Path) -> dict[str, str]:
     template has done. For tests whose subject is not a server's first start."""
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template, home / "prefect.db")
-    return dict(TEMPLATE_DONE)
+    return dict(DONE)
+
+
+def run_logs(api_url: str, flow_run_id: str) -> list[dict]:
+    """The log entries of a flow run, read from the API at `api_url`."""
+    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}}
+    request = urllib.request.Request(
+        f"{api_url}/logs/filter",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from cli import local_server
+from cli.database_template import DONE
 from tests.conftest import ROOT, TOKEN
-from tests.prefect_server import TEMPLATE_DONE, seed_home, wait_for
+from tests.prefect_server import run_logs, seed_home, wait_for
 
 MODEL = "black-forest-labs/flux-schnell"
 pytestmark = pytest.mark.server
@@ -42,7 +43,7 @@ def cli_env(home: Path, emulator, tmp_path: Path, **extra: str) -> dict[str, str
         ARCHIVER_CACHE_URL=str(tmp_path / "cache"),
     )
     if (home / "prefect.db").exists():
-        env.update(TEMPLATE_DONE)
+        env.update(DONE)
     env.update(extra)
     return env
 
@@ -117,18 +118,6 @@ def flow_runs(api_url: str) -> list[dict]:
     request = urllib.request.Request(
         f"{api_url}/flow_runs/filter",
         data=b"{}",
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def run_logs(api_url: str, flow_run_id: str) -> list[dict]:
-    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}}
-    request = urllib.request.Request(
-        f"{api_url}/logs/filter",
-        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
@@ -232,7 +221,7 @@ def test_a_stale_state_file_is_replaced(home, tmp_path):
         json.dumps({"pid": dead.pid, "port": 1, "log": "x", "database": "y"})
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update(TEMPLATE_DONE, PREFECT_HOME=str(home))
+    env.update(DONE, PREFECT_HOME=str(home))
     assert flows("server", "status", env=env, timeout=60).returncode == 1
     started = flows("server", "start", env=env)
     assert started.returncode == 0, started.stderr
