@@ -52,6 +52,7 @@ class Ready:
     record: CacheRecord
     prediction: Prediction
     created: bool = False
+    ahead: bool = False  # created by this process before the run got here (`create_ahead`)
 
 
 Generated = Cached | Ready
@@ -70,18 +71,26 @@ async def generate(
 ) -> Cached | Ready:
     """A cache hit or a succeeded prediction for `request` (see the module docstring)."""
     key = request.cache_key
+    if _ahead and key not in _ahead:  # never pay twice for a request whose key came out different
+        raise RuntimeError("a prediction is created ahead for another request than this run's")
     async with lock.hold(key) as lease:
+        ahead = _ahead.pop(key, None)  # settled: `create_ahead` holds this lock until it is
+        if isinstance(ahead, BaseException):
+            raise ahead  # the create this run would have made failed so, moments ago
         # Store I/O (fsynced writes) in worker threads: hundreds of runs share one event loop.
-        record, intent = await run_io(_look_up, cache, request, refresh)
-        if intent is None and record is not None:
+        record, intent = await run_io(_look_up, cache, request, refresh and ahead is None)
+        if ahead is not None and record is not None and record.prediction_id == ahead.id:
+            prediction, created = ahead, True  # this process's own create, made before the run
+        elif intent is None and record is not None:
             manifest, damage = await run_io(_archived, cache, record, dest)
             if manifest is not None and not damage:
                 return Cached(record=record, manifest=manifest)
-            prediction = await _resumable(api, request, record)
-            if manifest is not None and prediction is None:
+            found = await _resumable(api, request, record)
+            if manifest is not None and found is None:
                 # a file of the archive is gone: only its own prediction may restore it
                 raise damaged_error(manifest, damage)
-            if prediction is not None:
+            if found is not None:
+                prediction = found
                 if record.prediction_id != prediction.id:  # found after a lost create: record it
                     # (never rewrite an unchanged record: a run archiving this prediction right
                     # now, under its prediction lock, may be marking it archived)
@@ -96,7 +105,73 @@ async def generate(
     prediction = await _wait(api, prediction, timeout=timeout, cancel_on_exit=created, early=True)
     if not prediction.files_ready_early:
         ensure_succeeded(prediction)
-    return Ready(record=record, prediction=prediction, created=created)
+    took = isinstance(ahead, Prediction) and ahead.id == prediction.id
+    return Ready(record=record, prediction=prediction, created=created, ahead=took)
+
+
+# Creates this process makes for a request before the run that archives it gets there
+# (`create_ahead`), by cache key: None while it runs, then the prediction or the error. That
+# run's `generate` takes the prediction as its own create, or raises the error as its own.
+_ahead: dict[str, Prediction | BaseException | None] = {}
+
+
+def expect_ahead(request: PredictionRequest) -> None:
+    """Announce `create_ahead(request)` before it starts (any thread): a run of another
+    request then refuses to create rather than risk paying twice."""
+    _ahead.setdefault(request.cache_key, None)
+
+
+def unclaimed(request: PredictionRequest) -> bool:
+    """Whether `create_ahead(request)` made a prediction that no run has taken (yet)."""
+    return isinstance(_ahead.get(request.cache_key), Prediction)
+
+
+def forget_ahead(request: PredictionRequest) -> None:
+    """Forget `create_ahead(request)` and what it made (nothing to cancel)."""
+    _ahead.pop(request.cache_key, None)
+
+
+async def cancel_unclaimed(request: PredictionRequest, *, api: ReplicateAPI) -> str | None:
+    """Forget `create_ahead(request)`; if no run took the prediction it made and that is
+    still running, cancel it (as a run's clean-up would). The id cancelled, if any."""
+    found = _ahead.pop(request.cache_key, None)
+    if isinstance(found, Prediction) and not found.terminal:
+        await _cancel(api, found.id)
+        return found.id
+    return None
+
+
+async def create_ahead(
+    request: PredictionRequest,
+    *,
+    api: ReplicateAPI,
+    cache: PredictionCache,
+    lock: FileKeyLock | RedisKeyLock,
+) -> Prediction | None:
+    """Create the prediction for `request` now if `generate` would create one (nothing is
+    recorded for it), for the run this process starts next: the CLI's `run` pays for the
+    model's time while Prefect loads. Under the same key lock, intent and records as
+    `generate`, whose call for the request takes the outcome as its own: the prediction (to
+    cancel if that run is cancelled) or the error. None when anything is recorded for the
+    request (or a run got the lock first): the run decides, as ever."""
+    key = request.cache_key
+    expect_ahead(request)
+    try:
+        async with lock.hold(key) as lease:
+            if key not in _ahead or await run_io(cache.get, key) is not None:
+                _ahead.pop(key, None)
+                return None
+            try:
+                _, prediction = await _create(api, cache, request, None, lease)
+            except BaseException as exc:
+                _ahead[key] = exc
+                raise
+            _ahead[key] = prediction
+            return prediction
+    except BaseException:
+        if _ahead.get(key, False) is None:  # failed before its create: the run creates
+            _ahead.pop(key, None)
+        raise
 
 
 async def finalize(api: ReplicateAPI, prediction: Prediction, *, timeout: float) -> Prediction:

@@ -4,7 +4,9 @@
 
 Both run one prediction of a 1 s emulated model with 2 x 1 MiB outputs against the same emulator,
 as a new user would: the CLI with a fresh PREFECT_HOME and no PREFECT_API_URL, so its first run
-starts the local Prefect server and later runs reuse it. Figures: the first run, the median of
+starts the local Prefect server (from the migrated template `make install` builds, which the bench
+builds first if missing) and later runs reuse it. One first run on another fresh home without the
+template (`ARCHIVER_SERVER_TEMPLATE=false`) is reported beside it. Figures: the first run, the median of
 `--runs`, the peak RSS of a run's own process tree (the background server's RSS beside it), and
 `--busy-runs` runs in a row while two busy loops hold both cores (failures counted).
 
@@ -107,6 +109,18 @@ def timed(args: list[str], env: dict[str, str], exclude: set[int]) -> dict[str, 
     }
 
 
+def flows_cli(args: list[str], env: dict[str, str]) -> None:
+    """`python -m flows ARGS`, output dropped (e.g. `server stop`)."""
+    subprocess.run(
+        [sys.executable, "-m", "flows", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+
+
 def _server_pids(env: dict[str, str]) -> set[int]:
     """The local server's pid (not part of a run's own tree, even while a run starts it)."""
     try:
@@ -181,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                 set(),
             )
 
-        def cli() -> dict[str, Any]:
+        def cli(environment: dict[str, str] | None = None) -> dict[str, Any]:
             n = next(seed)
             command = [sys.executable, "-m", "flows", "run", MODEL, "-i", f"size_bytes={args.size}"]
             command += ["-i", "num_outputs=2", "-i", f"seed={n}", "--dest", str(work / "archive")]
-            return timed(command, env, set())
+            return timed(command, environment or env, set())
 
         try:
             script = str(Path(sys.executable).with_name("replicate-archiver"))
@@ -193,6 +207,19 @@ def main(argv: list[str] | None = None) -> int:
             figures["help_median_s"] = statistics.median(r["wall"] for r in helps)
             log(f"replicate-archiver --help: median {figures['help_median_s']:.2f}s")
             client()  # warm the page cache for the interpreter and replicate
+            # A first run without the migrated template (`make install` builds it): the home
+            # migrates its own database. Its server is stopped before the measured first run.
+            bare = {
+                **env,
+                "PREFECT_HOME": str(work / "bare-home"),
+                "ARCHIVER_SERVER_TEMPLATE": "false",
+            }
+            untemplated = cli(bare)
+            flows_cli(["server", "stop"], bare)
+            figures["first_run_no_template_s"] = untemplated["wall"]
+            log(f"first run, no template (the home migrates its own): {untemplated['wall']:.2f}s")
+            prepared = timed([sys.executable, "-m", "flows", "server", "prepare"], env, set())
+            figures["prepare_s"] = prepared["wall"]  # what make install did (0.3 s if done)
             first = cli()
             figures["first_run_s"] = first["wall"]
             figures["first_run_rc"] = first["rc"]
@@ -225,14 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 figures["busy_errors"] = [r["stderr"] for r in loaded if r["rc"]][:3]
             log(f"under load: {figures['busy_failures']}/{len(loaded)} failed")
         finally:
-            subprocess.run(
-                [sys.executable, "-m", "flows", "server", "stop"],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                check=False,
-                timeout=60,
-            )
+            flows_cli(["server", "stop"], env)
             import shutil
 
             shutil.rmtree(work, ignore_errors=True)

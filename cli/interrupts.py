@@ -1,7 +1,8 @@
 """Ctrl-C for CLI commands: cancel the running flow (which cancels on Replicate), exit 130 fast.
 
 A terminal's Ctrl-C sends SIGINT to the whole process group. The first one cancels the flow's
-main task (as `asyncio.run` would), so the flow's clean-up cancels the running predictions; a
+main task (as `asyncio.run` would), so the flow's clean-up cancels the running predictions, and
+a prediction being created ahead on another thread (`cli.head_start`) the same way; a
 timer makes sure the process exits 130 within `GRACE` seconds even if clean-up hangs. Repeats
 are ignored while clean-up runs. Outside a running flow, SIGINT raises KeyboardInterrupt.
 """
@@ -9,6 +10,7 @@ are ignored while clean-up runs. Outside a running flow, SIGINT raises KeyboardI
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import sys
@@ -38,9 +40,9 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     timer = threading.Timer(GRACE, _give_up)
     timer.daemon = True
     timer.start()
-    if _running:
-        loop, task = _running[-1]
-        loop.call_soon_threadsafe(task.cancel)
+    if _running:  # the flow, and a prediction being created ahead on another thread
+        for loop, task in list(_running):
+            loop.call_soon_threadsafe(task.cancel)
         return
     raise KeyboardInterrupt
 
@@ -50,17 +52,30 @@ def install() -> None:
     signal.signal(signal.SIGINT, _handler)
 
 
+def interrupted() -> bool:
+    """Whether Ctrl-C was pressed during this command."""
+    return _interrupted.is_set()
+
+
 def run(coro: Awaitable[T]) -> T:
-    """`asyncio.run(coro)`; after Ctrl-C it raises KeyboardInterrupt once the flow cleaned up."""
+    """`asyncio.run(coro)`; after Ctrl-C it raises KeyboardInterrupt once the flow cleaned up.
+    Also on another thread (a prediction created ahead): Ctrl-C cancels every such run."""
 
     async def main() -> T:
         task = asyncio.current_task()
         assert task is not None
-        _running.append((asyncio.get_running_loop(), task))
+        entry = (asyncio.get_running_loop(), task)
+        _running.append(entry)
         try:
+            # Checked after joining `_running` (the handler sets the flag, then looks there):
+            # a Ctrl-C is seen by one or the other, also from another thread's run.
+            if _interrupted.is_set():
+                if inspect.iscoroutine(coro):
+                    coro.close()
+                raise asyncio.CancelledError
             return await coro
         finally:
-            _running.pop()
+            _running.remove(entry)
 
     try:
         return asyncio.run(main())

@@ -107,14 +107,23 @@ def in_background(call: Callable[[], T], name: str) -> Future[T]:
 
 
 @contextlib.contextmanager
-def prefect_api(settings: Settings | None = None) -> Iterator[str]:
-    """Make sure a Prefect API answers, point Prefect at it for the block; yields its URL."""
+def prefect_api(
+    settings: Settings | None = None, on_ready: Callable[[], None] | None = None
+) -> Iterator[str]:
+    """Make sure a Prefect API answers, point Prefect at it for the block; yields its URL.
+    `on_ready()` is called as soon as the API is known to answer (on the local server's
+    thread, while Prefect still loads, where that is how it is made sure of)."""
     settings = settings or Settings()
+    ready = on_ready or (lambda: None)
 
     def ensure_local() -> local_server.ServerState:
-        return local_server.ensure(
-            port=settings.local_server_port, timeout=settings.server_start_timeout
+        state = local_server.ensure(
+            port=settings.local_server_port,
+            timeout=settings.server_start_timeout,
+            template=settings.server_template,
         )
+        ready()
+        return state
 
     early = None
     if settings.local_server and not api_url_may_be_configured():
@@ -124,6 +133,7 @@ def prefect_api(settings: Settings | None = None) -> Iterator[str]:
     configured = configured_api_url()
     if configured:  # only where the cheap look missed a source: Prefect's answer wins
         check_api(configured, settings.api_timeout)
+        ready()
         yield configured
         return
     if settings.local_server:
@@ -135,5 +145,6 @@ def prefect_api(settings: Settings | None = None) -> Iterator[str]:
             yield state.api_url
         return
     with TemporaryServer(timeout=settings.server_start_timeout) as server:
+        ready()
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server.api_url

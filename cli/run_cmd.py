@@ -65,8 +65,10 @@ def run(
     """Generate one prediction, download every output at once, and archive it."""
     from archiver.errors import ConfigurationError
     from archiver.inputs import load_input_json, parse_pairs
-    from archiver.prediction import ModelRef
+    from archiver.prediction import ModelRef, PredictionRequest
+    from archiver.uploads import has_uploads
     from cli import checks
+    from cli.head_start import HeadStart
 
     with runs.boundary(debug):
         # Every check that needs no network comes before Prefect or Replicate is touched.
@@ -78,6 +80,10 @@ def run(
         checks.webhook(webhook)
         flow_input = {**load_input_json(input_json), **parse_pairs(inputs)}
         storage = runs.storage(storage_option)
+        ahead = None
+        if not refresh and not has_uploads(flow_input):  # created while Prefect loads
+            request = PredictionRequest(ref, flow_input, seconds, webhook)
+            ahead = HeadStart(request, dest, storage.options)
 
         async def start(options: dict[str, str] | None) -> Any:
             from flows.archive_prediction import archive_prediction
@@ -99,7 +105,7 @@ def run(
             )
 
         summary = runs.run_flow(
-            start, dest=dest, storage=storage, debug=debug, progress=not as_json
+            start, dest=dest, storage=storage, debug=debug, progress=not as_json, ahead=ahead
         )
     if as_json:
         typer.echo(runs.as_json(summary))

@@ -20,10 +20,13 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cli import interrupts
 from cli.common import fail
+
+if TYPE_CHECKING:
+    from cli.head_start import HeadStart
 
 T = TypeVar("T")
 CANCEL_TIMEOUT = 5.0  # seconds; interrupts.GRACE bounds the whole exit anyway
@@ -102,21 +105,28 @@ def run_flow(
     debug: bool,
     progress: bool,
     predictions: int | None = None,
+    ahead: HeadStart | None = None,
 ) -> Any:
     """`preflight(dest)`, then `start(storage.public or None)` (it calls the flow) on the Prefect
     API (`prefect_api`), with Prefect's console quiet and a progress bar (when `progress`, on a
-    terminal) as this command's run (`run`). Its result; raised if it is an exception."""
+    terminal) as this command's run (`run`). Its result; raised if it is an exception.
+    `ahead`: the prediction's create, begun as soon as the API answers (`cli.head_start`);
+    closed (waited for; cancelled if no run took it) before this returns."""
     from archiver.progress import use_progress
     from cli.console import RichProgress
     from cli.prefect_api import prefect_api  # before Prefect loads: its defaults for CLI runs
     from flows.console import quiet_prefect_console
 
     preflight(dest)
-    with prefect_api():
-        quiet_prefect_console(debug)
-        with RichProgress(enabled=progress, predictions=predictions) as sink:
-            use_progress(sink)
-            result = run(start(storage.public or None))
+    try:
+        with prefect_api(on_ready=ahead.begin if ahead else None):
+            quiet_prefect_console(debug)
+            with RichProgress(enabled=progress, predictions=predictions) as sink:
+                use_progress(sink)
+                result = run(start(storage.public or None))
+    finally:
+        if ahead is not None:
+            ahead.close()
     if isinstance(result, BaseException):
         raise result
     return result

@@ -27,5 +27,7 @@ async def generate(runtime: Runtime, request: PredictionRequest, refresh: bool) 
         logger.info("cache hit: %s already archived (%s)", request.model, result.manifest.path)
     else:
         verb = "created" if result.created else "resumed"
-        logger.info("%s prediction %s: %s", verb, result.prediction.id, result.prediction.status)
+        when = " (while the flow run started)" if result.ahead else ""
+        prediction = result.prediction
+        logger.info("%s prediction %s%s: %s", verb, prediction.id, when, prediction.status)
     return result

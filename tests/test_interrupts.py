@@ -51,6 +51,29 @@ def wait_created(
     return wait_for(created, timeout, f"{count} prediction(s) created", interval=0.1)
 
 
+def stderr_lines(proc: subprocess.Popen[str]) -> tuple[list[str], threading.Thread]:
+    """The CLI's stderr lines as they come (read on a thread), and that thread."""
+    lines: list[str] = []
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def ctrl_c_watched(
+    proc: subprocess.Popen[str], lines: list[str], reader: threading.Thread
+) -> tuple[str, float]:
+    """`ctrl_c` for a CLI whose stderr `stderr_lines` reads."""
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(30)
+    finally:
+        with_kill(proc)
+    reader.join(10)
+    return "".join(lines), time.monotonic() - sent
+
+
 def ctrl_c(proc: subprocess.Popen[str]) -> tuple[str, float]:
     """SIGINT to the whole process group (what a terminal's Ctrl-C does); stderr, seconds."""
     sent = time.monotonic()
@@ -78,18 +101,15 @@ def test_ctrl_c_on_run_cancels_and_exits_130_with_one_line(
     """Ctrl-C to the process group: the prediction is canceled, exit 130 within 10 s, one error
     line after the run's URL; the flow run ends Cancelled in Prefect, not Crashed."""
     emulator.set_faults(processing_seconds=120)
-    proc = start_cli(
-        "run",
-        MODEL,
-        "-i",
-        "prompt=ctrl c",
-        "--dest",
-        str(archive_env),
-        env=interrupt_env(prefect_harness),
-    )
+    # A short `Prefer: wait`: the create made while Prefect loads answers at once, and the flow
+    # run's generate waits for the prediction (the create-ahead case is the next test).
+    env = {**interrupt_env(prefect_harness), "ARCHIVER_WAIT_SECONDS": "1"}
+    proc = start_cli("run", MODEL, "-i", "prompt=ctrl c", "--dest", str(archive_env), env=env)
+    lines, reader = stderr_lines(proc)
     try:
         created = wait_created(emulator, proc)
-        stderr, took = ctrl_c(proc)
+        wait_for(lambda: any(line.startswith("flow run: ") for line in lines), 120, "the run")
+        stderr, took = ctrl_c_watched(proc, lines, reader)
     finally:
         with_kill(proc)
     assert proc.returncode == 130, stderr
@@ -125,6 +145,27 @@ def new_user_env(emulator, tmp_path, prefect_template):
     )
     yield env
     local_server.stop(home)
+
+
+def test_ctrl_c_while_the_prediction_is_created_ahead_cancels_it(
+    archive_env, emulator, prefect_harness
+):
+    """Ctrl-C while the create made as Prefect loads still waits for the model (`Prefer:
+    wait`): that prediction is cancelled, exit 130 within 10 s, one error line, nothing kept."""
+    emulator.set_faults(processing_seconds=120)
+    env = {**interrupt_env(prefect_harness), "ARCHIVER_WAIT_SECONDS": "60"}
+    proc = start_cli("run", MODEL, "-i", "prompt=ahead", "--dest", str(archive_env), env=env)
+    try:
+        created = wait_created(emulator, proc)
+        stderr, took = ctrl_c(proc)
+    finally:
+        with_kill(proc)
+    assert proc.returncode == 130, stderr
+    assert took < 10, f"took {took:.1f}s: {stderr}"
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith("flow run: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted"), stderr
+    assert set(emulator.stats().cancels) == set(created)
+    assert not list(archive_env.rglob("manifest.json"))
 
 
 def test_ctrl_c_on_batch_cancels_every_prediction_and_exits_130(
