@@ -74,12 +74,21 @@ async def generate(
     if _ahead and key not in _ahead:  # never pay twice for a request whose key came out different
         raise RuntimeError("a prediction is created ahead for another request than this run's")
     async with lock.hold(key) as lease:
-        ahead = _ahead.pop(key, None)  # settled: `create_ahead` holds this lock until it is
+        # Settled by now: `create_ahead` holds this lock until it is. Kept until this call
+        # returns, so a retry of the step takes it again and `cancel_unclaimed` finds it if
+        # the step fails for good.
+        ahead = _ahead.get(key)
         if isinstance(ahead, BaseException):
+            _ahead.pop(key, None)
             raise ahead  # the create this run would have made failed so, moments ago
         # Store I/O (fsynced writes) in worker threads: hundreds of runs share one event loop.
         record, intent = await run_io(_look_up, cache, request, refresh and ahead is None)
-        if ahead is not None and record is not None and record.prediction_id == ahead.id:
+        if isinstance(ahead, Prediction) and (record is None or record.prediction_id != ahead.id):
+            # Another process moved the record on meanwhile: ours is no one's; stop paying.
+            _ahead.pop(key, None)
+            await _cancel(api, ahead.id)
+            ahead = None
+        if isinstance(ahead, Prediction) and record is not None:
             prediction, created = ahead, True  # this process's own create, made before the run
         elif intent is None and record is not None:
             manifest, damage = await run_io(_archived, cache, record, dest)
@@ -105,7 +114,8 @@ async def generate(
     prediction = await _wait(api, prediction, timeout=timeout, cancel_on_exit=created, early=True)
     if not prediction.files_ready_early:
         ensure_succeeded(prediction)
-    took = isinstance(ahead, Prediction) and ahead.id == prediction.id
+    _ahead.pop(key, None)  # taken: from here on the run owns it
+    took = isinstance(ahead, Prediction)
     return Ready(record=record, prediction=prediction, created=created, ahead=took)
 
 
@@ -131,14 +141,17 @@ def forget_ahead(request: PredictionRequest) -> None:
     _ahead.pop(request.cache_key, None)
 
 
-async def cancel_unclaimed(request: PredictionRequest, *, api: ReplicateAPI) -> str | None:
-    """Forget `create_ahead(request)`; if no run took the prediction it made and that is
-    still running, cancel it (as a run's clean-up would). The id cancelled, if any."""
+async def cancel_unclaimed(request: PredictionRequest, *, api: ReplicateAPI) -> Prediction | None:
+    """Forget `create_ahead(request)`; if no run took the prediction it made, cancel it if it
+    still runs (as a run's clean-up would). That prediction as it is now (canceled, or already
+    ended: a succeeded one is recorded for the request, so the next run archives it), or None."""
     found = _ahead.pop(request.cache_key, None)
-    if isinstance(found, Prediction) and not found.terminal:
-        await _cancel(api, found.id)
-        return found.id
-    return None
+    if not isinstance(found, Prediction):
+        return None
+    now = await api.get(found.id)
+    if not now.terminal:
+        now = await api.cancel(found.id)
+    return now
 
 
 async def create_ahead(

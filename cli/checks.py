@@ -173,8 +173,11 @@ def webhook(url: str | None) -> str | None:
     if url is None:
         return None
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or " " in url:
+    # As the flow's parameter schema says (flows/archive_prediction.py: WebhookParam).
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
         raise ConfigurationError(f"--webhook must be an http(s) URL, got {url!r}")
+    if len(url) > 2048:
+        raise ConfigurationError(f"--webhook is {len(url)} characters long; at most 2048")
     if parts.username or parts.password:
         raise ConfigurationError("--webhook must not carry credentials (user:password@)")
     return url

@@ -26,6 +26,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from archiver.errors import ConfigurationError
 from cli.server_process import Echo, flock, print_stderr
 from cli.temporary_server import TemporaryServer
 
@@ -66,6 +67,10 @@ def build(timeout: float = 120.0, echo: Echo = print_stderr) -> Path:
             finally:
                 copy.close()
                 source.close()
+            if not _valid(partial):
+                raise ConfigurationError(
+                    f"the Prefect server started to migrate a database in {work} did not"
+                )
             os.replace(partial, target)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -73,13 +78,14 @@ def build(timeout: float = 120.0, echo: Echo = print_stderr) -> Path:
 
 
 def _valid(template: Path) -> bool:
-    """A file that is a migrated Prefect database (an interrupted copy never is one: copies
-    are renamed into place whole, but a user may have put anything there)."""
+    """A file that is a migrated Prefect database with its block types (an interrupted copy
+    never is one: copies are renamed into place whole, but a user may have put anything there)."""
     if not template.is_file():
         return False
     try:
         with contextlib.closing(sqlite3.connect(f"file:{template}?mode=ro", uri=True)) as db:
-            return db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1
+            migrated = db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1
+            return migrated and db.execute("SELECT count(*) FROM block_type").fetchone()[0] > 0
     except sqlite3.Error:
         return False
 
@@ -117,7 +123,7 @@ def seed(home: Path) -> dict[str, str]:
     try:
         shutil.copyfile(template, partial)
         os.link(partial, database)  # never replaces a database that appeared meanwhile
-    except FileExistsError:
+    except OSError:  # it appeared; or no hard links here, a full disk: Prefect migrates its own
         return {}
     finally:
         with contextlib.suppress(FileNotFoundError):

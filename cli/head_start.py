@@ -7,20 +7,32 @@ prediction on a thread, under the key lock and cache records `generate` uses. Th
 starts meanwhile, as before; its `generate` waits for that lock and takes the outcome as its
 own: the prediction (cancelled if the run is) or the create's error. Only the create moved.
 
-Nothing is created ahead for `--refresh` or `@file` uploads (the flow run does those as before)
-or for a request the cache knows (the run decides: a hit, a resume). Ctrl-C cancels the create
-and what it made (`cli.interrupts`); a command that ends before its run took the prediction
-cancels it (`close`), as a crashed run's clean-up does.
+Nothing is created ahead for `--refresh` or `@file` uploads (the flow run does those as before),
+where the token or storage credentials come from Prefect blocks (`possible`), or for a request
+the cache knows (the run decides: a hit, a resume). Ctrl-C cancels the create and what it made
+(`cli.interrupts`); a command that ends before its run took the prediction cancels it
+(`close`), as a crashed run's clean-up does, or says how to archive it if it already succeeded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from archiver.prediction import PredictionRequest
+from archiver.prediction import Prediction, PredictionRequest
 from cli import interrupts
+
+if TYPE_CHECKING:
+    from archiver.settings import Settings
+
+
+def possible(settings: Settings) -> bool:
+    """Whether the create can be made before Prefect loads: the token and storage credentials
+    come from the environment, not from Prefect blocks (which only the flow run reads)."""
+    token_in_block = settings.api_token is None and bool(settings.token_secret_block)
+    return not token_in_block and not settings.aws_credentials_block
 
 
 class HeadStart:
@@ -44,8 +56,12 @@ class HeadStart:
             if self._begun:
                 return
             self._begun = True
-            expect_ahead(self.request)  # before any run of this process reaches `generate`
-        threading.Thread(target=self._run, name="head-start", daemon=True).start()
+            try:
+                expect_ahead(self.request)  # before any run of this process reaches `generate`
+                threading.Thread(target=self._run, name="head-start", daemon=True).start()
+            except BaseException:  # e.g. Ctrl-C right here: nothing runs, `close` must not wait
+                self._done.set()
+                raise
 
     def _run(self) -> None:
         try:
@@ -79,18 +95,25 @@ class HeadStart:
             began, self._begun = self._begun, True
         if not began:
             return
-        self._done.wait()
         from archiver.generate import forget_ahead, unclaimed
 
-        if unclaimed(self.request):
-            asyncio.run(self._cancel_unclaimed())
-        forget_ahead(self.request)
+        with interrupts.deferred():  # a Ctrl-C now must not cut the cancel short
+            self._done.wait()
+            if unclaimed(self.request):
+                left = asyncio.run(self._cancel_unclaimed())
+                if left is not None and left.status == "succeeded":
+                    sys.stderr.write(
+                        f"note: prediction {left.id} succeeded before this command failed; "
+                        "the same command again archives it (Replicate keeps its outputs "
+                        "for an hour)\n"
+                    )
+            forget_ahead(self.request)
 
-    async def _cancel_unclaimed(self) -> None:
+    async def _cancel_unclaimed(self) -> Prediction | None:
         from archiver.generate import cancel_unclaimed
 
         runtime = self._runtime()
         try:
-            await cancel_unclaimed(self.request, api=runtime.api)
+            return await cancel_unclaimed(self.request, api=runtime.api)
         finally:
             await runtime.aclose()

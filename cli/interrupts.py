@@ -10,12 +10,13 @@ are ignored while clean-up runs. Outside a running flow, SIGINT raises KeyboardI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ EXIT_CODE = 130
 T = TypeVar("T")
 _running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
 _interrupted = threading.Event()
+_deferring: list[bool] = []
 
 
 def _give_up() -> None:
@@ -40,11 +42,23 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     timer = threading.Timer(GRACE, _give_up)
     timer.daemon = True
     timer.start()
-    if _running:  # the flow, and a prediction being created ahead on another thread
+    if _running or _deferring:  # the flow, a prediction being created ahead, a clean-up
         for loop, task in list(_running):
-            loop.call_soon_threadsafe(task.cancel)
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: it is done
+                loop.call_soon_threadsafe(task.cancel)
         return
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A clean-up that Ctrl-C must not cut short: inside, Ctrl-C is only noted (`interrupted`)
+    and the exit timer started; the caller raises KeyboardInterrupt after it if it wants."""
+    _deferring.append(True)
+    try:
+        yield
+    finally:
+        _deferring.pop()
 
 
 def install() -> None:

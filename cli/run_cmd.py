@@ -66,9 +66,9 @@ def run(
     from archiver.errors import ConfigurationError
     from archiver.inputs import load_input_json, parse_pairs
     from archiver.prediction import ModelRef, PredictionRequest
+    from archiver.settings import Settings
     from archiver.uploads import has_uploads
-    from cli import checks
-    from cli.head_start import HeadStart
+    from cli import checks, head_start
 
     with runs.boundary(debug):
         # Every check that needs no network comes before Prefect or Replicate is touched.
@@ -81,9 +81,9 @@ def run(
         flow_input = {**load_input_json(input_json), **parse_pairs(inputs)}
         storage = runs.storage(storage_option)
         ahead = None
-        if not refresh and not has_uploads(flow_input):  # created while Prefect loads
+        if not refresh and not has_uploads(flow_input) and head_start.possible(Settings()):
             request = PredictionRequest(ref, flow_input, seconds, webhook)
-            ahead = HeadStart(request, dest, storage.options)
+            ahead = head_start.HeadStart(request, dest, storage.options)  # as Prefect loads
 
         async def start(options: dict[str, str] | None) -> Any:
             from flows.archive_prediction import archive_prediction

@@ -127,6 +127,8 @@ def run_flow(
     finally:
         if ahead is not None:
             ahead.close()
+            if interrupts.interrupted():
+                raise KeyboardInterrupt  # pressed during the close: exit 130 all the same
     if isinstance(result, BaseException):
         raise result
     return result

@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 from cli.server_process import (
-    DATABASE_URL_SETTINGS,
     HOST,
     Echo,
     die_with_parent,
@@ -23,6 +22,10 @@ from cli.server_process import (
     server_env,
     wait_healthy,
 )
+
+
+def _names_a_database(key: str) -> bool:
+    return key.startswith("PREFECT_") and "DATABASE_" in key
 
 
 class TemporaryServer:
@@ -49,7 +52,8 @@ class TemporaryServer:
             self.port = int(sock.getsockname()[1])
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             server_args(self.port) + ["--no-services"],
-            env=self._env(),
+            env=self.environment(),
+            cwd=self.home,  # with a home of its own, no prefect.toml or .env of the caller's
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -71,11 +75,13 @@ class TemporaryServer:
             raise
         return self
 
-    def _env(self) -> dict[str, str]:
+    def environment(self) -> dict[str, str]:
+        """The server's environment (with a `home`: nothing of the caller's database settings)."""
         env = server_env(self.port, ui=False)
-        if self.home is not None:
-            env = {k: v for k, v in env.items() if k not in DATABASE_URL_SETTINGS}
+        if self.home is not None:  # nothing may point it at another database
+            env = {k: v for k, v in env.items() if not _names_a_database(k)}
             env["PREFECT_HOME"] = str(self.home)
+            env["PREFECT_PROFILES_PATH"] = str(self.home / "profiles.toml")
         return env
 
     def close(self) -> None:

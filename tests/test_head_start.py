@@ -12,6 +12,7 @@ from archiver.errors import InvalidRequest
 from archiver.prediction import ModelRef, PredictionRequest
 from archiver.runtime import Runtime
 from archiver.settings import Settings
+from cli import head_start
 from tests.prefect_server import run_logs
 
 MODEL = "black-forest-labs/flux-schnell"
@@ -97,9 +98,142 @@ def test_a_prediction_no_run_took_is_cancelled(runtime, emulator, monkeypatch):
     req = request("unclaimed")
     made = runtime(lambda rt: ahead(rt, req))
     assert gen.unclaimed(req)
-    assert runtime(lambda rt: gen.cancel_unclaimed(req, api=rt.api)) == made.id
+    left = runtime(lambda rt: gen.cancel_unclaimed(req, api=rt.api))
+    assert (left.id, left.status) == (made.id, "canceled")
     assert emulator.stats().cancels == [made.id]
     assert not gen.unclaimed(req)
+
+
+@pytest.mark.parametrize(
+    ("environment", "possible"),
+    [
+        ({}, True),
+        ({"ARCHIVER_TOKEN_SECRET_BLOCK": "replicate-token"}, True),  # the token is set too
+        ({"ARCHIVER_TOKEN_SECRET_BLOCK": "replicate-token", "REPLICATE_API_TOKEN": ""}, False),
+        ({"ARCHIVER_AWS_CREDENTIALS_BLOCK": "aws"}, False),
+    ],
+)
+def test_nothing_is_created_ahead_where_prefect_blocks_hold_credentials(
+    archive_env, monkeypatch, environment, possible
+):
+    """A token or storage credentials read from Prefect blocks (by the flow run only): the
+    create waits for the flow run, which has them."""
+    for key, value in environment.items():
+        if value:
+            monkeypatch.setenv(key, value)
+        else:
+            monkeypatch.delenv(key)
+    assert head_start.possible(Settings()) is possible
+
+
+@pytest.mark.parametrize("emulator", [{"processing_seconds": 3}], indirect=True)
+def test_a_record_moved_on_meanwhile_cancels_ours_and_the_run_goes_on(
+    runtime, emulator, monkeypatch
+):
+    """Another process recorded another prediction for the request after ours was created:
+    ours is cancelled (no one would take it), and the run resumes the recorded one."""
+    monkeypatch.setenv("ARCHIVER_WAIT_SECONDS", "1")
+    req = request("moved on")
+    ours = runtime(lambda rt: ahead(rt, req))
+
+    async def record_another(rt: Runtime):
+        other = await rt.api.create(req)
+        record = rt.cache.get(req.cache_key)
+        rt.cache.put(record.model_copy(update={"prediction_id": other.id}))
+        return other
+
+    other = runtime(record_another)
+    ready = runtime(lambda rt: generate(rt, req))
+    assert ready.prediction.id == other.id and not ready.created and not ready.ahead
+    assert emulator.stats().cancels == [ours.id]
+
+
+def test_a_step_that_fails_after_taking_it_leaves_it_to_the_retry(runtime, emulator, monkeypatch):
+    """The step fails (a store outage) after the create ahead settled: its retry takes the same
+    prediction as its own create; nothing is created again."""
+    req = request("retried")
+    made = runtime(lambda rt: ahead(rt, req))
+    real = gen._look_up
+    calls = []
+
+    def flaky(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise OSError("the cache store is down")
+        return real(*args)
+
+    monkeypatch.setattr(gen, "_look_up", flaky)
+    with pytest.raises(OSError, match="down"):
+        runtime(lambda rt: generate(rt, req))
+    assert gen.unclaimed(req)
+    ready = runtime(lambda rt: generate(rt, req))
+    assert ready.prediction.id == made.id and ready.created and ready.ahead
+    assert emulator.stats().creates_accepted == 1
+
+
+@pytest.mark.parametrize("emulator", [{"processing_seconds": 60}], indirect=True)
+def test_a_command_ending_before_its_run_took_the_prediction_cancels_it(
+    archive_env, emulator, monkeypatch
+):
+    """`HeadStart.close` with nothing taken: a prediction still running is cancelled."""
+    monkeypatch.setenv("ARCHIVER_WAIT_SECONDS", "1")
+    started = head_start.HeadStart(request("left running"), str(archive_env), {})
+    started.begin()
+    started.close()
+    [created] = emulator.stats().created_ids
+    assert emulator.stats().cancels == [created]
+    assert not gen._ahead
+
+
+def test_a_prediction_that_already_succeeded_is_named_and_archived_by_the_next_run(
+    archive_env, emulator, capsys, runtime
+):
+    """`HeadStart.close` with nothing taken and the prediction already succeeded: one note
+    names it; the next run of the request archives it without paying again."""
+    req = request("left succeeded")
+    started = head_start.HeadStart(req, str(archive_env), {})
+    started.begin()
+    started.close()
+    [created] = emulator.stats().created_ids
+    assert emulator.stats().cancels == []
+    note = capsys.readouterr().err.strip()
+    assert note.startswith(f"note: prediction {created} succeeded") and "\n" not in note
+    ready = runtime(lambda rt: generate(rt, req))
+    assert ready.prediction.id == created and not ready.created
+    assert emulator.stats().creates_accepted == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/hook",
+        "https://example.com/a\tb",
+        "https://example.com/a b",
+        "https://example.com/" + "x" * 2030,
+        "https://example.com/" + "x" * 2029,
+        "ftp://example.com/hook",
+    ],
+)
+def test_the_cli_refuses_every_webhook_the_flow_would(url):
+    """`--webhook` is checked as the flow's parameter schema checks it, before anything is paid
+    (a prediction created ahead must never meet a flow that refuses its parameters)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from archiver.errors import ConfigurationError
+    from cli import checks
+    from flows.archive_prediction import WebhookParam
+
+    try:
+        TypeAdapter(WebhookParam).validate_python(url)
+        flow_accepts = True
+    except ValidationError:
+        flow_accepts = False
+    try:
+        checks.webhook(url)
+        cli_accepts = True
+    except ConfigurationError:
+        cli_accepts = False
+    assert cli_accepts == flow_accepts
 
 
 def flow_run_messages(api_url: str, flow_run_url: str) -> list[str]:

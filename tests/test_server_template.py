@@ -130,6 +130,35 @@ def test_no_template_or_a_broken_one_seeds_nothing(tmp_path, no_database_setting
     assert not (home / "prefect.db").exists()
 
 
+def test_a_copy_that_fails_leaves_prefect_to_migrate(
+    tmp_path, prefect_template, no_database_settings, monkeypatch
+):
+    """No hard links on the home's file system (or a full disk): nothing seeded, nothing left
+    behind; the server migrates its own database as before."""
+
+    def no_links(source, target):
+        raise PermissionError(1, "Operation not permitted", str(target))
+
+    monkeypatch.setattr(os, "link", no_links)
+    home = tmp_path / "home"
+    assert database_template.seed(home) == {}
+    assert list(home.iterdir()) == []
+
+
+def test_the_template_server_reads_no_database_setting_of_the_callers(tmp_path, monkeypatch):
+    """The server that builds the template migrates only its own home's SQLite file: the
+    caller's database variables and profiles never reach it."""
+    from cli.temporary_server import TemporaryServer
+
+    monkeypatch.setenv("PREFECT_SERVER_DATABASE_HOST", "db.example")
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", "postgresql+asyncpg://x/y")
+    monkeypatch.setenv("PREFECT_PROFILES_PATH", str(tmp_path / "mine.toml"))
+    env = TemporaryServer(home=tmp_path / "build").environment()
+    assert not [key for key in env if "DATABASE_" in key]
+    assert env["PREFECT_HOME"] == str(tmp_path / "build")
+    assert env["PREFECT_PROFILES_PATH"] == str(tmp_path / "build" / "profiles.toml")
+
+
 def test_the_setting_off_starts_without_the_template(monkeypatch):
     """ARCHIVER_SERVER_TEMPLATE=false reaches the local server's start."""
     from typer.testing import CliRunner
