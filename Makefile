@@ -11,25 +11,28 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install demo test test-fast lint test-ui bench emulator server worker deploy serve clean
+.PHONY: install template demo test test-fast lint test-ui bench emulator server worker deploy serve clean
 
-install: $(STAMP)
+install: $(STAMP) template
 
 # uv resolves and installs in about 15 s where pip took 70 s (the same versions; pyproject's
 # floors keep the two resolvers agreeing). pip installs uv into the venv; if that or uv fails,
 # pip installs the project itself. --compile-bytecode, as pip does: where PYTHONDONTWRITEBYTECODE
 # is set (as on this project's machines) nothing else writes .pyc files, and every process
-# would compile Prefect from source (importing it: 2.6 s instead of 1 s). `server prepare`
-# migrates a Prefect database once per Prefect version (user cache): a new PREFECT_HOME's first
-# server start copies it, 5 s instead of 14 (cli/database_template.py).
+# would compile Prefect from source (importing it: 2.6 s instead of 1 s). `make template`
+# (part of install) migrates a Prefect database once per Prefect version (user cache): a new
+# PREFECT_HOME's first server start copies it, 5 s instead of 14.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	( $(PY) -m pip install -q --disable-pip-version-check uv && \
 	  $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -e '.[dev]' ) || \
 	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	$(PY) -m compileall -q -j 0 archiver cli flows tasks emulator deployments benchmarks tests >/dev/null
-	$(PY) -m flows server prepare || echo "note: no Prefect database template; a new PREFECT_HOME's first server start migrates its own (about 10 s more)"
 	touch $(STAMP)
+
+# Once per Prefect version (0.3 s when done): cli/database_template.py.
+template: $(STAMP)
+	$(PY) -m flows server prepare || echo "note: no Prefect database template; a new PREFECT_HOME's first server start migrates its own (about 10 s more)"
 
 DEMO_DEST ?= ./archive
 demo: install
@@ -41,10 +44,11 @@ demo: install
 # A file runs whole on one worker (its module fixtures are shared); each worker has its own
 # PREFECT_HOME and free ports. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 5
-# The venv, Chromium (apt) and Azurite (npm) install side by side, and the lint runs as soon as
-# the venv is there, while npm may still be at work: on a fresh machine about a minute in all.
+# The venv, Chromium (apt) and Azurite (npm) install side by side; the lint and the database
+# template run as soon as the venv is there, while npm may still be at work: on a fresh machine
+# about a minute in all.
 test:
-	$(MAKE) --no-print-directory -j3 lint chromium azurite
+	$(MAKE) --no-print-directory -j4 lint template chromium azurite
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The inner loop: everything that needs no server but the emulator (no Prefect API, S3, GCS,
@@ -56,7 +60,7 @@ test-fast: install lint
 # The whole tree, as a bare `ruff format --check .` sees it: since ruff 0.16 that includes the
 # Python code blocks of README.md and docs/*.md. Ruff's default excludes and .gitignore keep
 # .venv and tests/azurite/node_modules out.
-lint: install  ## ruff format, ruff check and mypy (also part of make test and test-fast)
+lint: $(STAMP)  ## ruff format, ruff check and mypy (also part of make test and test-fast)
 	$(VENV)/bin/ruff format --check -q .
 	$(VENV)/bin/ruff check -q .
 	$(VENV)/bin/mypy
