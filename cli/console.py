@@ -98,13 +98,14 @@ def print_summary(summaries: Iterable[RunSummary]) -> None:
     for summary in summaries:
         for item in summary.files:
             table.add_row(item.path, f"{item.size:,}", item.sha256[:12])
-        how = (
-            "from cache, 0 new predictions"
-            if summary.cached
-            else (
+        if summary.cached and summary.predictions_created:  # paid here, archived by a twin run
+            how = f"{summary.predictions_created} new prediction(s), archived meanwhile by another run"
+        elif summary.cached:
+            how = "from cache, 0 new predictions"
+        else:
+            how = (
                 f"{summary.predictions_created} new prediction(s), {summary.refetches} re-fetch(es)"
             )
-        )
         notes.append(
             f"{summary.model} {summary.prediction_id}: {how}; manifest {summary.manifest_url}"
         )

@@ -266,3 +266,47 @@ def test_refresh_is_created_by_the_run_itself(cli, emulator, tmp_path, prefect_h
     assert emulator.stats().creates_accepted == 2
     messages = flow_run_messages(prefect_harness, summary["flow_run_url"])
     assert any(m.startswith(f"created prediction {summary['prediction_id']}: ") for m in messages)
+
+
+@pytest.mark.prefect
+def test_two_runs_of_one_input_at_once_pay_once_and_one_says_so(cli, emulator, tmp_path):
+    """Two identical `run`s started together (each creating ahead): one prediction, and exactly
+    one of the two summaries counts it as new, also when the other run archived it first."""
+    import re
+    from concurrent.futures import ThreadPoolExecutor
+
+    args = ("run", MODEL, "-i", "prompt=twins", "--dest", str(tmp_path / "a"))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: cli(*args), range(2)))
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert emulator.stats().creates_accepted == 1
+    text = [" ".join(r.stdout.split()) for r in results]
+    paid = [int(re.search(r"(\d+) new prediction", t).group(1)) for t in text]
+    assert sorted(paid) == [0, 1], text
+
+
+@pytest.mark.parametrize(
+    ("cached", "created", "says"),
+    [
+        (False, 1, "1 new prediction(s), 0 re-fetch(es)"),
+        (True, 0, "from cache, 0 new predictions"),
+        (True, 1, "1 new prediction(s), archived meanwhile by another run"),
+    ],
+)
+def test_the_summary_line_counts_what_this_command_paid(capsys, cached, created, says):
+    """A run that paid for the prediction says so, also when a twin run archived it first."""
+    from archiver.pipeline import RunSummary
+    from cli.console import print_summary
+
+    summary = RunSummary(
+        model=MODEL,
+        cache_key="k",
+        prediction_id="p1",
+        cached=cached,
+        predictions_created=created,
+        refetches=0,
+        manifest_url="/a/manifest.json",
+        files=[],
+    )
+    print_summary([summary])
+    assert says in " ".join(capsys.readouterr().out.split())
